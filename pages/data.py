@@ -1,0 +1,245 @@
+"""Data page: load a behaviour log (the bundled sample or an upload), map its columns, and read
+its summary and ingest report."""
+
+import logging
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from seqvae.errors import LogFormatError
+from seqvae.logs import DROP_REASONS, IngestOptions, read_metadata
+from seqvae.ui import charts, state
+from seqvae.ui.loading import load_dataset, load_sample
+from seqvae.ui.text import escape_markdown
+
+logger = logging.getLogger("seqvae.ui")
+
+NONE = "(none)"
+SEPARATORS = {"detect": None, "comma": ",", "tab": "\t", "semicolon": ";", "pipe": "|",
+              "space": " "}
+
+
+def _load(make: Callable[[], state.Dataset], *, pending: tuple[str, bytes] | None = None) -> None:
+    """Run a load; on failure keep what was loaded before and remember the message."""
+    try:
+        state.set_dataset(make())
+        st.session_state.pop(state.UPLOAD_ERROR, None)
+        st.session_state.pop("pending_upload", None)
+    except LogFormatError as exc:
+        st.session_state[state.UPLOAD_ERROR] = exc
+        if pending is not None:
+            st.session_state["pending_upload"] = pending
+    except Exception as exc:  # never a traceback in the browser
+        logger.exception("unexpected error while reading a log")
+        st.session_state[state.UPLOAD_ERROR] = LogFormatError(
+            pending[0] if pending else "the log",
+            f"could not be read ({type(exc).__name__}: {exc})",
+            fix="check the file's format, or set the reading options below",
+        )
+        if pending is not None:
+            st.session_state["pending_upload"] = pending
+
+
+def source_ui() -> None:
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.markdown("**Try it on generated data**")
+        st.caption("2,000 shoppers, 1,000 products, views → carts → purchases, with six planted "
+                   "user segments.")
+        if st.button("Load the bundled sample", type="primary", key="load_sample"):
+            _load(load_sample)
+    with right:
+        uploaded = st.file_uploader(
+            "…or upload your log (CSV, TSV or any delimiter, Parquet, JSON lines; .gz too)",
+            key="log_upload",
+            help="One event per row: a user column and an item column are needed; a timestamp, "
+            "an event type and a value (rating, quantity) are used when present.",
+        )
+        if uploaded is not None and uploaded.file_id != st.session_state.get("log_upload_id"):
+            st.session_state["log_upload_id"] = uploaded.file_id
+            data = uploaded.getvalue()
+            _load(lambda: load_dataset(uploaded.name, data), pending=(uploaded.name, data))
+
+
+def error_ui() -> None:
+    error = st.session_state.get(state.UPLOAD_ERROR)
+    if error is None:
+        return
+    lines = f" (lines {', '.join(map(str, error.lines))})" if error.lines else ""
+    column = f" in column “{error.column}”" if error.column else ""
+    st.error(f"**{escape_markdown(error.source)} was not loaded:** {escape_markdown(error.problem)}"
+             f"{escape_markdown(column + lines)}.  \n**What to do:** {escape_markdown(error.fix)}",
+             icon="⚠️")
+    if state.dataset() is not None:
+        st.caption(f"Still using {escape_markdown(state.dataset().name)}.")  # type: ignore[union-attr]
+
+
+def options_ui() -> None:
+    """The column mapping and reading options, pre-filled by detection."""
+    current = state.dataset()
+    pending = st.session_state.get("pending_upload")
+    if pending is not None:
+        name, data = pending
+        columns: list[str] = []
+        base = IngestOptions()
+        roles: dict[str, str | None] = {}
+    elif current is not None:
+        name, data = current.name, current.data
+        columns = current.report.source_columns
+        base = current.options
+        roles = current.report.columns
+    else:
+        return
+    if current is not None and current.name.startswith("sample:") and pending is None:
+        return
+    with (st.expander(f"Columns and reading options of {name}", expanded=pending is not None),
+          st.form("reading_options")):
+        chosen: dict[str, str | None] = {}
+        cols = st.columns(5)
+        for i, role in enumerate(("user", "item", "timestamp", "event", "value")):
+            with cols[i]:
+                if columns:
+                    choices = columns if role in ("user", "item") else [NONE, *columns]
+                    detected = roles.get(role) or NONE
+                    index = choices.index(detected) if detected in choices else 0
+                    picked = st.selectbox(role, choices, index=index, key=f"map_{role}")
+                    chosen[role] = "" if picked == NONE else picked
+                else:
+                    typed = st.text_input(f"{role} column", key=f"map_{role}_text",
+                                          help="name or 1-based number; empty = detect")
+                    chosen[role] = typed.strip() or None
+        a, b, c, d = st.columns(4)
+        with a:
+            sep_name = st.selectbox("delimiter", list(SEPARATORS), key="opt_sep")
+        with b:
+            header = st.selectbox("first line", ["detect", "is a header", "is data"],
+                                  key="opt_header")
+        with c:
+            missing_ts = st.selectbox(
+                "missing timestamp", ["previous", "drop", "file-order"],
+                index=["previous", "drop", "file-order"].index(base.missing_timestamp),
+                key="opt_missing_ts",
+                help="previous: take the user's previous event's time; drop: drop the row; "
+                "file-order: keep the row in its place in the file")
+        with d:
+            missing_value = st.selectbox(
+                "missing value", ["median", "mean", "drop"],
+                index=["median", "mean", "drop"].index(base.missing_value),
+                key="opt_missing_value")
+        drop_dups = st.checkbox("remove exact duplicate rows", value=base.drop_duplicates,
+                                key="opt_dups")
+        submitted = st.form_submit_button("Re-read with these settings")
+    if submitted:
+        try:
+            options = IngestOptions(
+                sep=SEPARATORS[sep_name],
+                header={"detect": None, "is a header": True, "is data": False}[header],
+                user_col=chosen["user"] or None,
+                item_col=chosen["item"] or None,
+                timestamp_col=chosen["timestamp"],
+                event_col=chosen["event"],
+                value_col=chosen["value"],
+                missing_timestamp=missing_ts,
+                missing_value=missing_value,
+                drop_duplicates=drop_dups,
+            )
+        except ValueError as exc:
+            st.error(escape_markdown(str(exc)))
+            return
+        _load(lambda: load_dataset(name, data, options), pending=(name, data))
+        st.rerun()
+
+
+def side_tables_ui(current: state.Dataset) -> None:
+    with st.expander("Optional: item titles and user attributes"):
+        left, right = st.columns(2)
+        with left:
+            items = st.file_uploader("Item metadata (item id, title, category, …)",
+                                     key="items_upload")
+            if items is not None and items.file_id != st.session_state.get("items_upload_id"):
+                st.session_state["items_upload_id"] = items.file_id
+                try:
+                    current.items = read_metadata(items.getvalue(), key="item", name=items.name)
+                except LogFormatError as exc:
+                    st.error(escape_markdown(str(exc)))
+        with right:
+            users = st.file_uploader("User attributes (user id, segment, age, …)",
+                                     key="users_upload")
+            if users is not None and users.file_id != st.session_state.get("users_upload_id"):
+                st.session_state["users_upload_id"] = users.file_id
+                try:
+                    current.users = read_metadata(users.getvalue(), key="user", name=users.name)
+                except LogFormatError as exc:
+                    st.error(escape_markdown(str(exc)))
+        for label, table, known in (("items", current.items, current.log.frame["item"]),
+                                    ("users", current.users, current.log.frame["user"])):
+            if table is not None:
+                ids = pd.Index(known.cat.categories.astype(str))
+                matched = int(ids.isin(table.index).sum())
+                st.caption(f"{label}: {len(table.columns)} attribute columns "
+                           f"({escape_markdown(', '.join(map(str, table.columns)))}), known for "
+                           f"{matched:,} of {ids.size:,} {label} in the log.")
+
+
+def summary_ui(current: state.Dataset) -> None:
+    summary = current.log.summary()
+    st.subheader(f"Summary of {current.name}")
+    a, b, c, d = st.columns(4)
+    a.metric("Users", f"{summary['users']:,}")
+    b.metric("Items", f"{summary['items']:,}")
+    c.metric("Events", f"{summary['events']:,}")
+    span = summary["time_span"]
+    if span and span["start"]:
+        start, end = pd.Timestamp(span["start"]), pd.Timestamp(span["end"])
+        d.metric("Time span", f"{(end - start).days:,} days",
+                 help=f"{start:%Y-%m-%d} to {end:%Y-%m-%d} (UTC)")
+    else:
+        d.metric("Time span", "file order", help="the log has no timestamps")
+    left, middle = st.columns(2)
+    left.plotly_chart(charts.events_per_user(current.log), width="stretch")
+    middle.plotly_chart(charts.event_type_mix(current.log), width="stretch")
+    over_time = charts.events_over_time(current.log)
+    if over_time is not None:
+        st.plotly_chart(over_time, width="stretch")
+    with st.expander("First rows, as read"):
+        preview = current.log.frame.head(50).copy()
+        for column in ("user", "item", "event"):
+            preview[column] = preview[column].astype(str)
+        st.dataframe(preview, hide_index=True)
+
+
+def report_ui(current: state.Dataset) -> None:
+    report = current.report
+    st.subheader("Ingest report")
+    st.caption("Every input row is accounted for: rows read = rows kept + rows dropped.")
+    a, b, c = st.columns(3)
+    a.metric("Rows read", f"{report.rows_read:,}")
+    b.metric("Rows kept", f"{report.rows_kept:,}")
+    c.metric("Rows dropped", f"{sum(report.dropped.values()):,}")
+    mapping = ", ".join(f"{role} ← {col}" for role, col in report.columns.items() if col)
+    details = ", ".join(f"{k}: {v}" for k, v in report.details.items())
+    st.caption(escape_markdown(f"Columns: {mapping}. Read as {report.format} ({details})."))
+    if report.dropped or report.filled:
+        rows = [{"what": "dropped", "reason": DROP_REASONS.get(k, k), "rows": v,
+                 "first lines": ", ".join(map(str, report.dropped_lines.get(k, [])))}
+                for k, v in report.dropped.items()]
+        rows += [{"what": "filled", "reason": k.replace("_", " "), "rows": v, "first lines": ""}
+                 for k, v in report.filled.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.success("No row was dropped and no value was filled in.")
+    for warning in report.warnings:
+        st.warning(escape_markdown(warning))
+
+
+st.title("Data")
+st.caption("Load a behaviour log — who did what to which item, when — and check how it was read.")
+source_ui()
+error_ui()
+options_ui()
+current_dataset = state.dataset()
+if current_dataset is not None:
+    side_tables_ui(current_dataset)
+    summary_ui(current_dataset)
+    report_ui(current_dataset)

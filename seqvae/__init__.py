@@ -1,0 +1,1 @@
+"""seqvae: learn, explore and use representations of users from their behaviour logs."""

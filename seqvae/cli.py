@@ -1,0 +1,250 @@
+"""The ``seqvae`` command line: the same library as the dashboard, from a terminal.
+
+Every command takes ``--help``; commands that read a log share the reading flags
+(`add_reading_flags`); ``--json`` writes exactly one JSON object on stdout; bad input exits with
+status 2 and a one-line reason on stderr. TensorFlow is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from seqvae.errors import SeqVAEError
+
+EXIT_BAD_INPUT = 2
+
+
+def add_reading_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every command that reads a log shares."""
+    group = parser.add_argument_group("reading the log")
+    group.add_argument("--format", default="auto",
+                       choices=["auto", "delimited", "parquet", "jsonl", "sequence-lines"],
+                       help="file format (default: detected from the name and the content)")
+    group.add_argument("--sep", help="field delimiter, e.g. ',' ';' 'tab' (default: sniffed)")
+    header = group.add_mutually_exclusive_group()
+    header.add_argument("--header", dest="header", action="store_true", default=None,
+                        help="the first line is a header")
+    header.add_argument("--no-header", dest="header", action="store_false",
+                        help="the first line is data")
+    group.add_argument("--names", help="comma-separated column names for a file without header")
+    for role, example in (("user", "customer_id"), ("item", "sku"), ("timestamp", "ts"),
+                          ("event", "action"), ("value", "rating")):
+        extra = "" if role in ("user", "item") else "; '' for none"
+        group.add_argument(f"--{role}-col", dest=f"{role}_col", metavar="COLUMN",
+                           help=f"column holding the {role} (name or 1-based number, "
+                           f"e.g. {example}; default: detected{extra})")
+    group.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "us", "ns"],
+                       help="unit of numeric timestamps (default: told apart by magnitude)")
+    group.add_argument("--missing-timestamp", default="previous",
+                       choices=["previous", "drop", "file-order"],
+                       help="a row without a timestamp takes the user's previous one (default), "
+                       "is dropped, or keeps its place in the file")
+    group.add_argument("--missing-value", default="median", choices=["median", "mean", "drop"],
+                       help="fill a missing value with the column's median (default) or mean, "
+                       "or drop the row")
+    group.add_argument("--keep-duplicates", action="store_true",
+                       help="keep rows identical in every mapped column (default: removed)")
+    group.add_argument("--encoding", help="text encoding (default: UTF-8, falling back to Latin-1)")
+    group.add_argument("--max-mb", type=float, default=2048.0,
+                       help="refuse files larger than this many megabytes (default: 2048)")
+    group.add_argument("--min-item-count", type=int, default=1,
+                       help="items seen fewer times become out-of-vocabulary (default: 1)")
+    group.add_argument("--k-core", type=int, default=0,
+                       help="keep users and items with at least K events, iteratively (default: off)")
+
+
+def options_from_args(args: argparse.Namespace) -> Any:
+    """Build `IngestOptions` from the shared reading flags."""
+    from seqvae.logs import IngestOptions
+
+    names = tuple(n.strip() for n in args.names.split(",")) if args.names else None
+    return IngestOptions(
+        format=args.format,
+        sep=args.sep,
+        header=args.header,
+        names=names,
+        user_col=args.user_col,
+        item_col=args.item_col,
+        timestamp_col=args.timestamp_col,
+        event_col=args.event_col,
+        value_col=args.value_col,
+        timestamp_unit=args.timestamp_unit,
+        missing_timestamp=args.missing_timestamp,
+        missing_value=args.missing_value,
+        drop_duplicates=not args.keep_duplicates,
+        encoding=args.encoding,
+        max_bytes=int(args.max_mb * 1024 * 1024),
+    )
+
+
+def _sequence_options(args: argparse.Namespace) -> Any:
+    from seqvae.sequences import SequenceOptions
+
+    return SequenceOptions(min_item_count=args.min_item_count, k_core=args.k_core)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from seqvae.sample import generate
+
+    sample = generate(n_users=args.users, n_items=args.items, seed=args.seed)
+    paths = sample.write(args.out)
+    if args.json:
+        print(json.dumps({
+            "events": len(sample.events),
+            "users": int(sample.events["user_id"].nunique()),
+            "items": int(sample.events["item_id"].nunique()),
+            "files": {k: str(v) for k, v in paths.items()},
+        }))
+    else:
+        print(f"wrote {len(sample.events):,} events of {args.users:,} users to {paths['events']}")
+        print(f"item titles and categories: {paths['items']}")
+        print(f"planted segment of each user: {paths['segments']}")
+    return 0
+
+
+def inspect_log(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Read and encode a log; the JSON object `seqvae inspect --json` prints."""
+    from seqvae.logs import read_log
+    from seqvae.sequences import encode
+
+    log, report = read_log(path, options_from_args(args))
+    sequences = encode(log, _sequence_options(args), report)
+    lengths = sequences.lengths
+    summary = log.summary()
+    return {
+        "source": report.source,
+        "format": report.format,
+        "rows_read": report.rows_read,
+        "rows_kept": report.rows_kept,
+        "dropped": report.dropped,
+        "dropped_lines": report.dropped_lines,
+        "filled": report.filled,
+        "users": sequences.n_users,
+        "items": sequences.item_vocab.size - 2,
+        "events": sequences.n_events,
+        "event_types": summary["event_types"],
+        "time_span": summary["time_span"],
+        "events_per_user": {
+            "min": int(lengths.min()),
+            "median": float(np.median(lengths)),
+            "max": int(lengths.max()),
+        },
+        "columns": report.columns,
+        "details": report.details,
+        "warnings": report.warnings,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    result = inspect_log(args.log, args)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    print(f"{result['source']}  ({result['format']}"
+          + "".join(f", {k} {v}" for k, v in result["details"].items()) + ")")
+    print()
+    rows = [
+        ("users", f"{result['users']:,}"),
+        ("items", f"{result['items']:,}"),
+        ("events", f"{result['events']:,}"),
+        ("events per user", "min {min:,} · median {median:,.0f} · max {max:,}".format(
+            **result["events_per_user"])),
+    ]
+    if result["time_span"]:
+        rows.append(("time span", f"{result['time_span']['start']} → {result['time_span']['end']}"))
+    if result["event_types"]:
+        rows.append(("event types", ", ".join(f"{k} {v:,}" for k, v in
+                                                result["event_types"].items())))
+    rows.append(("columns", ", ".join(f"{role}={col}" for role, col in result["columns"].items()
+                                      if col)))
+    _print_table(rows)
+    print()
+    print("ingest report")
+    report_rows = [("rows read", f"{result['rows_read']:,}"), ("rows kept", f"{result['rows_kept']:,}")]
+    from seqvae.logs import DROP_REASONS
+
+    for reason, count in result["dropped"].items():
+        lines = result["dropped_lines"].get(reason, [])
+        where = f" (lines {', '.join(map(str, lines))}…)" if lines else ""
+        report_rows.append((f"dropped: {DROP_REASONS.get(reason, reason)}", f"{count:,}{where}"))
+    for what, count in result["filled"].items():
+        report_rows.append((f"filled: {what}", f"{count:,}"))
+    _print_table(report_rows)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _print_table(rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqvae",
+        description="Learn, explore and use representations of users from behaviour logs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = sub.add_parser("sample", help="write the generated e-commerce sample log",
+                            description="Write a realistic e-commerce log with planted user "
+                            "segments (events, item titles, and each user's segment).")
+    sample.add_argument("--out", required=True, help="path of the events CSV to write")
+    sample.add_argument("--users", type=int, default=2000, help="number of users (default 2000)")
+    sample.add_argument("--items", type=int, default=1000, help="number of items (default 1000)")
+    sample.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    sample.add_argument("--json", action="store_true", help="print one JSON object")
+    sample.set_defaults(func=cmd_sample)
+
+    inspect = sub.add_parser("inspect", help="read a log and report what was found",
+                             description="Read a behaviour log, print its summary and the ingest "
+                             "report (every row kept or dropped, with the reason).")
+    inspect.add_argument("log", help="the log: CSV / TSV / any delimiter, Parquet, JSON lines")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    add_reading_flags(inspect)
+    inspect.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SeqVAEError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        print(f"seqvae {args.command}: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `seqvae inspect LOG | head`: the reader left, nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — silences the flush at exit
+        return 0
+    except OSError as exc:
+        print(f"seqvae {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["add_reading_flags", "build_parser", "main", "options_from_args"]

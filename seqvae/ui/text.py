@@ -1,0 +1,17 @@
+"""Showing text that came from a user's file, safely.
+
+Streamlit renders Markdown (links, images) in `st.markdown`, `st.error`, `st.warning` and
+captions. Ids, titles and messages that quote them are escaped first, so a title such as
+``![x](http://...)`` or ``<script>`` shows as the characters it is and never loads or runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
+
+
+def escape_markdown(text: object) -> str:
+    """Backslash-escape every Markdown-significant character of `text`."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))

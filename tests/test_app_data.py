@@ -1,0 +1,95 @@
+"""The Data page, through Streamlit's AppTest: sample, upload, mapping, errors, safety."""
+
+from __future__ import annotations
+
+from tests.conftest import texts
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_landing_page_without_data(app):
+    at = app.run()
+    assert not at.exception
+    assert at.title[0].value == "Data"
+    assert any("none loaded yet" in t for t in texts(at.sidebar.info))
+
+
+def test_load_the_sample(app):
+    at = app.run()
+    at.button(key="load_sample").click().run()
+    assert not at.exception
+    shown = metrics(at)
+    assert shown["Users"] == "2,000" and shown["Events"] == "69,372"
+    assert shown["Rows read"] == "69,372" and shown["Rows dropped"] == "0"
+    assert any("2,000 users" in t for t in texts(at.sidebar.success))
+    # the planted segments come along as user attributes, titles as item metadata
+    assert any("segment" in t for t in texts(at.caption))
+
+
+def test_upload_a_log_with_problems_shows_the_report(app):
+    at = app.run()
+    log = ("user_id;product;action;ts\n"
+           "u1;p1;view;1700000000\n"
+           "u1;p2;view;1700000100\n"
+           ";p2;view;1700000200\n"        # no user: dropped
+           "u2;p1;;1700000300\n"          # no event type: 'unknown'
+           "u2;p1;;1700000300\n")         # exact duplicate: dropped
+    at.file_uploader(key="log_upload").upload("shop.csv", log.encode(), "text/csv")
+    at.run()
+    assert not at.exception
+    shown = metrics(at)
+    assert shown["Rows read"] == "5" and shown["Rows kept"] == "3" and shown["Rows dropped"] == "2"
+    report = at.dataframe[-1].value
+    assert set(report["reason"]) == {"no user id", "exact duplicate of an earlier row",
+                                     "event"}
+    assert any("no event type" in w for w in texts(at.warning))
+
+
+def test_bad_upload_is_a_message_and_keeps_the_loaded_data(app):
+    at = app.run()
+    at.button(key="load_sample").click().run()
+    at.file_uploader(key="log_upload").upload("broken.csv", b"just-one-column\nx\ny\n",
+                                              "text/csv")
+    at.run()
+    assert not at.exception
+    errors = texts(at.error)
+    assert len(errors) == 1 and "broken" in errors[0] and "only one column" in errors[0]
+    assert "What to do" in errors[0]
+    assert metrics(at)["Users"] == "2,000"  # the sample is still loaded
+
+
+def test_binary_upload_is_a_message(app):
+    at = app.run()
+    at.file_uploader(key="log_upload").upload("photo.csv", bytes(range(256)) * 10)
+    at.run()
+    assert not at.exception
+    assert any("binary" in e for e in texts(at.error))
+
+
+def test_column_mapping_fixes_a_log_detection_got_wrong(app):
+    # headerless, columns in an unusual order: item first
+    log = "p1,u1,view\np2,u1,view\np1,u2,cart\np3,u2,view\n"
+    at = app.run()
+    at.file_uploader(key="log_upload").upload("odd.csv", log.encode(), "text/csv")
+    at.run()
+    assert metrics(at)["Users"] == "3"  # detection took the first column as the user
+    at.selectbox(key="map_user").set_value("column_2")
+    at.selectbox(key="map_item").set_value("column_1")
+    at.button[-1].click()  # the form's submit button
+    at.run()
+    assert not at.exception
+    assert metrics(at)["Users"] == "2" and metrics(at)["Items"] == "3"
+
+
+def test_text_from_files_never_renders_as_markdown_or_html(app):
+    evil = "![img](http://example.invalid/x.png)<script>alert(1)</script>"
+    log = f"user,item\n{evil},a\n{evil},a\n"  # one item only: the error quotes it
+    at = app.run()
+    at.file_uploader(key="log_upload").upload(f"{evil}.csv", log.encode().replace(b"\n", b"\n"))
+    at.run()
+    assert not at.exception
+    error = texts(at.error)[0]
+    # every Markdown/HTML character is escaped, so it shows as text
+    assert "\\!\\[img\\]\\(http" in error and "\\<script\\>" in error

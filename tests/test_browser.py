@@ -1,0 +1,137 @@
+"""End to end in a real browser: Playwright drives Debian's Chromium against `streamlit run`.
+
+Without a Chromium the tests are skipped with the reason, except in CI (CI=true), where they fail:
+`make test` installs Debian's `chromium` package when it can. Screenshots are written to
+`tests/artifacts/` (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_DIR, chromium_path
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.5)
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited: {process.stdout.read() if process.stdout else ''}")
+    else:
+        process.kill()
+        raise RuntimeError("streamlit did not answer within 90 s")
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_path()
+    if executable is None:
+        reason = ("no Chromium found (install Debian's `chromium` package; `make test` does "
+                  "so when it runs as root)")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"browser tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 2600})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_load_sample_and_upload_a_log(page, server):
+    started = time.monotonic()
+    page.goto(server)
+    page.get_by_role("heading", name="Data").wait_for()
+    first_load = time.monotonic() - started
+    page.get_by_text("none loaded yet").wait_for()
+    shot(page, "01-landing")
+
+    page.get_by_role("button", name="Load the bundled sample").click()
+    page.get_by_role("heading", name="Ingest report").wait_for()
+    page.get_by_text("2,000 users · 1,000 items").wait_for()  # the sidebar
+    assert page.get_by_text("69,372").first.is_visible()
+    # the three charts are drawn (Plotly renders them after the page arrives)
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    shot(page, "02-sample-loaded")
+
+    # upload the sample CSV through the file input, as a person would
+    page.locator("input[type=file]").first.set_input_files(str(SAMPLE_DIR / "events.csv"))
+    page.get_by_text("Summary of events.csv").wait_for()
+    page.get_by_text("Columns and reading options of events.csv").wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    shot(page, "03-uploaded")
+    print(f"first page load {first_load:.2f} s")
+
+
+def test_bad_upload_shows_a_message_not_a_traceback(page, server, tmp_path):
+    page.goto(server)
+    page.get_by_role("heading", name="Data").wait_for()
+    bad = tmp_path / "one-item.csv"
+    bad.write_text("user,item\n1,5\n2,5\n3,5\n")
+    page.locator("input[type=file]").first.set_input_files(str(bad))
+    page.get_by_text("one-item.csv was not loaded").wait_for()
+    assert page.get_by_text("only one item").first.is_visible()
+    assert page.locator("text=Traceback").count() == 0
+    shot(page, "04-bad-upload")

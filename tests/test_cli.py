@@ -1,0 +1,82 @@
+"""The seqvae command line: sample, inspect, JSON output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from seqvae.cli import main
+from tests.conftest import dataset
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sample_then_inspect_json(tmp_path, capsys):
+    path = tmp_path / "events.csv"
+    code, out, _ = run_cli(capsys, "sample", "--out", str(path), "--users", "50", "--seed", "3")
+    assert code == 0 and path.exists() and (tmp_path / "items.csv").exists()
+    code, out, err = run_cli(capsys, "inspect", str(path), "--json")
+    assert code == 0 and err == ""
+    result = json.loads(out)  # exactly one JSON object on stdout
+    for key in ("rows_read", "rows_kept", "dropped", "users", "items", "events", "columns",
+                "warnings"):
+        assert key in result
+    assert result["users"] == 50
+    assert result["columns"]["event"] == "event_type"
+    assert result["rows_read"] == result["rows_kept"] + sum(result["dropped"].values())
+
+
+def test_inspect_human_output(sample_events, capsys):
+    code, out, _ = run_cli(capsys, "inspect", str(sample_events))
+    assert code == 0
+    assert "users" in out and "2,000" in out and "ingest report" in out
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", "empty"),
+    (b"user,item\n1,5\n2,5\n", "only one item"),
+    (b"\x00\x01\x02binary", "binary"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, content, reason):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    code, out, err = run_cli(capsys, "inspect", str(path), "--json")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and reason in err and "bad.csv" in err
+
+
+def test_reading_flags(tmp_path, capsys):
+    path = tmp_path / "log.txt"
+    path.write_text("a|b|c\nx|1|2024-01-01\ny|2|2024-01-02\nx|2|2024-01-03\n")
+    code, out, err = run_cli(capsys, "inspect", str(path), "--json", "--sep", "pipe",
+                             "--no-header", "--names", "who,what,when", "--user-col", "who",
+                             "--item-col", "what", "--timestamp-col", "when")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["columns"]["user"] == "who" and result["rows_read"] == 4
+
+
+def test_inspect_movielens(capsys):
+    code, out, _ = run_cli(capsys, "inspect", str(dataset("ml-100k", "u.data")), "--json",
+                           "--k-core", "5")
+    result = json.loads(out)
+    assert code == 0 and result["users"] == 943 and result["rows_read"] == 100_000
+    # items rated by fewer than 5 users go, and the report says how many events that took
+    assert result["dropped"]["k_core"] > 0
+    assert result["events"] + result["dropped"]["k_core"] == 100_000
+
+
+def test_console_script_and_help():
+    result = subprocess.run([sys.executable, "-m", "seqvae.cli", "--help"], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0 and "inspect" in result.stdout and "sample" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "seqvae.cli", "inspect", "--help"],
+                            capture_output=True, text=True, check=False)
+    assert "--user-col" in result.stdout and "--missing-timestamp" in result.stdout

@@ -1,0 +1,327 @@
+"""seqvae.logs: formats, role detection, timestamps, missing values, accounting and errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqvae.errors import LogFormatError
+from seqvae.logs import IngestOptions, read_log, read_metadata
+from tests.conftest import dataset
+
+
+def read(content: str | bytes, name: str = "log.csv", **options):
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return read_log(data, IngestOptions(**options), name=name)
+
+
+def assert_balanced(report) -> None:
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())
+
+
+# ---- formats ---------------------------------------------------------------------------------
+
+
+def test_csv_with_header_detects_every_role():
+    log, report = read(
+        "customer_id,sku,action,rating,ts\n"
+        "c1,s1,view,1,1700000000\n"
+        "c1,s2,buy,5,1700000100\n"
+        "c2,s1,view,3,1700000200\n"
+    )
+    assert report.columns == {"user": "customer_id", "item": "sku", "timestamp": "ts",
+                              "event": "action", "value": "rating"}
+    assert log.n_users == 2 and log.n_items == 2 and log.n_events == 3
+    assert log.frame["timestamp"].iloc[0] == pd.Timestamp("2023-11-14T22:13:20Z")
+    assert list(log.frame["value"]) == [1.0, 5.0, 3.0]
+    assert_balanced(report)
+
+
+@pytest.mark.parametrize("sep", [",", "\t", ";", "|"])
+def test_delimiter_is_sniffed(sep):
+    rows = [["user", "item", "timestamp"], ["1", "10", "1600000000"], ["2", "11", "1600000001"],
+            ["1", "12", "1600000002"]]
+    _, report = read("\n".join(sep.join(r) for r in rows) + "\n")
+    assert report.columns["user"] == "user" and report.columns["item"] == "item"
+    assert report.rows_kept == 3
+
+
+def test_headerless_numeric_log_is_read_by_content():
+    # user, item, rating, unix time — the MovieLens u.data layout
+    log, report = read("1\t10\t4\t881250949\n2\t10\t5\t881250950\n1\t11\t3\t881250951\n")
+    assert report.details["header"] is False
+    assert report.columns == {"user": "column_1", "item": "column_2", "timestamp": "column_4",
+                              "event": None, "value": "column_3"}
+    assert log.n_events == 3
+
+
+def test_names_and_column_overrides():
+    # names replace a header ...
+    log, report = read("a,b,c\n1,x,5\n2,y,6\n", header=True, names=("who", "what", "amount"),
+                       user_col="who", item_col="what", value_col="")
+    assert report.columns["value"] is None
+    assert set(log.frame["item"].astype(str)) == {"x", "y"}
+    # ... or name a file without one, whose first line is then data
+    log, _ = read("a,b,c\n1,x,5\n2,y,6\n", header=False, names=("who", "what", "amount"))
+    assert set(log.frame["item"].astype(str)) == {"b", "x", "y"}
+
+
+def test_column_given_by_number():
+    _, report = read("p,q\n1,2\n3,4\n", user_col="2", item_col="1")
+    assert report.columns["user"] == "q" and report.columns["item"] == "p"
+
+
+def test_unknown_override_names_the_available_columns():
+    with pytest.raises(LogFormatError, match=r"no column named 'who'.*user, item"):
+        read("user,item\n1,2\n3,4\n", user_col="who")
+
+
+def test_parquet_and_dataframe_and_jsonl(tmp_path):
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": ["a", "b", "a"],
+                          "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02",
+                                                       "2024-01-03"], utc=True)})
+    path = tmp_path / "log.parquet"
+    frame.to_parquet(path)
+    for source in (path, frame):
+        log, report = read_log(source)
+        assert log.n_events == 3 and report.columns["timestamp"] == "timestamp"
+        assert list(log.frame["user"].astype(str)) == ["1", "1", "2"]
+    jsonl = "\n".join(frame.assign(timestamp=frame["timestamp"].astype(str))
+                      .to_json(orient="records", lines=True).splitlines())
+    log, report = read(jsonl, name="log.jsonl")
+    assert report.format == "jsonl" and log.n_events == 3
+
+
+def test_gzip_is_read_transparently():
+    data = gzip.compress(b"user,item\n1,2\n1,3\n")
+    log, _ = read(data, name="log.csv.gz")
+    assert log.n_events == 2
+
+
+def test_sequence_lines_format_is_detected():
+    text = "1 5 6 7\n2 5 9\n3 6 7 8 9 10\n4 5 6\n5 9 8 7 6 5 4\n"
+    log, report = read(text, name="Beauty.txt")
+    assert report.format == "sequence-lines"
+    assert report.columns["timestamp"] is None
+    assert log.n_events == 3 + 2 + 5 + 2 + 6
+    # items keep the order of the line
+    first = log.frame[log.frame["user"] == "3"]["item"].astype(str).tolist()
+    assert first == ["6", "7", "8", "9", "10"]
+
+
+def test_read_metadata_keys_by_item():
+    items = read_metadata(b"item_id,title\nP1,Kettle\nP2,Lamp\nP1,again\n", key="item")
+    assert items.loc["P1", "title"] == "Kettle" and len(items) == 2
+
+
+# ---- must load, with a warning where fitting -------------------------------------------------
+
+
+def test_utf8_bom():
+    log, report = read("\ufeffuser,item\n1,2\n1,3\n".encode())
+    assert report.columns["user"] == "user" and report.details["encoding"] == "utf-8-sig"
+    assert log.n_events == 2
+
+
+def test_latin1_semicolon_decimal_comma():
+    data = "user;item;rating\nAnn;Café;4,5\nBob;Thé;3,0\nAnn;Thé;2,5\n".encode("latin-1")
+    log, report = read(data)
+    assert report.details["encoding"] == "latin-1" and report.details["decimal"] == "comma"
+    assert any("Latin-1" in w for w in report.warnings)
+    assert list(log.frame["value"]) == [4.5, 3.0, 2.5]
+    assert set(log.frame["item"].astype(str)) == {"Café", "Thé"}
+
+
+def test_ragged_rows_load_with_a_warning_naming_lines():
+    _log, report = read("user,item,event\n1,2,view\n1,3\n2,3,view,extra\n2,4,cart\n")
+    assert report.rows_kept == 4
+    assert any("fewer than 3 fields (lines 3)" in w for w in report.warnings)
+    assert any("more than 3 fields (lines 4)" in w for w in report.warnings)
+    assert report.filled == {"event": 1}
+
+
+def test_ids_in_any_script():
+    log, _ = read("user,item\n用户1,商品A\nمستخدم,商品B\nпользователь,商品A\n")
+    assert set(log.frame["user"].astype(str)) == {"用户1", "مستخدم", "пользователь"}
+
+
+def test_duplicates_are_counted_and_removed_by_default():
+    text = "user,item,ts\n1,2,1600000000\n1,2,1600000000\n1,3,1600000100\n"
+    log, report = read(text)
+    assert report.dropped == {"duplicate": 1} and report.dropped_lines["duplicate"] == [3]
+    assert log.n_events == 2
+    log, report = read(text, drop_duplicates=False)
+    assert log.n_events == 3 and report.dropped == {}
+
+
+def test_blank_lines_keep_true_line_numbers():
+    _, report = read("user,item,ts\n1,2,1600000000\n\n,3,1600000100\n1,4,1600000200\n")
+    assert report.dropped_lines["missing_user"] == [4]
+
+
+def test_ids_keep_leading_zeros():
+    log, _ = read("user,item\n007,0001\n008,0002\n")
+    assert set(log.frame["user"].astype(str)) == {"007", "008"}
+
+
+# ---- timestamps ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("values", "unit"), [
+    (["1600000000", "1600000060"], "epoch s"),
+    (["1600000000000", "1600000060000"], "epoch ms"),
+    (["1600000000000000", "1600000060000000"], "epoch us"),
+])
+def test_epoch_units_told_apart_by_magnitude(values, unit):
+    log, report = read("user,item,ts\n" + "".join(f"1,{i},{v}\n" for i, v in enumerate(values)))
+    assert report.details["timestamp"] == unit
+    assert log.frame["timestamp"].iloc[1] - log.frame["timestamp"].iloc[0] == pd.Timedelta("60s")
+
+
+def test_iso_with_and_without_zones():
+    log, report = read("user,item,time\n1,a,2024-01-01T12:00:00+02:00\n1,b,2024-01-01T11:00:00Z\n"
+                       "1,c,2024-01-01 12:00:00\n")
+    ts = log.frame["timestamp"]
+    assert ts.iloc[0] == pd.Timestamp("2024-01-01T10:00:00Z")
+    assert ts.iloc[1] == pd.Timestamp("2024-01-01T11:00:00Z")
+    assert ts.iloc[2] == pd.Timestamp("2024-01-01T12:00:00Z")  # no zone: read as UTC
+    assert "UTC" in report.details["timestamp"]
+
+
+def test_no_timestamp_means_file_order():
+    log, report = read("user,item\n1,a\n1,b\n")
+    assert report.columns["timestamp"] is None and not log.has_timestamp
+
+
+def test_missing_timestamp_policies():
+    text = "user,item,ts\n1,a,1600000000\n1,b,\n1,c,1600000100\n2,d,\n2,e,\n"
+    log, report = read(text)  # default: previous
+    assert report.filled["timestamp"] == 1
+    assert report.dropped == {"missing_timestamp": 2}  # user 2 has no timestamp at all
+    assert log.frame["timestamp"].iloc[1] == pd.Timestamp(1600000000, unit="s", tz="UTC")
+    assert_balanced(report)
+    log, report = read(text, missing_timestamp="drop")
+    assert report.dropped == {"missing_timestamp": 3} and log.n_events == 2
+    log, report = read(text, missing_timestamp="file-order")
+    assert log.n_events == 5 and report.dropped == {}
+    assert log.frame["timestamp"].isna().sum() == 3
+
+
+def test_a_few_unparseable_timestamps_warn_and_follow_the_policy():
+    rows = "".join(f"1,{i},{1600000000 + i}\n" for i in range(9))
+    _log, report = read("user,item,ts\n" + rows + "1,x,yesterday\n")
+    assert any("could not be read (lines 11)" in w for w in report.warnings)
+    assert report.filled["timestamp"] == 1
+
+
+# ---- missing values --------------------------------------------------------------------------
+
+
+def test_missing_user_and_item_rows_are_dropped_and_counted():
+    log, report = read("user,item\n1,a\n,b\n2,\n  ,  \n2,c\n")
+    assert report.dropped == {"missing_user": 2, "missing_item": 1}
+    assert report.dropped_lines == {"missing_user": [3, 5], "missing_item": [4]}
+    assert log.n_events == 2
+    assert_balanced(report)
+
+
+def test_missing_event_becomes_unknown():
+    log, report = read("user,item,event\n1,a,view\n1,b,\n2,a,cart\n")
+    assert list(log.frame["event"].astype(str)) == ["view", "unknown", "cart"]
+    assert report.filled == {"event": 1}
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("median", 3.0), ("mean", 4.0)])
+def test_missing_value_filled(policy, expected):
+    log, report = read("user,item,rating\n1,a,1\n1,b,\n2,a,3\n2,b,8\n", missing_value=policy)
+    assert log.frame["value"].iloc[1] == expected and report.filled == {"value": 1}
+
+
+def test_missing_value_dropped():
+    log, report = read("user,item,rating\n1,a,1\n1,b,\n2,a,3\n2,c,2\n", missing_value="drop")
+    assert report.dropped == {"missing_value": 1} and log.n_events == 3
+
+
+# ---- errors: a clear LogFormatError, never a traceback ---------------------------------------
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty"),
+    (b"   \n\n", "empty"),
+    (b"user,item,ts\n", "header line and no data"),
+    (b"a\nb\nc\n", "only one column"),
+    (bytes(range(256)) * 20, "binary"),
+    (b"PK\x03\x04rest-of-zip", "zip archive"),
+    (b"user,item\n1,5\n2,5\n3,5\n", "only one item"),
+    (b"user,item,ts\n1,2,abc\n1,3,def\n2,3,2020-01-01\n", "cannot be read as dates"),
+    (b"user,item\n,\n,x\n", "no row has both a user and an item"),
+    (b"count,total\n,\n,\n", "no plausible user column"),
+])
+def test_bad_input_raises_a_clear_error(content, message):
+    with pytest.raises(LogFormatError, match=message) as info:
+        read(content, name="upload.csv")
+    assert str(info.value).startswith("upload.csv: ")
+    assert "Fix: " in str(info.value)
+
+
+def test_unparseable_timestamps_error_names_column_and_lines():
+    with pytest.raises(LogFormatError) as info:
+        read("user,item,ts\n1,2,abc\n1,3,def\n2,3,2020-01-01\n")
+    assert info.value.column == "ts" and info.value.lines == [2, 3]
+
+
+def test_file_over_the_size_limit(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_bytes(b"user,item\n" + b"1,2\n" * 1000)
+    with pytest.raises(LogFormatError, match="over the limit"):
+        read_log(path, IngestOptions(max_bytes=1000))
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(LogFormatError, match="does not exist"):
+        read_log(tmp_path / "nope.csv")
+    with pytest.raises(LogFormatError, match="folder"):
+        read_log(tmp_path)
+
+
+def test_damaged_parquet():
+    with pytest.raises(LogFormatError, match="Parquet"):
+        read(b"PAR1" + b"\x00" * 50 + b"PAR1", name="log.parquet")
+
+
+def test_no_plausible_user_column():
+    with pytest.raises(LogFormatError, match="no plausible item column"):
+        read("user,ts\n1,1600000000\n2,1600000001\n")
+
+
+@pytest.mark.parametrize("field", ["missing_timestamp", "missing_value", "timestamp_unit", "format"])
+def test_options_are_validated(field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        IngestOptions(**{field: "sometimes"})
+
+
+# ---- real logs beside the project ------------------------------------------------------------
+
+
+def test_movielens_100k():
+    log, report = read_log(dataset("ml-100k", "u.data"))
+    assert (log.n_users, log.n_items, log.n_events) == (943, 1682, 100_000)
+    assert report.columns["timestamp"] == "column_4" and report.columns["value"] == "column_3"
+    assert report.details["delimiter"] == "tab" and report.details["header"] is False
+    assert set(np.unique(log.frame["value"])) == {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_amazon_beauty_sequence_lines():
+    log, report = read_log(dataset("amazon-beauty", "Beauty.txt"))
+    assert report.format == "sequence-lines"
+    assert (log.n_users, log.n_items, log.n_events) == (22_363, 12_101, 198_502)
+    assert_balanced(report)
+
+
+def test_file_object_upload():
+    log, _ = read_log(io.BytesIO(b"user,item\n1,2\n1,3\n"), name="upload.csv")
+    assert log.n_events == 2
