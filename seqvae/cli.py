@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -193,6 +194,116 @@ def _print_table(rows: Sequence[tuple[str, str]]) -> None:
         print(f"  {key:<{width}}  {value}")
 
 
+def _quiet_tensorflow() -> None:
+    """Silence TensorFlow's start-up noise before it is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    import logging
+    import warnings
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="keras")
+
+
+class ProgressBar:
+    """One line on stderr, redrawn after every batch; a line per finished epoch."""
+
+    def __init__(self, stream: Any = None, width: int = 24) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        # redraw on a terminal only, at most five times a second; logs get the epoch lines
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_draw = 0.0
+
+    def batch(self, p: Any) -> None:
+        now = time.monotonic()
+        if not self.live or (now - self.last_draw < 0.2 and p.batch < p.batches):
+            return
+        self.last_draw = now
+        done = int(self.width * p.batch / p.batches)
+        self.stream.write(
+            f"\repoch {p.epoch}/{p.epochs} [{'#' * done}{'.' * (self.width - done)}] "
+            f"{p.batch}/{p.batches}  loss {p.loss:.3f}  rec {p.reconstruction_loss:.3f}  "
+            f"kl {p.kl_loss:.2f}  β {p.beta:.3f}  {p.elapsed:.0f}s ")
+        self.stream.flush()
+
+    def epoch(self, record: Any) -> None:
+        metrics = "  ".join(f"val {k} {v:.4f}" for k, v in record.validation.items())
+        self.stream.write(f"\repoch {record.epoch}: loss {record.loss:.3f}  {metrics}  "
+                          f"({record.seconds:.1f}s){' ' * 30}\n")
+        self.stream.flush()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from seqvae.bundle import save
+    from seqvae.logs import read_log
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, evaluate_holdout, fit
+
+    config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
+                          encoder=args.encoder, beta_cap=args.beta_cap, seed=args.seed,
+                          batch_size=args.batch_size, learning_rate=args.learning_rate,
+                          hidden_dim=args.hidden_dim)
+    log, report = read_log(args.log, options_from_args(args))
+    sequences = encode(log, _sequence_options(args), report)
+    split = leave_one_out(sequences)
+    progress = ProgressBar() if not args.quiet else None
+    recommender, history = fit(
+        split, config, history_sequences=sequences,
+        on_batch=progress.batch if progress else None,
+        on_epoch=progress.epoch if progress else None,
+    )
+    test = evaluate_holdout(recommender, split.test, config.eval_k)
+    metrics = {"protocol": "leave-one-out", "best_epoch": history.best_epoch,
+               "validation": history.best_validation, "test": test}
+    out = save(recommender, args.out, metrics=metrics,
+               data={"source": report.source, "columns": report.columns,
+                     "users": sequences.n_users, "items": sequences.item_vocab.size - 2,
+                     "events": sequences.n_events})
+    result = {"out": str(out), "epochs": len(history.epochs), "best_epoch": history.best_epoch,
+              "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
+              "validation": history.best_validation, "test": test}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model saved to {out}  (best epoch {history.best_epoch} of {len(history.epochs)}, "
+              f"{history.seconds:.0f} s)")
+        _print_table([(f"validation {k}", f"{v:.4f}") for k, v in history.best_validation.items()]
+                     + [(f"test {k}", f"{v:.4f}") for k, v in test.items()])
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from seqvae.bundle import load
+
+    recommender = load(args.model)
+    if args.items:
+        query: Any = [[item.strip() for item in args.items.split(",") if item.strip()]]
+        label = "the given items"
+    elif args.user is not None:
+        query = [args.user]
+        label = f"user {args.user}"
+    else:
+        raise ValueError("give --user ID or --items A,B,C")
+    try:
+        ids, scores = recommender.recommend(query, k=args.k, exclude_seen=not args.include_seen)
+    except KeyError as exc:
+        raise ValueError(f"{exc.args[0]} is not in the model's users; pass --items to recommend "
+                         "for a new sequence") from None
+    rows = [{"rank": r + 1, "item": str(i), "score": float(s)}
+            for r, (i, s) in enumerate(zip(ids[0], scores[0], strict=True)) if np.isfinite(s)]
+    if args.json:
+        print(json.dumps({"user": args.user, "items": rows}, ensure_ascii=False))
+    else:
+        print(f"top {len(rows)} for {label}")
+        _print_table([(f"{row['rank']:>2}. {row['item']}", f"{row['score']:.3f}") for row in rows])
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
@@ -222,6 +333,38 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     add_reading_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
+
+    train = sub.add_parser("train", help="train a SeqVAE and save the model directory",
+                           description="Train a sequential VAE on a log (leave-one-out: the last "
+                           "event of each user is the test, the one before the validation that "
+                           "early stopping watches) and save the model directory.")
+    train.add_argument("log", help="the log to train on")
+    train.add_argument("--out", required=True, help="the model directory to write")
+    train.add_argument("--epochs", type=int, default=30, help="at most this many epochs (30)")
+    train.add_argument("--latent-dim", type=int, default=32, help="size of μ (32)")
+    train.add_argument("--hidden-dim", type=int, default=128, help="recurrent width (128)")
+    train.add_argument("--max-len", type=int, default=50, help="events per window (50)")
+    train.add_argument("--encoder", choices=["gru", "lstm"], default="gru", help="(gru)")
+    train.add_argument("--beta-cap", type=float, default=0.05, help="KL weight cap (0.05)")
+    train.add_argument("--batch-size", type=int, default=64, help="(64)")
+    train.add_argument("--learning-rate", type=float, default=1e-2, help="(0.01)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    add_reading_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    recommend = sub.add_parser("recommend", help="recommend items from a saved model",
+                               description="Top-K items for a known user, or for a new sequence "
+                               "of items (no retraining).")
+    recommend.add_argument("model", help="a model directory written by `seqvae train`")
+    recommend.add_argument("--user", help="a user id the model knows")
+    recommend.add_argument("--items", help="comma-separated item ids: a new user's sequence")
+    recommend.add_argument("--k", type=int, default=10, help="how many items (10)")
+    recommend.add_argument("--include-seen", action="store_true",
+                           help="also recommend items already in the sequence")
+    recommend.add_argument("--json", action="store_true", help="print one JSON object")
+    recommend.set_defaults(func=cmd_recommend)
     return parser
 
 

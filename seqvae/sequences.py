@@ -107,6 +107,8 @@ class Windows:
     events: np.ndarray
     gaps: np.ndarray
     user_index: np.ndarray  # (n_windows,) row of each window's user in the Sequences
+    positions: np.ndarray  # (n_windows, length) flat event index of each cell, -1 for padding
+    ends: np.ndarray  # (n_windows,) flat index one past the window user's last event
 
     @property
     def mask(self) -> np.ndarray:
@@ -230,6 +232,19 @@ class Sequences:
         end = self.offsets[user_index] + lengths[user_index]
         return self._gather(start, end, length, user_index)
 
+    def next_items(self, windows: Windows, k: int) -> np.ndarray:
+        """The next `k` items after each cell of `windows` in the user's full sequence.
+
+        Returns (n_windows, length, k) int32, 0 where the sequence ends (or the cell is padding).
+        The last cells of a window look past its end, so no next item is lost to the cut.
+        """
+        positions = windows.positions[:, :, None] + np.arange(1, k + 1)[None, None, :]
+        valid = (windows.positions[:, :, None] >= 0) & (positions < windows.ends[:, None, None])
+        safe = np.where(valid, positions, 0)
+        if self.n_events == 0:
+            return np.zeros(safe.shape, dtype=np.int32)
+        return np.where(valid, self.items[safe], PAD).astype(np.int32)
+
     def last_window(self, length: int) -> Windows:
         """The most recent `length` events of every user (right-padded), one row per user."""
         if length < 1:
@@ -249,7 +264,8 @@ class Sequences:
                 return np.zeros(take.shape, dtype=np.int32)
             return np.where(valid, values[take], PAD).astype(np.int32)
 
-        return Windows(gather(self.items), gather(self.events), gather(self.gaps), user_index)
+        return Windows(gather(self.items), gather(self.events), gather(self.gaps), user_index,
+                       np.where(valid, take, -1), self.offsets[user_index + 1])
 
 
 def segment_count(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:

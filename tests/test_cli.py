@@ -80,3 +80,56 @@ def test_console_script_and_help():
     result = subprocess.run([sys.executable, "-m", "seqvae.cli", "inspect", "--help"],
                             capture_output=True, text=True, check=False)
     assert "--user-col" in result.stdout and "--missing-timestamp" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`seqvae train` on a small generated log, through the command line."""
+    folder = tmp_path_factory.mktemp("cli")
+    assert main(["sample", "--out", str(folder / "events.csv"), "--users", "120", "--items",
+                 "60", "--seed", "2"]) == 0
+    out = folder / "model"
+    code = main(["train", str(folder / "events.csv"), "--out", str(out), "--epochs", "2",
+                 "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20", "--quiet",
+                 "--json"])
+    assert code == 0
+    return folder, out
+
+
+def test_train_writes_a_model_directory(trained, capsys):
+    _, out = trained
+    assert (out / "model.keras").exists() and (out / "metrics.json").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"] == "leave-one-out" and "NDCG@10" in metrics["test"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["latent_dim"] == 8 and config["data"]["users"] == 120
+
+
+def test_recommend_for_a_user_and_a_new_sequence(trained, capsys):
+    _, out = trained
+    capsys.readouterr()
+    code, stdout, _ = run_cli(capsys, "recommend", str(out), "--user", "U00001", "--k", "4",
+                              "--json")
+    result = json.loads(stdout)
+    assert code == 0 and len(result["items"]) == 4
+    assert [r["rank"] for r in result["items"]] == [1, 2, 3, 4]
+    code, stdout, _ = run_cli(capsys, "recommend", str(out), "--items", "P0001,P0002")
+    assert code == 0 and "top 10" in stdout
+
+
+def test_recommend_bad_input_exits_2(trained, capsys, tmp_path):
+    _, out = trained
+    capsys.readouterr()
+    code, stdout, err = run_cli(capsys, "recommend", str(out), "--user", "nobody")
+    assert code == 2 and stdout == "" and "not in the model's users" in err
+    assert err.count("\n") == 1
+    code, _, err = run_cli(capsys, "recommend", str(tmp_path / "missing"), "--user", "U00001")
+    assert code == 2 and "not a model directory" in err
+
+
+def test_train_refuses_a_log_it_cannot_learn_from(tmp_path, capsys):
+    path = tmp_path / "short.csv"
+    path.write_text("user,item\n1,a\n2,b\n3,a\n")
+    code, _, err = run_cli(capsys, "train", str(path), "--out", str(tmp_path / "m"), "--quiet")
+    assert code == 2 and "at least 3 events" in err
+    assert not (tmp_path / "m").exists()

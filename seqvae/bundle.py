@@ -1,0 +1,198 @@
+"""The model directory: save a trained recommender, load it back safely.
+
+Layout (a contract users' scripts rely on):
+
+| file | holds |
+|---|---|
+| ``model.keras`` | the network, Keras native format, loaded with ``safe_mode=True`` |
+| ``vocab.json`` | ``{"items": [...], "events": [...]}`` — ids 2, 3, ... in order (0 padding, 1 OOV) |
+| ``config.json`` | every hyperparameter (``model``) and the data schema (``data``) |
+| ``history.json`` | per-epoch losses, β, validation metrics, seconds |
+| ``metrics.json`` | the evaluation results recorded with the model |
+| ``histories.npz`` | the users' encoded sequences the model recommends from (plain arrays) |
+| ``users.json`` | the user ids of those sequences, in order |
+| ``manifest.json`` | the SHA-256 of every file above |
+
+Nothing is pickled: JSON, NumPy arrays loaded with ``allow_pickle=False``, and a Keras file whose
+custom layers are registered classes. A missing, truncated or modified file, a ``Lambda`` layer
+or a layer class seqvae does not know is refused with a `BundleError` that names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seqvae.errors import SeqVAEError
+from seqvae.sequences import SequenceOptions, Sequences, Vocabulary
+
+FORMAT_VERSION = 1
+FILES = ("model.keras", "vocab.json", "config.json", "history.json", "metrics.json",
+         "histories.npz", "users.json")
+
+
+class BundleError(SeqVAEError, ValueError):
+    """A model directory cannot be loaded; the message names the file and what to do."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n",
+                    encoding="utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save(recommender: Any, directory: str | os.PathLike[str], *,
+         metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Path:
+    """Write `recommender` to `directory` (created; an existing model directory is replaced).
+
+    The files are written to a temporary folder beside it and moved into place at the end, so
+    an interrupted save never leaves a half-written model directory.
+    """
+    target = Path(directory)
+    if target.exists() and not (target / "manifest.json").exists() and any(target.iterdir()):
+        raise BundleError(f"{target} exists and is not a seqvae model directory; "
+                          "choose another --out (nothing was written)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        recommender.model_.save(staging / "model.keras")
+        _write_json(staging / "vocab.json", {"items": recommender.item_vocab_.to_json(),
+                                             "events": recommender.event_vocab_.to_json()})
+        history = recommender.history_
+        _write_json(staging / "config.json", {
+            "format_version": FORMAT_VERSION,
+            "model": recommender.config_.to_dict(),
+            "data": {**(data or {}),
+                     "time_buckets": history.options.time_buckets if history else None,
+                     "min_item_count": history.options.min_item_count if history else None,
+                     "has_timestamps": bool(history.has_timestamps) if history else False},
+        })
+        training = getattr(recommender, "training_history_", None)
+        _write_json(staging / "history.json", training.to_dict() if training else {})
+        _write_json(staging / "metrics.json", metrics or {})
+        if history is None:
+            raise BundleError("the recommender has no user histories to save")
+        np.savez_compressed(staging / "histories.npz", offsets=history.offsets,
+                            items=history.items, events=history.events, gaps=history.gaps,
+                            timestamps=history.timestamps)
+        _write_json(staging / "users.json", [str(u) for u in history.users])
+        _write_json(staging / "manifest.json",
+                    {"format_version": FORMAT_VERSION,
+                     "sha256": {name: _sha256(staging / name) for name in FILES}})
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _read_json(directory: Path, name: str) -> Any:
+    try:
+        return json.loads((directory / name).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{directory / name} is damaged ({exc}); re-save or re-train the "
+                          "model") from None
+
+
+def load(directory: str | os.PathLike[str]) -> Any:
+    """Load a model directory written by `save` -> a working `SeqVAERecommender`.
+
+    Raises:
+        BundleError: a file is missing, damaged or modified since it was saved; the network
+            contains a Lambda layer or an unknown layer; or the files disagree with each other.
+    """
+    import keras
+
+    from seqvae.model import SeqVAE
+    from seqvae.recommender import SeqVAERecommender
+    from seqvae.training import SeqVAEConfig, TrainingHistory
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a model directory (no such folder)")
+    for name in (*FILES, "manifest.json"):
+        if not (root / name).is_file():
+            raise BundleError(f"{root / name} is missing; this is not a complete seqvae model "
+                              "directory")
+    manifest = _read_json(root, "manifest.json")
+    expected = manifest.get("sha256", {}) if isinstance(manifest, dict) else {}
+    for name in FILES:
+        if expected.get(name) != _sha256(root / name):
+            raise BundleError(f"{root / name} does not match the checksum recorded when the model "
+                              "was saved (truncated or modified); re-save or re-train the model")
+    try:
+        with zipfile.ZipFile(root / "model.keras") as archive:
+            archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"{root / 'model.keras'} is not a Keras model file ({exc})") from None
+    try:
+        model = keras.saving.load_model(root / "model.keras", safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "lambda" in str(exc).lower() or "safe_mode" in str(exc):
+            raise BundleError(f"{root / 'model.keras'} contains a Lambda layer (arbitrary code); "
+                              "refused") from None
+        raise BundleError(f"{root / 'model.keras'} cannot be loaded ({exc})") from None
+    except TypeError as exc:
+        raise BundleError(f"{root / 'model.keras'} holds a layer seqvae does not know ({exc}); "
+                          "refused") from None
+    if not isinstance(model, SeqVAE):
+        raise BundleError(f"{root / 'model.keras'} holds a {type(model).__name__}, not a SeqVAE")
+    vocab = _read_json(root, "vocab.json")
+    config = _read_json(root, "config.json")
+    item_vocab = Vocabulary.from_json(vocab["items"])
+    event_vocab = Vocabulary.from_json(vocab["events"])
+    if item_vocab.size != model.n_items or event_vocab.size != model.n_events:
+        raise BundleError(f"{root / 'vocab.json'} does not fit model.keras ({item_vocab.size} "
+                          f"item ids against {model.n_items})")
+    users = _read_json(root, "users.json")
+    with np.load(root / "histories.npz", allow_pickle=False) as arrays:
+        offsets = arrays["offsets"]
+        history = Sequences(
+            users=np.asarray(users, dtype=object),
+            offsets=offsets,
+            items=arrays["items"],
+            events=arrays["events"],
+            gaps=arrays["gaps"],
+            timestamps=arrays["timestamps"],
+            event_index=np.arange(arrays["items"].shape[0], dtype=np.int64),
+            item_vocab=item_vocab,
+            event_vocab=event_vocab,
+            has_timestamps=bool(config["data"].get("has_timestamps")),
+            options=SequenceOptions(
+                time_buckets=int(config["data"].get("time_buckets") or model.n_gaps),
+                min_item_count=int(config["data"].get("min_item_count") or 1)),
+        )
+    if len(users) != offsets.shape[0] - 1:
+        raise BundleError(f"{root / 'users.json'} does not fit histories.npz")
+    recommender = SeqVAERecommender(model, SeqVAEConfig.from_dict(config["model"]), item_vocab,
+                                    event_vocab, history)
+    recommender.training_history_ = TrainingHistory.from_dict(_read_json(root, "history.json"))
+    recommender.metrics_ = _read_json(root, "metrics.json")
+    return recommender

@@ -1,0 +1,88 @@
+"""seqvae.model: the KL in closed form, shapes, masking, serialisation of the custom layers."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from seqvae.model import GaussianLatent, ItemScorer, SeqVAE, gaussian_kl
+
+
+def test_kl_matches_the_closed_form():
+    # μ = (1, 0), σ² = (1, 4):
+    # KL = -½[(1 + 0 - 1 - 1) + (1 + log 4 - 0 - 4)] = -½(-4 + log 4) = 2 - log 2 ≈ 1.3069
+    mean = np.array([[1.0, 0.0]], dtype="float32")
+    log_var = np.log(np.array([[1.0, 4.0]], dtype="float32"))
+    assert float(gaussian_kl(mean, log_var)[0]) == pytest.approx(2 - math.log(2), rel=1e-6)
+    # the prior itself: KL = 0
+    assert float(gaussian_kl(np.zeros((1, 3)), np.zeros((1, 3)))[0]) == pytest.approx(0.0)
+
+
+def test_kl_agrees_with_monte_carlo():
+    rng = np.random.default_rng(0)
+    mean, log_var = np.array([0.5, -1.0]), np.array([-0.5, 0.3])
+    sigma = np.exp(0.5 * log_var)
+    z = mean + sigma * rng.standard_normal((200_000, 2))
+    log_q = -0.5 * (((z - mean) / sigma) ** 2 + log_var + np.log(2 * np.pi)).sum(axis=1)
+    log_p = -0.5 * (z**2 + np.log(2 * np.pi)).sum(axis=1)
+    assert float(gaussian_kl(mean[None], log_var[None])[0]) == pytest.approx(
+        (log_q - log_p).mean(), abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4)
+    m.build_for_inputs()
+    return m
+
+
+def inputs(items, events=None, gaps=None):
+    items = np.asarray(items, dtype="int32")
+    return {"items": items,
+            "events": np.asarray(events if events is not None else (items > 0) * 2, "int32"),
+            "gaps": np.asarray(gaps if gaps is not None else (items > 0) * 1, "int32")}
+
+
+def test_shapes(model):
+    out = model(inputs([[2, 3, 4, 0], [5, 0, 0, 0]]), training=False)
+    assert tuple(out["mean"].shape) == (2, 4, 4) and tuple(out["log_var"].shape) == (2, 4, 4)
+    assert tuple(out["logits"].shape) == (2, 4, 12)
+    assert np.asarray(out["mask"]).tolist() == [[True, True, True, False],
+                                                [True, False, False, False]]
+    # padding and OOV never score
+    assert (np.asarray(out["logits"])[..., :2] < -1e8).all()
+
+
+def test_padding_never_changes_an_output(model):
+    short = model.encode_steps(inputs([[2, 3, 4]]), training=False)[0]
+    padded = model.encode_steps(inputs([[2, 3, 4, 0, 0, 0]]), training=False)[0]
+    # rubbish in the event and gap ids of padded steps changes nothing either
+    noisy = model.encode_steps(inputs([[2, 3, 4, 0, 0, 0]], events=[[2, 2, 2, 3, 1, 3]],
+                                      gaps=[[1, 1, 1, 5, 4, 2]]), training=False)[0]
+    np.testing.assert_allclose(np.asarray(short)[0], np.asarray(padded)[0, :3], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(padded), np.asarray(noisy), atol=1e-6)
+
+
+def test_inference_uses_the_mean_and_training_samples(model):
+    batch = inputs([[2, 3, 4]])
+    mean, _, z, _ = model.encode_steps(batch, training=False)
+    np.testing.assert_array_equal(np.asarray(mean), np.asarray(z))
+    _, _, z_train = model.latent(np.ones((1, 3, 8), "float32"), training=True)
+    mean_train, _, _ = model.latent(np.ones((1, 3, 8), "float32"), training=False)
+    assert not np.allclose(np.asarray(z_train), np.asarray(mean_train))
+
+
+def test_layers_round_trip_through_their_config():
+    latent = GaussianLatent(4, seed=3)
+    assert GaussianLatent.from_config(latent.get_config()).latent_dim == 4
+    scorer = ItemScorer(10, 6)
+    assert ItemScorer.from_config(scorer.get_config()).n_items == 10
+    assert keras.saving.get_registered_name(SeqVAE) == "seqvae>SeqVAE"
+
+
+def test_encoder_is_checked():
+    with pytest.raises(ValueError, match="`encoder`"):
+        SeqVAE(n_items=5, n_events=3, n_gaps=4, encoder="transformer")

@@ -1,0 +1,180 @@
+"""seqvae.training and the fitted recommender: learning, early stopping, cancellation,
+determinism, inference, and the planted segments of the sample log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqvae.errors import TrainingDataError
+from seqvae.logs import read_log
+from seqvae.sequences import encode
+from seqvae.splits import leave_one_out
+from seqvae.training import CancelToken, SeqVAEConfig, evaluate_holdout, fit, make_batches
+
+TINY = SeqVAEConfig(embed_dim=16, hidden_dim=32, latent_dim=8, max_len=12, stride=6,
+                    batch_size=32, epochs=12, patience=12, learning_rate=1e-2, seed=1)
+
+
+def cyclic_log(n_users: int = 240, n_items: int = 40, length: int = 14, seed: int = 0):
+    """Every user walks the items in a cycle: after item i comes item i + 1 (mod n_items).
+
+    The right next item is known, so a model that learned anything ranks it first.
+    """
+    rng = np.random.default_rng(seed)
+    rows = [(u, (start + t) % n_items, t)
+            for u, start in enumerate(rng.integers(0, n_items, n_users)) for t in range(length)]
+    log, _ = read_log(pd.DataFrame(rows, columns=["user", "item", "ts"]))
+    return encode(log)
+
+
+@pytest.fixture(scope="module")
+def cyclic():
+    sequences = cyclic_log()
+    split = leave_one_out(sequences)
+    recommender, history = fit(split, TINY, history_sequences=sequences)
+    return sequences, split, recommender, history
+
+
+def test_loss_falls_and_validation_improves(cyclic):
+    _, _, _, history = cyclic
+    losses = [e.reconstruction_loss for e in history.epochs]
+    assert losses[-1] < 0.5 * losses[0]
+    assert history.best_validation["NDCG@10"] > 0.9
+    for record in history.epochs:  # what the dashboard and history.json show
+        assert record.seconds > 0 and set(record.validation) == {"NDCG@10", "HR@10"}
+    betas = [e.beta for e in history.epochs]
+    assert betas == sorted(betas) and betas[-1] == pytest.approx(TINY.beta_cap)
+
+
+def test_planted_next_item_of_a_new_sequence_ranks_first(cyclic):
+    _sequences, _, recommender, _ = cyclic
+    # a user the model never saw, who viewed items 5, 6, 7, 8: item 9 comes next
+    ids, scores = recommender.recommend([["5", "6", "7", "8"]], k=3)
+    assert ids[0, 0] == "9"
+    assert scores[0, 0] > scores[0, 1]
+    # seen items are excluded unless asked for
+    assert not {"5", "6", "7", "8"} & set(ids[0])
+    with pytest.warns(UserWarning, match="unknown to the model"):
+        ids, _ = recommender.recommend([["5", "6", "7", "8", "no-such-item"]], k=1)
+    assert ids[0, 0] == "9"
+
+
+def test_recommend_known_users_and_inference_shapes(cyclic):
+    sequences, _, recommender, _ = cyclic
+    users = list(sequences.users[:3])
+    ids, scores = recommender.recommend(users, k=5)
+    assert ids.shape == (3, 5) and scores.shape == (3, 5)
+    assert (np.diff(scores, axis=1) <= 0).all()
+    mean, log_var = recommender.encode(sequences)
+    assert mean.shape == (sequences.n_users, TINY.latent_dim) == log_var.shape
+    items, probabilities = recommender.reconstruct(users[0])
+    assert probabilities.shape == (len(items), sequences.item_vocab.size)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # the model believes in each next item: at step t, item t+1 is the most probable
+    predicted = sequences.item_vocab.token(probabilities[:-1].argmax(axis=1))
+    assert (predicted == items[1:]).mean() > 0.9
+    similar, similarity = recommender.similar_items("10", k=3)
+    assert "10" not in similar and (np.diff(similarity) <= 0).all()
+    neighbours, _ = recommender.similar_users(users[0], k=4)
+    assert users[0] not in neighbours and len(neighbours) == 4
+    with pytest.raises(KeyError, match="unknown user"):
+        recommender.recommend(["nobody"], k=3)
+
+
+def test_same_seed_same_metrics():
+    sequences = cyclic_log(n_users=80, length=10, seed=3)
+    split = leave_one_out(sequences)
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=4, max_len=10, batch_size=16,
+                          epochs=3, patience=3, seed=5)
+    first = fit(split, config)[1]
+    second = fit(split, config)[1]
+    for a, b in zip(first.epochs, second.epochs, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-4)
+        assert a.validation["NDCG@10"] == pytest.approx(b.validation["NDCG@10"], abs=1e-6)
+
+
+def test_cancel_stops_after_the_batch_and_keeps_the_best_weights():
+    sequences = cyclic_log(n_users=120, length=12, seed=4)
+    split = leave_one_out(sequences)
+    token = CancelToken()
+    seen = []
+
+    def on_batch(progress):
+        seen.append((progress.epoch, progress.batch))
+        if progress.epoch == 4 and progress.batch == 2:
+            token.cancel()
+
+    recommender, history = fit(split, TINY, on_batch=on_batch, cancel=token)
+    assert history.cancelled and seen[-1] == (4, 2)
+    assert len(history.epochs) == 4
+    best = max(e.validation["NDCG@10"] for e in history.epochs)
+    assert history.best_validation["NDCG@10"] == best
+    # the weights in the recommender are the best epoch's
+    assert evaluate_holdout(recommender, split.validation, 10)["NDCG@10"] == pytest.approx(best)
+
+
+def test_data_that_cannot_train_is_refused_before_any_epoch():
+    log, _ = read_log(pd.DataFrame({"user": [1, 1, 1, 2, 2, 2], "item": [1, 2, 3, 1, 2, 3]}))
+    split = leave_one_out(encode(log))
+    calls = []
+    # every user has 3 events: one trains, two are held out, so no next item is left to learn
+    with pytest.raises(TrainingDataError, match="no user has two events"):
+        fit(split, TINY, on_batch=calls.append)
+    assert calls == []
+
+
+def test_batches_are_bucketed_by_length():
+    sequences = cyclic_log(n_users=50, length=30)
+    batches = make_batches(leave_one_out(sequences).train, SeqVAEConfig(max_len=50, stride=25))
+    widths = sorted(b["items"].shape[1] for b in batches.buckets)
+    assert widths == [32]  # 28 training events per user fit the 32 bucket, not 50
+    assert all(b["targets"].shape[2] == 1 for b in batches.buckets)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="`latent_dim`"):
+        SeqVAEConfig(latent_dim=0)
+    with pytest.raises(ValueError, match="`encoder`"):
+        SeqVAEConfig(encoder="cnn")
+
+
+def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample_events):
+    """Known answer: the sample's six planted segments (never shown to the model) are found by
+    k-means on the users' μ.
+
+    Measured on 2026-11-28 (k-means, 6 clusters, three k-means seeds): an untrained encoder
+    gives an adjusted Rand index of 0.009-0.010; three epochs of training give 0.304-0.308, and
+    seventeen 0.352-0.356. The thresholds sit between: trained > 0.2, untrained < 0.05.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from seqvae.model import SeqVAE
+    from seqvae.recommender import SeqVAERecommender
+    from tests.conftest import SAMPLE_DIR
+
+    log, _ = read_log(sample_events)
+    sequences = encode(log)
+    config = SeqVAEConfig(epochs=3, patience=3)
+    recommender, history = fit(leave_one_out(sequences), config, history_sequences=sequences)
+    losses = [e.reconstruction_loss for e in history.epochs]
+    assert losses[-1] < losses[0] - 0.3
+    assert history.best_validation["NDCG@10"] > 0.05  # popularity scores 0.030 here
+
+    segments = pd.read_csv(SAMPLE_DIR / "segments.csv", dtype=str).set_index("user_id")
+    truth = segments.loc[list(sequences.users), "segment"].to_numpy()
+
+    def ari(model_recommender) -> float:
+        mean, _ = model_recommender.encode(sequences)
+        clusters = KMeans(6, n_init=10, random_state=0).fit_predict(mean)
+        return adjusted_rand_score(truth, clusters)
+
+    untrained = SeqVAE(sequences.item_vocab.size, sequences.event_vocab.size,
+                       sequences.options.time_buckets, seed=0)
+    untrained.build_for_inputs()
+    baseline = SeqVAERecommender(untrained, config, sequences.item_vocab, sequences.event_vocab,
+                                 sequences)
+    assert ari(recommender) > 0.2
+    assert ari(baseline) < 0.05
