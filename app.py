@@ -1,8 +1,8 @@
 """seqvae dashboard: the entry point (`make run`, or `streamlit run app.py`).
 
-Routes between the pages with `st.navigation` and draws the sidebar that always shows the data in
-use and the next step. Pages are thin: they call the library. Nothing heavy is imported here, so
-the first page load stays fast.
+Routes between the pages with `st.navigation` and draws the sidebar that always shows the data
+and the model in use and the next step. Pages are thin: they call the library. Nothing heavy is
+imported here (no TensorFlow, no UMAP), so the first page load stays fast.
 """
 
 import streamlit as st
@@ -10,12 +10,15 @@ import streamlit as st
 from seqvae.ui import state
 from seqvae.ui.text import escape_markdown
 
-st.set_page_config(page_title="seqvae", page_icon="🧭", layout="wide")
+st.set_page_config(page_title="seqvae", page_icon=":material/explore:", layout="wide")
 
 pages = [
-    st.Page("pages/data.py", title="Data", icon="📄", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/user.py", title="User", icon=":material/person:"),
 ]
 page = st.navigation(pages)
+state.adopt_finished_training()  # a model that finished while another page was open
 
 # The page runs first, so that the sidebar shows what the page just loaded.
 page.run()
@@ -24,9 +27,10 @@ with st.sidebar:
     st.markdown("### seqvae")
     st.caption("User representations from behaviour logs")
     current = state.dataset()
+    model_in_use = state.model()
+    job = st.session_state.get(state.JOB)
     if current is None:
-        st.info("**Data:** none loaded yet.\n\n**Next:** load the sample or upload a log on the "
-                "Data page.")
+        st.info("**Data:** none loaded yet.")
     else:
         summary = current.log.summary()
         st.success(
@@ -34,4 +38,26 @@ with st.sidebar:
             f"{summary['users']:,} users · {summary['items']:,} items · "
             f"{summary['events']:,} events"
         )
-        st.caption("**Next:** check the column mapping and the ingest report.")
+    if model_in_use is not None:
+        recommender = model_in_use.recommender
+        ndcg = (f" · validation NDCG@10 {model_in_use.validation_ndcg:.3f}"
+                if model_in_use.validation_ndcg is not None else "")
+        st.success(
+            f"**Model:** {escape_markdown(model_in_use.name)}  \n"
+            f"{model_in_use.origin}, {model_in_use.created}  \n"
+            f"latent {recommender.config_.latent_dim} · {recommender.item_vocab_.size - 2:,} items "
+            f"· {recommender.history_.n_users:,} users{ndcg}"
+        )
+    elif job is not None and job.active:
+        st.info("**Model:** training…")
+    else:
+        st.info("**Model:** none yet.")
+    if current is None:
+        next_step = "load the sample or upload a log on the Data page."
+    elif model_in_use is None and (job is None or not job.active):
+        next_step = "train a model on the Train page."
+    elif model_in_use is None:
+        next_step = "watch the training on the Train page."
+    else:
+        next_step = "open a user on the User page."
+    st.caption(f"**Next:** {next_step}")

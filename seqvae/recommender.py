@@ -229,3 +229,23 @@ class SeqVAERecommender:
         similarity[row] = -np.inf
         best = np.argsort(-similarity, kind="stable")[:k]
         return self.history_.users[best], similarity[best]
+
+    def explain(self, history_items: SequenceABC[Any], recommended: SequenceABC[Any],
+                n: int = 2) -> list[list[tuple[str, float]]]:
+        """For each recommended item, the `n` history items whose vectors are closest (cosine):
+        "recommended because of ..." in the model's own item space."""
+        vectors = self.item_vectors()
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        history = np.unique(self.item_vocab_.lookup(list(history_items)))
+        history = history[history > OOV]
+        out: list[list[tuple[str, float]]] = []
+        if history.size == 0:
+            return [[] for _ in recommended]
+        targets = self.item_vocab_.lookup(list(recommended))
+        similarity = unit[targets] @ unit[history].T  # (n_recommended, n_history)
+        for row in similarity:
+            best = np.argsort(-row, kind="stable")[:n]
+            out.append([(str(self.item_vocab_.token([history[b]])[0]), float(row[b]))
+                        for b in best])
+        return out
+

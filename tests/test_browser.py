@@ -135,3 +135,38 @@ def test_bad_upload_shows_a_message_not_a_traceback(page, server, tmp_path):
     assert page.get_by_text("only one item").first.is_visible()
     assert page.locator("text=Traceback").count() == 0
     shot(page, "04-bad-upload")
+
+
+def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_path):
+    """The whole path a person clicks through: upload, train a tiny model, open a user."""
+    from seqvae.sample import generate
+
+    log = tmp_path / "shop.csv"
+    generate(n_users=80, n_items=40, seed=3).events.to_csv(log, index=False)
+    page.goto(server)
+    page.get_by_role("heading", name="Data").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(log))
+    page.get_by_text("Summary of shop.csv").wait_for()
+
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("heading", name="Train").wait_for()
+    epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Training finished").wait_for(timeout=240_000)
+    page.get_by_text("Model: SeqVAE on shop.csv").wait_for()  # the sidebar has the new model
+    page.get_by_role("button", name="Prepare the zip").wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+    shot(page, "05-trained")
+
+    page.get_by_role("link", name="User").click()
+    page.get_by_role("heading", name="User", exact=True).wait_for()
+    page.get_by_label("Find a user by id").fill("U00002")
+    page.get_by_label("Find a user by id").press("Enter")
+    page.get_by_role("heading", name="User U00002").wait_for()
+    table = page.locator("[data-testid=stDataFrame]:visible").first
+    table.wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+    shot(page, "06-user")
+    assert page.get_by_text("“Because of”").is_visible()

@@ -54,3 +54,66 @@ def events_over_time(log: EventLog) -> go.Figure | None:
     fig.update_layout(title="Events per " + ("week" if freq == "W" else "day"),
                       yaxis_title="events", **_LAYOUT)
     return fig
+
+
+def loss_curves(epochs: list) -> go.Figure:
+    """Total, reconstruction and KL loss per epoch, with β on a second axis."""
+    x = [e.epoch for e in epochs]
+    fig = go.Figure()
+    for i, (name, values) in enumerate((
+        ("total", [e.loss for e in epochs]),
+        ("reconstruction", [e.reconstruction_loss for e in epochs]),
+        ("KL", [e.kl_loss for e in epochs]),
+    )):
+        fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines+markers",
+                                 line={"color": PALETTE[i]}))
+    fig.add_trace(go.Scatter(x=x, y=[e.beta for e in epochs], name="β", mode="lines",
+                             line={"color": PALETTE[3], "dash": "dot"}, yaxis="y2"))
+    fig.update_layout(title="Training loss per epoch", xaxis_title="epoch",
+                      yaxis_title="loss", yaxis2={"title": "β", "overlaying": "y",
+                                                  "side": "right", "rangemode": "tozero"},
+                      legend={"orientation": "h", "y": -0.3}, **_LAYOUT)
+    return fig
+
+
+def validation_curves(epochs: list) -> go.Figure:
+    """Validation metrics per epoch (the early-stopping metric first)."""
+    x = [e.epoch for e in epochs]
+    fig = go.Figure()
+    names = list(epochs[0].validation) if epochs else []
+    for i, name in enumerate(names):
+        fig.add_trace(go.Scatter(x=x, y=[e.validation.get(name) for e in epochs], name=name,
+                                 mode="lines+markers", line={"color": PALETTE[i + 4]}))
+    fig.update_layout(title="Validation (the best epoch is kept)", xaxis_title="epoch",
+                      yaxis_title="metric", **_LAYOUT)
+    return fig
+
+
+def user_timeline(frame: pd.DataFrame) -> go.Figure:
+    """One user's events: `frame` has `when` (time or position), `event`, `item`, `label`."""
+    fig = go.Figure()
+    for i, (event, part) in enumerate(frame.groupby("event", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=part["when"], y=part["event"], mode="markers", name=str(event),
+            marker={"color": PALETTE[i % len(PALETTE)], "size": 10},
+            customdata=part[["label"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>%{x}<extra>%{y}</extra>",
+        ))
+    fig.update_layout(title="Timeline", xaxis_title="time" if pd.api.types.is_datetime64_any_dtype(
+        frame["when"]) else "position in the sequence",
+        yaxis_title="event", showlegend=False, **_LAYOUT)
+    return fig
+
+
+def reconstruction_heatmap(probabilities: np.ndarray, step_labels: list[str],
+                           item_labels: list[str]) -> go.Figure:
+    """Per-step probabilities (steps x items) of the items the model believes in most."""
+    fig = go.Figure(go.Heatmap(
+        z=probabilities.T, x=list(range(1, len(step_labels) + 1)), y=item_labels,
+        customdata=np.array([step_labels] * len(item_labels)),
+        colorscale="Blues", colorbar={"title": "p(next)"},
+        hovertemplate="after step %{x} (%{customdata})<br>%{y}: %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title="What the model expects next, step by step",
+                      xaxis_title="step of the sequence", **{**_LAYOUT, "height": 420})
+    return fig

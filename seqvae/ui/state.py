@@ -22,6 +22,9 @@ SAMPLE_SEGMENTS = SAMPLE_DIR / "segments.csv"
 # session keys
 DATASET = "dataset"  # the loaded `Dataset`, or absent
 UPLOAD_ERROR = "upload_error"  # the last reading error, shown on the Data page
+MODEL = "model"  # the `ModelInUse`, or absent
+JOB = "training_job"  # the session's `TrainingJob` (running or finished), or absent
+SELECTED_USER = "selected_user"  # the user the User page shows
 
 
 @dataclass
@@ -47,3 +50,50 @@ def set_dataset(value: Dataset | None) -> None:
         st.session_state.pop(DATASET, None)
     else:
         st.session_state[DATASET] = value
+
+
+@dataclass
+class ModelInUse:
+    """The model this session recommends with: trained here or uploaded."""
+
+    recommender: Any
+    name: str
+    origin: str  # "trained in this session" or "uploaded"
+    created: str  # when it was trained or loaded, ISO-8601 (UTC)
+    validation_ndcg: float | None
+
+
+def model() -> ModelInUse | None:
+    value = st.session_state.get(MODEL)
+    return value if isinstance(value, ModelInUse) else None
+
+
+def set_model(value: ModelInUse | None) -> None:
+    if value is None:
+        st.session_state.pop(MODEL, None)
+    else:
+        st.session_state[MODEL] = value
+
+
+def adopt_finished_training() -> None:
+    """Make the session's finished training job's model the model in use (once per job).
+
+    Called by every page run (from `app.py`), so a model that finished while the analyst was
+    on another page is picked up there.
+    """
+    import datetime as dt
+
+    job = st.session_state.get(JOB)
+    if job is None or job.recommender is None or job.active:
+        return
+    if st.session_state.get("adopted_job") == id(job):
+        return
+    st.session_state["adopted_job"] = id(job)
+    best = job.history.best_validation if job.history else {}
+    set_model(ModelInUse(
+        recommender=job.recommender,
+        name=f"SeqVAE on {job.dataset_name}",
+        origin="trained in this session",
+        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        validation_ndcg=best.get(f"NDCG@{job.config.eval_k}"),
+    ))

@@ -15,3 +15,9 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 def escape_markdown(text: object) -> str:
     """Backslash-escape every Markdown-significant character of `text`."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def plotly_text(text: object) -> str:
+    """Text for Plotly labels and hovers, which read a few HTML tags: `<` and `>` become entities,
+    so a tag in a title shows as typed."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,166 @@
+"""Train page: a few knobs, training in the background with live progress and loss curves, Stop,
+and the model directory as a zip (download, or upload a saved one)."""
+
+import datetime as dt
+import logging
+
+import streamlit as st
+
+from seqvae.bundle import BundleError
+from seqvae.errors import SeqVAEError
+from seqvae.training import SeqVAEConfig
+from seqvae.ui import charts, jobs, state
+from seqvae.ui.modelfiles import from_zip, to_zip
+from seqvae.ui.text import escape_markdown
+
+logger = logging.getLogger("seqvae.ui")
+
+
+def knobs_ui() -> SeqVAEConfig | None:
+    """The training settings; returns a validated config, or None after showing the problem."""
+    defaults = SeqVAEConfig()
+    a, b, c, d, e = st.columns(5)
+    latent = a.select_slider("Latent size", [4, 8, 16, 32, 64], value=defaults.latent_dim,
+                             key="knob_latent", help="Size of each user's representation μ.")
+    epochs = b.number_input("Epochs (at most)", 1, 200, value=defaults.epochs, key="knob_epochs",
+                            help="Training stops earlier when validation NDCG@10 stops improving.")
+    max_len = c.select_slider("Sequence length", [10, 20, 30, 50, 100, 200],
+                              value=defaults.max_len, key="knob_max_len",
+                              help="How many recent events represent a user.")
+    beta = d.select_slider("β cap (KL weight)", [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+                           value=defaults.beta_cap, key="knob_beta",
+                           help="Higher pulls users toward the prior: smoother, less detailed.")
+    encoder = e.selectbox("Encoder", ["gru", "lstm"], key="knob_encoder")
+    with st.expander("Advanced"):
+        f, g, h, i, j = st.columns(5)
+        hidden = f.select_slider("Hidden width", [32, 64, 128, 256], value=defaults.hidden_dim,
+                                 key="knob_hidden")
+        batch = g.select_slider("Batch size", [16, 32, 64, 128, 256], value=defaults.batch_size,
+                                key="knob_batch")
+        rate = h.select_slider("Learning rate", [0.001, 0.002, 0.005, 0.01, 0.02],
+                               value=defaults.learning_rate, key="knob_lr")
+        patience = i.number_input("Patience (epochs)", 1, 50, value=defaults.patience,
+                                  key="knob_patience")
+        seed = j.number_input("Seed", 0, 2**31 - 1, value=defaults.seed, key="knob_seed")
+    try:
+        return SeqVAEConfig(latent_dim=int(latent), epochs=int(epochs), max_len=int(max_len),
+                            stride=max(1, int(max_len) // 2), beta_cap=float(beta),
+                            encoder=str(encoder), hidden_dim=int(hidden), batch_size=int(batch),
+                            learning_rate=float(rate), patience=int(patience), seed=int(seed))
+    except ValueError as exc:
+        st.error(escape_markdown(str(exc)))
+        return None
+
+
+def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
+    job = st.session_state.get(state.JOB)
+    busy = job is not None and job.active
+    if st.button("Train", type="primary", disabled=busy or config is None, key="train_start"):
+        try:
+            st.session_state[state.JOB] = jobs.start_training(dataset.log, dataset.name, config)
+        except SeqVAEError as exc:
+            st.error(f"**Training cannot start:** {escape_markdown(exc)}", icon="⚠️")
+            return
+        st.rerun()
+
+
+def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
+    progress = snapshot["progress"]
+    if snapshot["state"] == "queued":
+        return "Waiting for a free training slot (another training is running on this server)…"
+    if progress is None:
+        return "Preparing…"
+    eta = job.eta_seconds()
+    eta_text = f" · about {eta:.0f} s left" if eta is not None else ""
+    return (f"Epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}"
+            f" · loss {progress.loss:.3f} (reconstruction {progress.reconstruction_loss:.3f}, "
+            f"KL {progress.kl_loss:.2f}, β {progress.beta:.3f}){eta_text}")
+
+
+@st.fragment(run_every=1.0)
+def live_ui() -> None:
+    """Redrawn every second while a job is active; still once it has finished."""
+    job = st.session_state.get(state.JOB)
+    if job is None:
+        return
+    snapshot = job.snapshot()
+    if snapshot["state"] in ("queued", "running"):
+        progress = snapshot["progress"]
+        fraction = 0.0
+        if progress is not None:
+            fraction = ((progress.epoch - 1) + progress.batch / max(progress.batches, 1)) \
+                / max(progress.epochs, 1)
+        st.progress(min(max(fraction, 0.0), 1.0), text=_progress_text(job, snapshot))
+        if st.button("Stop", key="train_stop",
+                     help="Ends after the current batch and keeps the best weights so far."):
+            job.cancel()
+            st.toast("Stopping after the current batch…")
+    else:
+        if snapshot["state"] in ("done", "cancelled"):
+            state.adopt_finished_training()
+            st.success(f"Training finished: {escape_markdown(snapshot['message'])}.")
+        elif snapshot["state"] == "failed":
+            st.error(f"**Training failed:** {escape_markdown(snapshot['message'])}", icon="⚠️")
+    if snapshot["epochs"]:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.loss_curves(snapshot["epochs"]), width="stretch",
+                          key="loss_curves")
+        right.plotly_chart(charts.validation_curves(snapshot["epochs"]), width="stretch",
+                           key="validation_curves")
+    if not job.active and st.session_state.get("job_was_active"):
+        st.session_state["job_was_active"] = False
+        st.rerun(scope="app")  # the sidebar shows the new model
+    if job.active:
+        st.session_state["job_was_active"] = True
+
+
+def model_files_ui() -> None:
+    current = state.model()
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Download the model**")
+        if current is None:
+            st.caption("Train a model (or upload one) first.")
+        else:
+            if st.button("Prepare the zip", key="zip_prepare"):
+                with st.spinner("Packing the model directory…"):
+                    st.session_state["model_zip"] = to_zip(current.recommender)
+            if st.session_state.get("model_zip"):
+                st.download_button("Download model.zip", st.session_state["model_zip"],
+                                   file_name="seqvae-model.zip", mime="application/zip",
+                                   key="zip_download")
+    with right:
+        upload = st.file_uploader("**Upload a saved model** (the zip from here, or a zipped "
+                                  "model directory of `seqvae train`)", key="model_upload")
+        if upload is not None and upload.file_id != st.session_state.get("model_upload_id"):
+            st.session_state["model_upload_id"] = upload.file_id
+            try:
+                recommender = from_zip(upload.getvalue(), upload.name)
+            except BundleError as exc:
+                st.error(escape_markdown(exc), icon="⚠️")
+            except Exception as exc:  # never a traceback in the browser
+                logger.exception("model upload failed")
+                st.error(escape_markdown(f"{upload.name} could not be loaded ({exc})"), icon="⚠️")
+            else:
+                best = (recommender.training_history_.best_validation
+                        if recommender.training_history_ else {})
+                state.set_model(state.ModelInUse(
+                    recommender=recommender, name=upload.name, origin="uploaded",
+                    created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                    validation_ndcg=best.get("NDCG@10")))
+                st.session_state.pop("model_zip", None)
+                st.rerun()
+
+
+st.title("Train")
+dataset = state.dataset()
+if dataset is None:
+    st.info("Load a log on the Data page first; then train a model on it here.")
+else:
+    st.caption(f"A sequential VAE on {escape_markdown(dataset.name)}: each user's last event is "
+               "kept for testing, the one before it watches for overfitting (early stopping).")
+    config = knobs_ui()
+    start_ui(dataset, config)
+    live_ui()
+st.divider()
+model_files_ui()

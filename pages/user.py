@@ -1,0 +1,167 @@
+"""User page: one user's story — timeline, what the model reconstructs, recommendations with the
+history items that explain them, similar users, and "what if" edits of the sequence."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from seqvae.sequences import PAD
+from seqvae.ui import charts, state
+from seqvae.ui.text import escape_markdown, plotly_text
+
+
+def labels_for(items, metadata: pd.DataFrame | None) -> list[str]:
+    """'title (id)' when the item metadata has a title, else the id."""
+    items = [str(i) for i in items]
+    if metadata is None or "title" not in metadata.columns:
+        return items
+    titles = metadata["title"].reindex(items)
+    return [f"{t} ({i})" if isinstance(t, str) else i for i, t in zip(items, titles, strict=True)]
+
+
+def pick_user_ui(users: np.ndarray) -> str | None:
+    query = st.text_input("Find a user by id", key="user_query",
+                          placeholder="type part of an id, e.g. U0004")
+    matches = users if not query else users[np.char.find(users.astype(str), query.strip()) >= 0]
+    if matches.size == 0:
+        st.warning(f"No user id contains “{escape_markdown(query)}”.")
+        return None
+    shown = matches[:500]
+    current = st.session_state.get(state.SELECTED_USER)
+    index = int(np.flatnonzero(shown == current)[0]) if current in set(shown) else 0
+    chosen = st.selectbox(f"User ({matches.size:,} match{'es' if matches.size != 1 else ''}"
+                          + (", first 500 listed" if matches.size > 500 else "") + ")",
+                          list(shown), index=index, key="user_pick")
+    st.session_state[state.SELECTED_USER] = chosen
+    return str(chosen)
+
+
+def timeline_ui(recommender, user: str, metadata) -> list[str]:
+    history = recommender.history_
+    row = int(history.user_position([user])[0])
+    events = history.of_user(row)
+    items = recommender.item_vocab_.token(events["items"])
+    when = (pd.to_datetime(events["timestamps"], unit="us", utc=True) if history.has_timestamps
+            else np.arange(1, items.size + 1))
+    frame = pd.DataFrame({
+        "when": when,
+        "event": recommender.event_vocab_.token(events["events"]),
+        "item": items,
+        "label": [plotly_text(label) for label in labels_for(items, metadata)],
+    })
+    st.plotly_chart(charts.user_timeline(frame), width="stretch", key="timeline")
+    with st.expander(f"All {len(frame):,} events"):
+        st.dataframe(frame.rename(columns={"label": "item (title)"}).drop(columns="item"),
+                     hide_index=True)
+    return [str(i) for i in items]
+
+
+def reconstruction_ui(recommender, user: str, metadata) -> None:
+    items, probabilities = recommender.reconstruct(user)
+    if len(items) < 2:
+        st.caption("One event only: nothing to compare the model's expectations with.")
+        return
+    vocab = recommender.item_vocab_
+    actual_next = vocab.lookup(list(items[1:]))
+    steps = probabilities[:-1]
+    # rank of what really came next, among all items (1 = the model's first guess)
+    actual_p = steps[np.arange(steps.shape[0]), actual_next]
+    ranks = (steps > actual_p[:, None]).sum(axis=1) + 1
+    top3 = np.argsort(-steps, axis=1)[:, :3]
+    table = pd.DataFrame({
+        "after": labels_for(items[:-1], metadata),
+        "what came next": labels_for(items[1:], metadata),
+        "its rank": ranks,
+        "p": np.round(actual_p, 4),
+        "the model's top 3": [", ".join(labels_for(vocab.token(r), metadata)) for r in top3],
+    })
+    hit_share = float((ranks <= 10).mean())
+    st.caption(f"For {hit_share:.0%} of this user's steps, what came next was among the model's "
+               "top 10 guesses (ranking all items).")
+    st.dataframe(table, hide_index=True)
+    strongest = np.argsort(-probabilities.max(axis=0))[:15]
+    strongest = strongest[strongest != PAD]
+    st.plotly_chart(charts.reconstruction_heatmap(
+        probabilities[:, strongest], [plotly_text(t) for t in labels_for(items, metadata)],
+        [plotly_text(t) for t in labels_for(vocab.token(strongest), metadata)]),
+        width="stretch", key="heatmap")
+
+
+def recommendations_ui(recommender, user: str, history_items: list[str], metadata) -> None:
+    k = st.slider("How many", 5, 30, 10, key="rec_k")
+    ids, scores = recommender.recommend([user], k=k)
+    because = recommender.explain(history_items, list(ids[0]))
+    table = pd.DataFrame({
+        "rank": np.arange(1, ids.shape[1] + 1),
+        "item": labels_for(ids[0], metadata),
+        "score": np.round(scores[0], 3),
+        "because of": ["; ".join(f"{label} ({sim:.2f})" for label, sim in zip(
+            labels_for([i for i, _ in why], metadata), [s for _, s in why], strict=True))
+            for why in because],
+    })
+    if metadata is not None and "category" in metadata.columns:
+        table.insert(2, "category", metadata["category"].reindex(ids[0]).to_numpy())
+    st.dataframe(table, hide_index=True)
+    st.caption("“Because of”: the items of this user's history whose vectors in the model are "
+               "closest to the recommended item's (cosine similarity).")
+
+
+def similar_users_ui(recommender, user: str) -> None:
+    neighbours, similarity = recommender.similar_users(user, k=10)
+    frame = pd.DataFrame({"user": neighbours, "cosine similarity of μ": np.round(similarity, 3)})
+    st.dataframe(frame, hide_index=True)
+
+
+def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> None:
+    st.caption("Edit the sequence and see the recommendations change — no retraining: the model "
+               "encodes the edited sequence as a new user.")
+    all_items = list(recommender.item_vocab_.tokens)
+    label_of = dict(zip(all_items, labels_for(all_items, metadata), strict=True))
+    unique_history = list(dict.fromkeys(history_items))
+    left, right = st.columns(2)
+    removed = left.multiselect("Remove from the history", unique_history,
+                               format_func=lambda i: label_of.get(i, i), key="whatif_remove")
+    added = right.multiselect("Add at the end", all_items, format_func=lambda i: label_of.get(i, i),
+                              key="whatif_add")
+    if not removed and not added:
+        return
+    edited = [i for i in history_items if i not in set(removed)] + list(added)
+    if not edited:
+        st.warning("The edited sequence is empty: nothing to recommend from.")
+        return
+    before, _ = recommender.recommend([user], k=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        after, scores = recommender.recommend([edited], k=10)
+    was = set(before[0])
+    st.dataframe(pd.DataFrame({
+        "rank": np.arange(1, 11),
+        "item": labels_for(after[0], metadata),
+        "score": np.round(scores[0], 3),
+        "change": ["new" if i not in was else "" for i in after[0]],
+    }), hide_index=True)
+
+
+st.title("User")
+model_in_use = state.model()
+if model_in_use is None:
+    st.info("Train a model on the Train page (or upload one there) to see a user's story.")
+else:
+    dataset = state.dataset()
+    metadata = dataset.items if dataset is not None else None
+    recommender = model_in_use.recommender
+    user = pick_user_ui(np.asarray(recommender.history_.users, dtype=str))
+    if user is not None:
+        st.subheader(f"User {escape_markdown(user)}", anchor=False)
+        history_items = timeline_ui(recommender, user, metadata)
+        tabs = st.tabs(["Recommendations", "Reconstruction", "Similar users", "What if"])
+        with tabs[0]:
+            recommendations_ui(recommender, user, history_items, metadata)
+        with tabs[1]:
+            reconstruction_ui(recommender, user, metadata)
+        with tabs[2]:
+            similar_users_ui(recommender, user)
+        with tabs[3]:
+            what_if_ui(recommender, user, history_items, metadata)

@@ -1,0 +1,147 @@
+"""Training off the script thread: a job object the page polls, and a server-wide limit.
+
+A Streamlit script must not block while a model trains, so `start_training` runs the whole
+pipeline (encode -> split -> fit) on a daemon thread and returns a `TrainingJob` at once. The job
+records progress after every batch and epoch (under a lock) and holds the result; the page reads
+it on each rerun and can cancel it. At most `MAX_CONCURRENT_TRAININGS` jobs train at a time in
+the server process; the others wait in state "queued".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqvae.errors import SeqVAEError
+from seqvae.logs import EventLog
+from seqvae.training import BatchProgress, CancelToken, EpochRecord, SeqVAEConfig
+
+logger = logging.getLogger("seqvae.ui")
+
+MAX_CONCURRENT_TRAININGS = int(os.environ.get("SEQVAE_MAX_TRAININGS", "1"))
+_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_TRAININGS)
+
+
+@dataclass
+class TrainingJob:
+    """One training run, shared between its thread and the page that polls it."""
+
+    dataset_name: str
+    config: SeqVAEConfig
+    state: str = "queued"  # queued, running, done, failed, cancelled
+    progress: BatchProgress | None = None
+    epochs: list[EpochRecord] = field(default_factory=list)
+    message: str = ""
+    recommender: Any = None
+    history: Any = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy of what the page shows."""
+        with self._lock:
+            return {"state": self.state, "progress": self.progress, "epochs": list(self.epochs),
+                    "message": self.message, "started": self.started, "finished": self.finished}
+
+    def eta_seconds(self) -> float | None:
+        """Time left if every remaining epoch takes as long as the epochs so far."""
+        with self._lock:
+            progress = self.progress
+            if progress is None or self.started is None:
+                return None
+            done = (progress.epoch - 1) + progress.batch / max(progress.batches, 1)
+            elapsed = time.monotonic() - self.started
+            if done <= 0:
+                return None
+            return elapsed / done * (progress.epochs - done)
+
+    # called on the training thread
+    def _on_batch(self, progress: BatchProgress) -> None:
+        with self._lock:
+            self.progress = progress
+
+    def _on_epoch(self, record: EpochRecord) -> None:
+        with self._lock:
+            self.epochs.append(record)
+
+
+def prepare_split(log: EventLog) -> tuple[Any, Any]:
+    """Encode and split a log for training; raises a readable error when it cannot train."""
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import check_trainable
+
+    sequences = encode(log)
+    split = leave_one_out(sequences)
+    check_trainable(split)
+    return sequences, split
+
+
+def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig) -> TrainingJob:
+    """Check the data, then train on a background thread. Raises `SeqVAEError` at once when the
+    data cannot train a model (so the page says why before anything starts)."""
+    sequences, split = prepare_split(log)
+    # Import TensorFlow here, on the script thread, before the training thread starts, so the
+    # thread never races another thread's first import of it (a page test once saw the first
+    # training step fail with "SymbolicTensor has no attribute handle" and not since).
+    import keras  # noqa: F401
+
+    job = TrainingJob(dataset_name=dataset_name, config=config)
+    thread = threading.Thread(target=_run, args=(job, sequences, split), daemon=True,
+                              name=f"seqvae-training-{id(job)}")
+    thread.start()
+    return job
+
+
+def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
+    while not _SLOTS.acquire(timeout=0.5):
+        if job.cancel_token.cancelled:
+            with job._lock:
+                job.state, job.message = "cancelled", "cancelled while waiting for a free slot"
+                job.finished = time.monotonic()
+            return
+    try:
+        with job._lock:
+            job.state = "running"
+            job.started = time.monotonic()
+        from seqvae.training import evaluate_holdout, fit
+
+        recommender, history = fit(split, job.config, history_sequences=sequences,
+                                   on_batch=job._on_batch, on_epoch=job._on_epoch,
+                                   cancel=job.cancel_token)
+        test = evaluate_holdout(recommender, split.test, job.config.eval_k)
+        with job._lock:
+            job.recommender = recommender
+            job.history = history
+            job.test_metrics = test
+            job.state = "cancelled" if history.cancelled else "done"
+            job.message = (f"stopped by you after epoch {len(history.epochs)}; kept the best "
+                           f"epoch ({history.best_epoch})" if history.cancelled else
+                           f"best epoch {history.best_epoch} of {len(history.epochs)}")
+    except SeqVAEError as exc:
+        with job._lock:
+            job.state, job.message = "failed", str(exc)
+    except Exception as exc:  # reported on the page, never a traceback there
+        logger.error("training failed: %s", traceback.format_exc())
+        with job._lock:
+            job.state, job.message = "failed", f"training failed ({type(exc).__name__}: {exc})"
+    finally:
+        with job._lock:
+            job.finished = time.monotonic()
+        _SLOTS.release()

@@ -1,0 +1,111 @@
+"""The Train and User pages through AppTest: train a tiny model in the session, open a user, read
+recommendations; every error path is a message, never an exception."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+
+import pytest
+
+from seqvae.sample import generate
+from tests.conftest import texts
+
+
+@pytest.fixture(scope="module")
+def small_log() -> bytes:
+    return generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
+
+
+def frame_with(at, column: str):
+    """The DataFrame on the page that has `column`."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def upload(at, name: str, data: bytes):
+    at.file_uploader(key="log_upload").upload(name, data, "text/csv")
+    return at.run()
+
+
+def wait_for_training(at, seconds: float = 240.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        at.run()
+        if any("Training finished" in t for t in texts(at.success)) or at.error:
+            return at
+        time.sleep(1.0)
+    raise AssertionError("training did not finish in time")
+
+
+def train_tiny(at):
+    at.switch_page("pages/train.py").run()
+    at.number_input(key="knob_epochs").set_value(2)
+    at.select_slider(key="knob_latent").set_value(8)
+    at.select_slider(key="knob_max_len").set_value(20)
+    at.select_slider(key="knob_hidden").set_value(32)
+    at.button(key="train_start").click().run()
+    return wait_for_training(at)
+
+
+def test_train_page_without_data_says_what_to_do(app):
+    at = app.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert any("Load a log on the Data page first" in t for t in texts(at.info))
+
+
+def test_train_then_open_a_user(app, small_log):
+    at = upload(app.run(), "shop.csv", small_log)
+    at = train_tiny(at)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    assert any("Model:" in t and "trained in this session" in t for t in texts(at.sidebar.success))
+    # the loss curves and the validation curves are drawn
+    assert len(at.get("plotly_chart")) >= 2
+
+    at.switch_page("pages/user.py").run()
+    assert not at.exception
+    at.text_input(key="user_query").set_value("U0000").run()
+    user = at.selectbox(key="user_pick").value
+    assert user.startswith("U0000")
+    recommendations = frame_with(at, "because of")
+    assert len(recommendations) == 10
+    assert list(recommendations["rank"]) == list(range(1, 11))
+    # "what if": adding items changes the list without retraining
+    at.multiselect(key="whatif_add").set_value(["P0001", "P0002"]).run()
+    assert not at.exception
+    assert len(frame_with(at, "change")) == 10
+
+
+def test_training_on_data_that_cannot_train_says_why(app):
+    log = b"user,item\n" + b"".join(f"{u},i{u % 7}\n{u},i{(u + 1) % 7}\n".encode()
+                                    for u in range(30))
+    at = upload(app.run(), "two-each.csv", log)
+    at.switch_page("pages/train.py").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any("Training cannot start" in t and "at least 3 events" in t for t in texts(at.error))
+
+
+def test_a_bad_model_upload_is_a_message(app):
+    at = app.run()
+    at.switch_page("pages/train.py").run()
+    at.file_uploader(key="model_upload").upload("model.zip", b"not a zip at all")
+    at.run()
+    assert not at.exception
+    assert any("not a zip file" in t for t in texts(at.error))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("../../etc/evil.sh", "echo owned")
+    at.file_uploader(key="model_upload").set_value(("model.zip", buffer.getvalue(),
+                                                    "application/zip"))
+    at.run()
+    assert any("not part of a seqvae model directory" in t for t in texts(at.error))
+
+
+def test_user_page_without_a_model_says_what_to_do(app):
+    at = app.run()
+    at.switch_page("pages/user.py").run()
+    assert not at.exception
+    assert any("Train a model" in t for t in texts(at.info))
