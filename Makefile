@@ -51,6 +51,7 @@ lint: setup
 bench: setup
 	"$(PY)" benchmarks/ingest.py
 	"$(PY)" benchmarks/train_speed.py
+	"$(PY)" benchmarks/dashboard.py
 
 sample: setup
 	"$(VENV)/bin/seqvae" sample --out sample_data/events.csv

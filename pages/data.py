@@ -25,11 +25,11 @@ def _load(make: Callable[[], state.Dataset], *, pending: tuple[str, bytes] | Non
     try:
         state.set_dataset(make())
         st.session_state.pop(state.UPLOAD_ERROR, None)
-        st.session_state.pop("pending_upload", None)
+        st.session_state.pop(state.PENDING_UPLOAD, None)
     except LogFormatError as exc:
         st.session_state[state.UPLOAD_ERROR] = exc
         if pending is not None:
-            st.session_state["pending_upload"] = pending
+            st.session_state[state.PENDING_UPLOAD] = pending
     except Exception as exc:  # never a traceback in the browser
         logger.exception("unexpected error while reading a log")
         st.session_state[state.UPLOAD_ERROR] = LogFormatError(
@@ -38,7 +38,7 @@ def _load(make: Callable[[], state.Dataset], *, pending: tuple[str, bytes] | Non
             fix="check the file's format, or set the reading options below",
         )
         if pending is not None:
-            st.session_state["pending_upload"] = pending
+            st.session_state[state.PENDING_UPLOAD] = pending
 
 
 def source_ui() -> None:
@@ -56,8 +56,7 @@ def source_ui() -> None:
             help="One event per row: a user column and an item column are needed; a timestamp, "
             "an event type and a value (rating, quantity) are used when present.",
         )
-        if uploaded is not None and uploaded.file_id != st.session_state.get("log_upload_id"):
-            st.session_state["log_upload_id"] = uploaded.file_id
+        if state.is_new_upload("log_upload", uploaded):
             data = uploaded.getvalue()
             _load(lambda: load_dataset(uploaded.name, data), pending=(uploaded.name, data))
 
@@ -78,7 +77,7 @@ def error_ui() -> None:
 def options_ui() -> None:
     """The column mapping and reading options, pre-filled by detection."""
     current = state.dataset()
-    pending = st.session_state.get("pending_upload")
+    pending = st.session_state.get(state.PENDING_UPLOAD)
     if pending is not None:
         name, data = pending
         columns: list[str] = []
@@ -157,8 +156,7 @@ def side_tables_ui(current: state.Dataset) -> None:
         with left:
             items = st.file_uploader("Item metadata (item id, title, category, …)",
                                      key="items_upload")
-            if items is not None and items.file_id != st.session_state.get("items_upload_id"):
-                st.session_state["items_upload_id"] = items.file_id
+            if state.is_new_upload("items_upload", items):
                 try:
                     current.items = read_metadata(items.getvalue(), key="item", name=items.name)
                 except LogFormatError as exc:
@@ -166,8 +164,7 @@ def side_tables_ui(current: state.Dataset) -> None:
         with right:
             users = st.file_uploader("User attributes (user id, segment, age, …)",
                                      key="users_upload")
-            if users is not None and users.file_id != st.session_state.get("users_upload_id"):
-                st.session_state["users_upload_id"] = users.file_id
+            if state.is_new_upload("users_upload", users):
                 try:
                     current.users = read_metadata(users.getvalue(), key="user", name=users.name)
                 except LogFormatError as exc:

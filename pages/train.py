@@ -107,11 +107,11 @@ def live_ui() -> None:
                           key="loss_curves")
         right.plotly_chart(charts.validation_curves(snapshot["epochs"]), width="stretch",
                            key="validation_curves")
-    if not job.active and st.session_state.get("job_was_active"):
-        st.session_state["job_was_active"] = False
+    if not job.active and st.session_state.get(state.JOB_WAS_ACTIVE):
+        st.session_state[state.JOB_WAS_ACTIVE] = False
         st.rerun(scope="app")  # the sidebar shows the new model
     if job.active:
-        st.session_state["job_was_active"] = True
+        st.session_state[state.JOB_WAS_ACTIVE] = True
 
 
 def model_files_ui() -> None:
@@ -124,16 +124,15 @@ def model_files_ui() -> None:
         else:
             if st.button("Prepare the zip", key="zip_prepare"):
                 with st.spinner("Packing the model directory…"):
-                    st.session_state["model_zip"] = to_zip(current.recommender)
-            if st.session_state.get("model_zip"):
-                st.download_button("Download model.zip", st.session_state["model_zip"],
+                    st.session_state[state.MODEL_ZIP] = to_zip(current.recommender)
+            if st.session_state.get(state.MODEL_ZIP):
+                st.download_button("Download model.zip", st.session_state[state.MODEL_ZIP],
                                    file_name="seqvae-model.zip", mime="application/zip",
                                    key="zip_download")
     with right:
         upload = st.file_uploader("**Upload a saved model** (the zip from here, or a zipped "
                                   "model directory of `seqvae train`)", key="model_upload")
-        if upload is not None and upload.file_id != st.session_state.get("model_upload_id"):
-            st.session_state["model_upload_id"] = upload.file_id
+        if state.is_new_upload("model_upload", upload):
             try:
                 recommender = from_zip(upload.getvalue(), upload.name)
             except BundleError as exc:
@@ -148,7 +147,7 @@ def model_files_ui() -> None:
                     recommender=recommender, name=upload.name, origin="uploaded",
                     created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     validation_ndcg=best.get("NDCG@10")))
-                st.session_state.pop("model_zip", None)
+                st.session_state.pop(state.MODEL_ZIP, None)
                 st.rerun()
 
 

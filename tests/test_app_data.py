@@ -93,3 +93,17 @@ def test_text_from_files_never_renders_as_markdown_or_html(app):
     error = texts(at.error)[0]
     # every Markdown/HTML character is escaped, so it shows as text
     assert "\\!\\[img\\]\\(http" in error and "\\<script\\>" in error
+
+
+def test_one_session_never_sees_another_sessions_data(app):
+    from tests.conftest import ROOT
+
+    first = app.run()
+    first.button(key="load_sample").click().run()
+    assert any("2,000 users" in t for t in texts(first.sidebar.success))
+    # a second browser session of the same server process
+    from streamlit.testing.v1 import AppTest
+
+    second = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert any("none loaded yet" in t for t in texts(second.sidebar.info))
+    assert not second.metric

@@ -25,6 +25,22 @@ UPLOAD_ERROR = "upload_error"  # the last reading error, shown on the Data page
 MODEL = "model"  # the `ModelInUse`, or absent
 JOB = "training_job"  # the session's `TrainingJob` (running or finished), or absent
 SELECTED_USER = "selected_user"  # the user the User page shows
+PENDING_UPLOAD = "pending_upload"  # (name, bytes) of an upload that failed to read, to retry
+SEEN_UPLOAD = "seen_upload_{}"  # file id of the last upload handled, per uploader widget
+MODEL_ZIP = "model_zip"  # the zipped model directory, once prepared for download
+ADOPTED_JOB = "adopted_job"  # id of the training job whose model is in use
+JOB_WAS_ACTIVE = "job_was_active"  # the Train page saw the job running on its last redraw
+
+
+def is_new_upload(widget_key: str, upload: Any) -> bool:
+    """True once per uploaded file: Streamlit keeps returning the same upload on every rerun."""
+    if upload is None:
+        return False
+    key = SEEN_UPLOAD.format(widget_key)
+    if st.session_state.get(key) == upload.file_id:
+        return False
+    st.session_state[key] = upload.file_id
+    return True
 
 
 @dataclass
@@ -69,6 +85,7 @@ def model() -> ModelInUse | None:
 
 
 def set_model(value: ModelInUse | None) -> None:
+    st.session_state.pop(MODEL_ZIP, None)  # a zip prepared for the previous model is stale
     if value is None:
         st.session_state.pop(MODEL, None)
     else:
@@ -86,9 +103,9 @@ def adopt_finished_training() -> None:
     job = st.session_state.get(JOB)
     if job is None or job.recommender is None or job.active:
         return
-    if st.session_state.get("adopted_job") == id(job):
+    if st.session_state.get(ADOPTED_JOB) == id(job):
         return
-    st.session_state["adopted_job"] = id(job)
+    st.session_state[ADOPTED_JOB] = id(job)
     best = job.history.best_validation if job.history else {}
     set_model(ModelInUse(
         recommender=job.recommender,
