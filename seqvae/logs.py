@@ -25,7 +25,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, TypeAlias
 
@@ -757,8 +757,6 @@ def _raw_from_delimited(
         details["decimal"] = "comma"
     if decimal == ",":
         warnings.append("numbers use a decimal comma (e.g. 4,5); read as decimals")
-    if consistency < 1.0:
-        pass  # ragged rows: found and reported exactly by the parser below
     # Columns whose sample holds numbers with a leading zero (ids such as "007") or decimal
     # commas stay text; pyarrow infers the type of the others (fast numeric timestamps).
     data_rows = rows[1:] if header else rows
@@ -1501,8 +1499,3 @@ def fill_within_users(values: np.ndarray, users: np.ndarray) -> np.ndarray:
     groups = series.groupby(users)
     filled = groups.ffill()
     return filled.fillna(filled.groupby(users).bfill()).to_numpy()
-
-
-def with_options(options: IngestOptions, **changes: Any) -> IngestOptions:
-    """A copy of `options` with some fields changed (validated again)."""
-    return replace(options, **changes)
