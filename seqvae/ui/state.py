@@ -30,6 +30,7 @@ SEEN_UPLOAD = "seen_upload_{}"  # file id of the last upload handled, per upload
 MODEL_ZIP = "model_zip"  # the zipped model directory, once prepared for download
 ADOPTED_JOB = "adopted_job"  # id of the training job whose model is in use
 JOB_WAS_ACTIVE = "job_was_active"  # the Train page saw the job running on its last redraw
+CURVES = "training_curves"  # ((job id, epochs drawn), loss figure, validation figure)
 
 
 def is_new_upload(widget_key: str, upload: Any) -> bool:
