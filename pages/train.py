@@ -22,8 +22,12 @@ def knobs_ui() -> SeqVAEConfig | None:
     a, b, c, d, e = st.columns(5)
     latent = a.select_slider("Latent size", [4, 8, 16, 32, 64], value=defaults.latent_dim,
                              key="knob_latent", help="Size of each user's representation μ.")
-    epochs = b.number_input("Epochs (at most)", 1, 200, value=defaults.epochs, key="knob_epochs",
-                            help="Training stops earlier when validation NDCG@10 stops improving.")
+    epochs = b.number_input("Epochs (at most)", 1, 200, value=state.DASHBOARD_EPOCHS,
+                            key="knob_epochs",
+                            help="The default gives a first model in about a minute on the sample; "
+                            "more epochs give a better one (the CLI trains up to "
+                            f"{defaults.epochs}). Training stops earlier when validation "
+                            "NDCG@10 stops improving, and keeps the best epoch.")
     max_len = c.select_slider("Sequence length", [10, 20, 30, 50, 100, 200],
                               value=defaults.max_len, key="knob_max_len",
                               help="How many recent events represent a user.")

@@ -19,6 +19,10 @@ SAMPLE_EVENTS = SAMPLE_DIR / "events.csv"
 SAMPLE_ITEMS = SAMPLE_DIR / "items.csv"
 SAMPLE_SEGMENTS = SAMPLE_DIR / "segments.csv"
 
+# The Train page's epoch limit: a first model in about a minute on the sample (2-core machine,
+# benchmarks/dashboard.md), where `SeqVAEConfig`'s 30 suit the command line.
+DASHBOARD_EPOCHS = 6
+
 # session keys
 DATASET = "dataset"  # the loaded `Dataset`, or absent
 UPLOAD_ERROR = "upload_error"  # the last reading error, shown on the Data page
