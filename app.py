@@ -7,8 +7,10 @@ imported here (no TensorFlow, no UMAP), so the first page load stays fast.
 
 import streamlit as st
 
-from seqvae.ui import state
+from seqvae.ui import runtime, state
 from seqvae.ui.text import escape_markdown
+
+runtime.keep_keras_state()  # before any page imports Keras; see seqvae/ui/runtime.py
 
 st.set_page_config(page_title="seqvae", page_icon=":material/explore:", layout="wide")
 

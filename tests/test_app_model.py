@@ -109,3 +109,21 @@ def test_user_page_without_a_model_says_what_to_do(app):
     at.switch_page("pages/user.py").run()
     assert not at.exception
     assert any("Train a model" in t for t in texts(at.info))
+
+
+def test_reruns_leave_the_keras_session_alone(app, monkeypatch):
+    """Streamlit clears the Keras session after every run unless told not to; here a model
+    trains on a background thread across reruns, so the session must survive them."""
+    import keras
+    from streamlit.runtime.scriptrunner import script_runner
+
+    # restored after the test, so that the check depends on what app.py does
+    monkeypatch.setattr(script_runner, "_clean_problem_modules",
+                        script_runner._clean_problem_modules)
+    at = app.run()
+    keras.backend.get_uid("seqvae_probe")
+    before = keras.backend.get_uid("seqvae_probe")
+    at.run()
+    at.run()
+    assert keras.backend.get_uid("seqvae_probe") == before + 1
+    assert not at.exception

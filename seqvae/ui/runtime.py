@@ -1,0 +1,38 @@
+"""Process-wide settings of the dashboard's Streamlit server, applied once at start.
+
+Streamlit calls ``keras.backend.clear_session()`` after every script run once Keras is imported
+(`streamlit.runtime.scriptrunner.script_runner._clean_problem_modules`, meant for scripts that
+build a new model on every run). Here models live in the session across reruns and train on a
+background thread, and the Train page redraws every few seconds while one trains: each redraw
+dropped TensorFlow's kernel cache and ran a full garbage collection under the training thread —
+training the sample in the browser took 85 s against 37 s without a browser — and reset Keras'
+global state mid-training. `keep_keras_state` leaves Keras alone and keeps the rest of that
+clean-up (closing matplotlib figures).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+logger = logging.getLogger("seqvae.ui")
+
+
+def _clean_up_without_keras() -> None:
+    pyplot: Any = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")
+
+
+def keep_keras_state() -> bool:
+    """Stop Streamlit from clearing the Keras session after each run; True once in place."""
+    try:
+        from streamlit.runtime.scriptrunner import script_runner
+    except ImportError:  # pragma: no cover - a Streamlit without that module clears nothing
+        return False
+    if not hasattr(script_runner, "_clean_problem_modules"):
+        logger.warning("Streamlit no longer has _clean_problem_modules; nothing to replace")
+        return False
+    script_runner._clean_problem_modules = _clean_up_without_keras
+    return True
