@@ -106,9 +106,8 @@ def live_ui() -> None:
         elif snapshot["state"] == "failed":
             st.error(f"**Training failed:** {escape_markdown(snapshot['message'])}", icon="⚠️")
     if snapshot["epochs"]:
-        # Redraws compete with the training thread for the CPU (a redraw every second made a
-        # 3-epoch training in the browser take 180 s instead of 43 s; every 5 s, 67 s), so the
-        # fragment redraws every 5 s and rebuilds the figures only when an epoch was added.
+        # Redraws share the CPU with the training thread: the figures are rebuilt only when an
+        # epoch was added (and see seqvae/ui/runtime.py for what each redraw used to cost).
         cached = st.session_state.get(state.CURVES)
         if cached is None or cached[0] != (id(job), len(snapshot["epochs"])):
             cached = ((id(job), len(snapshot["epochs"])),
