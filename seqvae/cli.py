@@ -304,6 +304,83 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric_columns(ks: Sequence[int]) -> list[str]:
+    names = [f"{m}@{k}" for m in ("NDCG", "HR", "Recall", "TruncatedRecall", "Precision", "F1",
+                                  "MRR") for k in ks]
+    return names + ["AUC"] + [f"{m}@{k}" for m in ("Coverage", "AvgPopularity") for k in ks]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from seqvae.compare import compare
+    from seqvae.export import atomic_write
+    from seqvae.logs import keep_positive, read_log
+    from seqvae.sequences import encode
+    from seqvae.training import SeqVAEConfig
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+    except ValueError:
+        raise ValueError(f"--k should be comma-separated integers, e.g. 10,20; got {args.k!r}") from None
+    log, report = read_log(args.log, options_from_args(args))
+    if args.min_rating is not None:
+        log = keep_positive(log, args.min_rating, report)
+    sequences = encode(log, _sequence_options(args), report)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
+    config = SeqVAEConfig(epochs=args.epochs, seed=args.seed)
+    from seqvae.compare import make_split
+
+    split = make_split(sequences, args.protocol, seed=args.seed, min_length=args.min_length)
+    result = compare(sequences, args.protocol, models, ks, seqvae_config=config,
+                     select_k=args.select_k, seed=args.seed, split=split, progress=say)
+    payload = result.to_dict()
+    payload["source"] = report.source
+    if args.json:
+        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+    columns = [c for c in _metric_columns(result.ks) if c in result.results[0].metrics]
+    if not args.metrics_all:
+        columns = [c for c in columns if c.split("@")[0] in ("NDCG", "HR", "TruncatedRecall",
+                                                              "AUC", "Coverage")]
+    print(f"{result.protocol} on {report.source}: {result.dataset['users']:,} users, "
+          f"{result.dataset['items']:,} items, {result.dataset['events']:,} events; "
+          f"choices on validation {result.selection}, test touched once per model")
+    header = ["model", *columns, "fit s", "eval s"]
+    rows = [[r.model, *(f"{r.metrics[c]:.4f}" if c in r.metrics else "" for c in columns),
+             f"{r.fit_seconds:.1f}", f"{r.eval_seconds:.1f}"] for r in result.results]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w)
+                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+    for r in result.results:
+        shown = {k: v for k, v in r.params.items() if k in ("l2", "neighbours", "epochs")}
+        if shown:
+            print(f"  {r.model}: chosen {', '.join(f'{k}={v}' for k, v in shown.items())}")
+    if args.json:
+        print(f"results written to {args.json}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from seqvae.bundle import load
+    from seqvae.export import table_format, user_embeddings, write_projector, write_table
+
+    # for embeddings, a .tsv is the Embedding Projector's pair
+    fmt = table_format(args.out, args.format)
+    fmt = "projector" if fmt == "tsv" and args.format == "auto" else fmt
+    recommender = load(args.model)
+    frame, mean = user_embeddings(recommender)
+    if fmt == "projector":
+        written = write_projector(mean, frame[["user", "events", "last_item"]], args.out)
+        print(f"{len(frame):,} users: vectors in {written[0]}, metadata in {written[1]} "
+              "(load both in the Embedding Projector)")
+    else:
+        path = write_table(frame, args.out, fmt)
+        print(f"{len(frame):,} users x {mean.shape[1]} latent dimensions (μ and σ) written to {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
@@ -365,6 +442,51 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also recommend items already in the sequence")
     recommend.add_argument("--json", action="store_true", help="print one JSON object")
     recommend.set_defaults(func=cmd_recommend)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="compare the SeqVAE with the baselines under one protocol",
+        description="Split the log by a protocol, fit every model on the training part, choose "
+        "hyperparameters and epochs on validation, and measure each chosen model once on the "
+        "test part (full ranking over all items, each user's input items excluded).")
+    evaluate.add_argument("log", help="the log to evaluate on")
+    evaluate.add_argument("--protocol", default="leave-one-out",
+                          choices=["leave-one-out", "holdout-users", "time-cut"],
+                          help="leave-one-out: last item per user (P1); holdout-users: unseen "
+                          "users, first 80%% of their events in, the rest predicted (P2); "
+                          "time-cut: one global time (default: leave-one-out)")
+    evaluate.add_argument("--models", default="seqvae,multvae,ease,itemknn,pop",
+                          help="comma-separated, from seqvae, multvae, ease, itemknn, pop "
+                          "(default: all)")
+    evaluate.add_argument("--k", default="10,20", help="cut-offs, e.g. 10,20,100 (default 10,20)")
+    evaluate.add_argument("--select-k", type=int, default=None,
+                          help="choices are made on validation NDCG at this K (default: the "
+                          "largest --k)")
+    evaluate.add_argument("--min-rating", type=float, default=None,
+                          help="keep only events whose value (rating) is at least this: ratings "
+                          "become positives (e.g. 4 for MovieLens)")
+    evaluate.add_argument("--min-length", type=int, default=None,
+                          help="users with fewer events are not evaluated (default 3 for "
+                          "leave-one-out, 2 for holdout-users)")
+    evaluate.add_argument("--epochs", type=int, default=30,
+                          help="the SeqVAE's epoch limit; early stopping picks the epoch (30)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seeds the split and the models (0)")
+    evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    evaluate.add_argument("--metrics-all", action="store_true",
+                          help="show every metric in the table (the JSON always has them all)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_reading_flags(evaluate)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    embed = sub.add_parser("embed", help="write every user's latent vector",
+                           description="Write each user's μ and σ from a saved model: Parquet, "
+                           "CSV, or the vectors + metadata TSV pair of TensorBoard's Embedding "
+                           "Projector.")
+    embed.add_argument("model", help="a model directory written by `seqvae train`")
+    embed.add_argument("--out", required=True, help="FILE.parquet, FILE.csv, or FILE.tsv (the "
+                       "projector pair: FILE.tsv and FILE_metadata.tsv)")
+    embed.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "projector"],
+                       help="default: from the extension (.tsv = projector)")
+    embed.set_defaults(func=cmd_embed)
     return parser
 
 

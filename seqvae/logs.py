@@ -1499,3 +1499,35 @@ def fill_within_users(values: np.ndarray, users: np.ndarray) -> np.ndarray:
     groups = series.groupby(users)
     filled = groups.ffill()
     return filled.fillna(filled.groupby(users).bfill()).to_numpy()
+
+
+def keep_positive(log: EventLog, min_value: float, report: IngestReport | None = None) -> EventLog:
+    """Only the events whose value (rating) is at least `min_value`: explicit ratings turned into
+    positives (e.g. MovieLens ratings >= 4). Rows dropped are recorded in `report` as
+    ``below_min_rating``.
+
+    Raises:
+        LogFormatError: the log has no value column, or no event reaches `min_value`.
+    """
+    from seqvae.errors import LogFormatError
+
+    if not log.has_value:
+        raise LogFormatError(log.source, "--min-rating needs a value (rating) column and none "
+                             "was found", fix="name it with --value COLUMN")
+    values = log.frame["value"].to_numpy()
+    keep = values >= min_value
+    if not keep.any():
+        raise LogFormatError(log.source, f"no event has a value of at least {min_value:g} "
+                             f"(values range from {np.nanmin(values):g} to {np.nanmax(values):g})",
+                             fix="lower --min-rating")
+    if keep.all():
+        return log
+    if report is not None:
+        report.drop("below_min_rating", int((~keep).sum()),
+                    log.frame["line"].to_numpy()[~keep][:5])
+    frame = log.frame.loc[keep].reset_index(drop=True)
+    for column in ("user", "item", "event"):
+        frame[column] = frame[column].cat.remove_unused_categories()
+    order = None if log.time_order is None else _drop_from_order(log.time_order, keep)
+    return EventLog(frame=frame, source=log.source, has_timestamp=log.has_timestamp,
+                    has_event=log.has_event, has_value=log.has_value, time_order=order)

@@ -112,8 +112,31 @@ class ItemScorer(layers.Layer):
                 "n_reserved": self.n_reserved}
 
 
+class _LossTracking:
+    """β, and the loss / reconstruction / KL trackers the training loops report, for both VAEs."""
+
+    def _init_tracking(self) -> None:
+        self.beta = keras.Variable(0.0, trainable=False, name="beta", dtype="float32")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+
+    def _total(self, reconstruction: Any, kl: Any, extra: Any = ()) -> Any:
+        total = reconstruction + self.beta * kl
+        if extra:
+            total = total + ops.sum(extra)
+        self.loss_tracker.update_state(total)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return total
+
+    @property
+    def metrics(self) -> list[Any]:
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class SeqVAE(keras.Model):
+class SeqVAE(_LossTracking, keras.Model):
     """The sequential VAE. Inputs are a dict of int32 tensors of shape (B, L), right-padded with 0:
     ``items``, ``events``, ``gaps``; training batches also carry ``targets`` (B, L, next_k), the
     ids of the next items at each step (0 where there is none).
@@ -157,10 +180,7 @@ class SeqVAE(keras.Model):
         self.decoder_hidden = layers.Dense(hidden_dim, activation="tanh", name="decoder_hidden")
         self.decoder_dropout = layers.Dropout(dropout, seed=seed + 2, name="decoder_dropout")
         self.scorer = ItemScorer(n_items, hidden_dim, name="item_scorer")
-        self.beta = keras.Variable(0.0, trainable=False, name="beta", dtype="float32")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self._init_tracking()
 
     # ---- forward ----------------------------------------------------------------------------
 
@@ -201,17 +221,7 @@ class SeqVAE(keras.Model):
         n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
         kl = ops.sum(step_kl * step_mask) / n_steps
-        total = reconstruction + self.beta * kl
-        if self.losses:
-            total = total + ops.sum(self.losses)
-        self.loss_tracker.update_state(total)
-        self.reconstruction_tracker.update_state(reconstruction)
-        self.kl_tracker.update_state(kl)
-        return total
-
-    @property
-    def metrics(self) -> list[Any]:
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        return self._total(reconstruction, kl, self.losses)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -231,3 +241,46 @@ class SeqVAE(keras.Model):
         """Create every weight by running one tiny batch (needed before loading weights)."""
         zeros = ops.ones((1, length), dtype="int32") * 2
         self({"items": zeros, "events": zeros * 0 + 1, "gaps": zeros * 0 + 1}, training=False)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MultVAE(_LossTracking, keras.Model):
+    """Mult-VAE (Liang et al. 2018) built from the SeqVAE's parts, as the baseline without order.
+
+    A user is a bag of items: the L2-normalised multi-hot vector x (B, n_items), with dropout,
+    goes through a tanh layer to a `GaussianLatent`; the decoder is a tanh layer and the same
+    `ItemScorer` as the SeqVAE's. Loss: multinomial NLL of the bag + β · KL, per user.
+    """
+
+    def __init__(self, n_items: int, hidden_dim: int = 600, latent_dim: int = 200,
+                 dropout: float = 0.5, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_items = n_items
+        self.hidden_dim = hidden_dim
+        self.latent_dim = latent_dim
+        self.dropout_rate = dropout
+        self.seed = seed
+        self.input_dropout = layers.Dropout(dropout, seed=seed, name="input_dropout")
+        self.encoder_hidden = layers.Dense(hidden_dim, activation="tanh", name="encoder_hidden")
+        self.latent = GaussianLatent(latent_dim, seed=seed + 1, name="latent")
+        self.decoder_hidden = layers.Dense(hidden_dim, activation="tanh", name="decoder_hidden")
+        self.scorer = ItemScorer(n_items, hidden_dim, name="item_scorer")
+        self._init_tracking()
+
+    def call(self, bag: Any, training: bool | None = None) -> dict[str, Any]:
+        norm = ops.sqrt(ops.maximum(ops.sum(ops.square(bag), axis=-1, keepdims=True), 1e-12))
+        hidden = self.encoder_hidden(self.input_dropout(bag / norm, training=training))
+        mean, log_var, z = self.latent(hidden, training=training)
+        return {"mean": mean, "log_var": log_var,
+                "logits": self.scorer(self.decoder_hidden(z))}
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        log_probs = ops.log_softmax(y_pred["logits"], axis=-1)
+        reconstruction = ops.mean(-ops.sum(log_probs * x, axis=-1))
+        kl = ops.mean(gaussian_kl(y_pred["mean"], y_pred["log_var"]))
+        return self._total(reconstruction, kl)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_items": self.n_items, "hidden_dim": self.hidden_dim,
+                "latent_dim": self.latent_dim, "dropout": self.dropout_rate, "seed": self.seed}

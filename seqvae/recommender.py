@@ -99,7 +99,8 @@ class BaseRecommender:
         """Raw item-id lists (users the model never saw) -> `Sequences`; unknown items are left
         out with a warning. No event types or times are known: each event gets the most common
         event type and the "unknown gap" bucket."""
-        parts, unknown = [], []
+        parts: list[np.ndarray] = []
+        unknown: list[str] = []
         for seq in raw:
             ids = self.item_vocab_.lookup(list(seq)) if len(seq) else np.zeros(0, np.int32)
             unknown.extend(str(t) for t, i in zip(seq, ids, strict=True) if i == OOV)

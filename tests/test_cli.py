@@ -133,3 +133,85 @@ def test_train_refuses_a_log_it_cannot_learn_from(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", str(path), "--out", str(tmp_path / "m"), "--quiet")
     assert code == 2 and "at least 3 events" in err
     assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_writes_the_documented_json(sample_events, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    code, stdout, _ = run_cli(capsys, "evaluate", str(sample_events), "--models", "pop,itemknn",
+                              "--k", "5,10", "--json", str(out), "--quiet")
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"] == "leave-one-out"
+    assert result["dataset"] == {"users": 2000, "items": 1000, "events": 69372}
+    assert result["selection"] == "NDCG@10"
+    assert [r["model"] for r in result["results"]] == ["pop", "itemknn"]
+    for entry in result["results"]:
+        assert set(entry) >= {"model", "metrics", "fit_seconds", "eval_seconds", "params"}
+        for name in ("NDCG@5", "HR@10", "Recall@10", "TruncatedRecall@10", "Precision@10",
+                     "F1@10", "MRR@10", "AUC", "Coverage@10"):
+            assert 0.0 < entry["metrics"][name] <= 1.0, name
+        # training events of the recommended items: at least one each
+        assert entry["metrics"]["AvgPopularity@10"] >= 1.0
+    knn = result["results"][1]
+    # the neighbourhood size was chosen on validation, from the grid, by the best NDCG@10
+    tried = knn["tried"]
+    assert knn["params"]["neighbours"] == max(tried, key=lambda t: t["NDCG@10"])["neighbours"]
+    assert len(tried) > 1
+    # the table names every model and the choice made
+    assert "itemknn" in stdout and "chosen neighbours=" in stdout
+
+
+def test_evaluate_holdout_users_with_ratings(tmp_path, capsys):
+    rows = ["user,item,rating,ts"]
+    for user in range(60):
+        for step in range(12):
+            rows.append(f"u{user},i{(user * 3 + step) % 40},{1 + (user + step) % 5},{step}")
+    path = tmp_path / "ratings.csv"
+    path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.json"
+    code, _, _ = run_cli(capsys, "evaluate", str(path), "--protocol", "holdout-users",
+                         "--models", "pop,ease", "--k", "5", "--min-rating", "4", "--json",
+                         str(out), "--quiet")
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"] == "holdout-users"
+    # ratings 4 and 5 only: two of every five events
+    assert result["dataset"]["events"] == sum(
+        1 for user in range(60) for step in range(12) if 1 + (user + step) % 5 >= 4)
+    code, _, err = run_cli(capsys, "evaluate", str(path), "--min-rating", "9", "--quiet")
+    assert code == 2 and "lower --min-rating" in err and "from 1 to 5" in err
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--models", "pop,nonsense"], "nonsense"),
+    (["--k", "ten"], "--k should be"),
+    (["--min-rating", "4"], "needs a value"),
+])
+def test_evaluate_bad_input_exits_2(sample_events, capsys, args, reason):
+    code, _, err = run_cli(capsys, "evaluate", str(sample_events), "--quiet", *args)
+    assert code == 2
+    assert reason in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_embed_writes_parquet_csv_and_the_projector_pair(trained, tmp_path, capsys):
+    import pandas as pd
+
+    _, model = trained
+    code, out, _ = run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "u.parquet"))
+    assert code == 0 and "120 users" in out
+    table = pd.read_parquet(tmp_path / "u.parquet")
+    assert len(table) == 120
+    assert {"user", "events", "last_item", "mu_0", "mu_7", "sigma_7"} <= set(table.columns)
+    assert (table[[f"sigma_{i}" for i in range(8)]] > 0).all().all()
+    assert run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "u.csv"))[0] == 0
+    assert pd.read_csv(tmp_path / "u.csv")["mu_3"].to_numpy() == pytest.approx(
+        table["mu_3"].to_numpy(), rel=1e-5)
+    assert run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "p.tsv"))[0] == 0
+    vectors = (tmp_path / "p.tsv").read_text().splitlines()
+    metadata = (tmp_path / "p_metadata.tsv").read_text().splitlines()
+    assert len(vectors) == 120 and len(vectors[0].split("\t")) == 8
+    assert metadata[0].split("\t") == ["user", "events", "last_item"] and len(metadata) == 121
+    code, _, err = run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "u.xlsx"))
+    assert code == 2 and "extension" in err
+    assert not (tmp_path / "u.xlsx").exists()

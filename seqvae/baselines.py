@@ -1,0 +1,256 @@
+"""Baselines on the same recommender contract as the SeqVAE: what it has to beat.
+
+* `Popularity` — every user gets the items most users interacted with.
+* `ItemKNN` — cosine similarity between items' user sets, each item's `neighbours` most similar
+  items kept; a user's score for item j is the sum of j's similarities to the user's items.
+* `EASE` — Steck, "Embarrassingly Shallow Autoencoders for Sparse Data" (WWW 2019): the item-item
+  weights B = argmin ‖X − XB‖² + λ‖B‖², diag(B) = 0, in closed form
+  (P = (XᵀX + λI)⁻¹, B = I − P · diag(1/diag(P))); its one constant λ is chosen on validation.
+* `MultVAEBaseline` — Mult-VAE (Liang et al., WWW 2018) built from the SeqVAE's own layers
+  (`seqvae.model.MultVAE`): the same likelihood and latent, but a bag of items with no order, so
+  the difference to the SeqVAE is what modelling the sequence adds.
+
+Every model reads binary user x item interactions (repeats count once), scores the full item
+vocabulary of the data it was fitted on, and implements `score(sequences, exclude_seen)`; the
+shared `recommend` comes from `BaseRecommender`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from seqvae.errors import NotFittedError, TrainingDataError
+from seqvae.recommender import BaseRecommender
+from seqvae.sequences import OOV, Sequences
+
+
+def interactions(sequences: Sequences, n_items: int | None = None) -> sp.csr_matrix:
+    """Binary (n_users, n_items) float32 matrix of who interacted with what; padding and OOV
+    columns stay empty."""
+    n_items = sequences.item_vocab.size if n_items is None else n_items
+    keep = sequences.items > OOV
+    rows = sequences.user_of_event[keep]
+    cols = sequences.items[keep].astype(np.int64)
+    matrix = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)),
+                           shape=(sequences.n_users, n_items))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+class _MatrixRecommender(BaseRecommender):
+    """Shared fitting bookkeeping for the models that read the interaction matrix."""
+
+    def _start(self, train: Sequences) -> sp.csr_matrix:
+        if train.n_events == 0:
+            raise TrainingDataError("the training data has no events")
+        self.item_vocab_ = train.item_vocab
+        self.event_vocab_ = train.event_vocab
+        self.history_ = train
+        return interactions(train)
+
+    def _check(self) -> None:
+        if not hasattr(self, "item_vocab_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit first")
+
+
+class Popularity(_MatrixRecommender):
+    """Most popular first: an item's score is the number of training users who interacted with
+    it."""
+
+    name = "pop"
+
+    def __init__(self) -> None:
+        self.params_: dict[str, Any] = {}
+
+    def fit(self, train: Sequences) -> Popularity:
+        matrix = self._start(train)
+        self.counts_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
+        return self
+
+    def score(self, sequences: Sequences, exclude_seen: bool = True) -> np.ndarray:
+        self._check()
+        scores = np.tile(self.counts_, (sequences.n_users, 1))
+        return self._exclude(scores, sequences, exclude_seen)
+
+
+class ItemKNN(_MatrixRecommender):
+    """Item-based nearest neighbours with cosine similarity (Sarwar et al. 2001; Deshpande and
+    Karypis 2004): sim(i, j) = |U_i ∩ U_j| / sqrt(|U_i| |U_j|), top `neighbours` per item."""
+
+    name = "itemknn"
+
+    def __init__(self, neighbours: int = 100) -> None:
+        if neighbours < 1:
+            raise ValueError(f"`neighbours` should be >= 1. Received: {neighbours}")
+        self.params_ = {"neighbours": int(neighbours)}
+
+    def fit(self, train: Sequences) -> ItemKNN:
+        matrix = self._start(train)
+        norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
+        inverse = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
+        cooc = (matrix.T @ matrix).tocsr()
+        cooc.setdiag(0)
+        cooc.eliminate_zeros()
+        sim = sp.diags(inverse) @ cooc @ sp.diags(inverse)
+        self.similarity_ = _top_per_row(sim.tocsr(), self.params_["neighbours"])
+        return self
+
+    def score(self, sequences: Sequences, exclude_seen: bool = True) -> np.ndarray:
+        self._check()
+        inputs = interactions(sequences, self.item_vocab_.size)
+        scores = np.asarray((inputs @ self.similarity_).toarray(), dtype=np.float32)
+        return self._exclude(scores, sequences, exclude_seen)
+
+
+def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the `k` largest entries of each row (ties: the lower column)."""
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    keep = np.zeros(data.size, dtype=bool)
+    for row in range(matrix.shape[0]):
+        lo, hi = indptr[row], indptr[row + 1]
+        if hi - lo <= k:
+            keep[lo:hi] = True
+            continue
+        order = np.lexsort((indices[lo:hi], -data[lo:hi]))[:k]
+        keep[lo + order] = True
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    new_indptr = kept_before[indptr].astype(indptr.dtype)
+    return sp.csr_matrix((data[keep], indices[keep], new_indptr), shape=matrix.shape)
+
+
+class EASE(_MatrixRecommender):
+    """EASE (Steck 2019) with L2 constant `l2` (λ)."""
+
+    name = "ease"
+
+    def __init__(self, l2: float = 500.0) -> None:
+        if l2 <= 0:
+            raise ValueError(f"`l2` should be > 0. Received: `l2`={l2}")
+        self.params_ = {"l2": float(l2)}
+
+    def fit(self, train: Sequences) -> EASE:
+        from scipy.linalg import lapack
+
+        matrix = self._start(train)
+        gram = (matrix.T @ matrix).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.params_["l2"]
+        # (XᵀX + λI) is symmetric positive definite: Cholesky inverse (LAPACK potrf + potri)
+        factor, info = lapack.dpotrf(gram, lower=False, overwrite_a=True, clean=True)
+        if info != 0:
+            raise TrainingDataError(f"EASE: the Gram matrix is not positive definite ({info})")
+        upper, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+        del factor
+        inverse = np.triu(upper) + np.triu(upper, 1).T
+        del upper
+        weights = -inverse / np.diag(inverse)[None, :]
+        np.fill_diagonal(weights, 0.0)
+        self.weights_ = weights.astype(np.float32)
+        return self
+
+    def score(self, sequences: Sequences, exclude_seen: bool = True) -> np.ndarray:
+        self._check()
+        inputs = interactions(sequences, self.item_vocab_.size)
+        scores = np.asarray(inputs @ self.weights_, dtype=np.float32)
+        return self._exclude(scores, sequences, exclude_seen)
+
+
+@dataclass(frozen=True)
+class MultVAEConfig:
+    """Mult-VAE's published settings (Liang et al. 2018): [n_items -> 600 -> 200 -> 600 ->
+    n_items], input dropout 0.5, Adam 1e-3, batch 500, β annealed to 0.2 over 200,000 updates;
+    the number of epochs chosen by early stopping on validation NDCG@`eval_k`."""
+
+    hidden_dim: int = 600
+    latent_dim: int = 200
+    dropout: float = 0.5
+    batch_size: int = 500
+    learning_rate: float = 1e-3
+    beta_cap: float = 0.2
+    anneal_steps: int = 200_000
+    epochs: int = 100
+    patience: int = 5
+    eval_k: int = 10
+    seed: int = 0
+
+
+class MultVAEBaseline(_MatrixRecommender):
+    """Mult-VAE on the bag of a user's items (no order)."""
+
+    name = "multvae"
+
+    def __init__(self, config: MultVAEConfig | None = None) -> None:
+        self.config_ = config or MultVAEConfig()
+        self.params_ = {key: getattr(self.config_, key) for key in
+                        ("hidden_dim", "latent_dim", "dropout", "beta_cap", "batch_size")}
+        self.epochs_: list[dict[str, float]] = []
+
+    def fit(self, train: Sequences, validation: Any = None,
+            on_epoch: Callable[[dict[str, float]], None] | None = None) -> MultVAEBaseline:
+        """Train; with a `validation` holdout, keep the epoch with the best validation NDCG and
+        stop after `patience` epochs without improvement."""
+        import keras
+
+        from seqvae.evaluation import evaluate
+        from seqvae.model import MultVAE
+
+        config = self.config_
+        matrix = self._start(train)
+        keras.utils.set_random_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        model = MultVAE(matrix.shape[1], config.hidden_dim, config.latent_dim, config.dropout,
+                        config.seed)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model(np.zeros((1, matrix.shape[1]), np.float32))
+        self.model_ = model
+        rows = np.flatnonzero(np.diff(matrix.indptr) > 0)
+        metric = f"NDCG@{config.eval_k}"
+        best, best_weights, since_best, step = -np.inf, None, 0, 0
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            order = rng.permutation(rows)
+            losses = []
+            for start in range(0, order.size, config.batch_size):
+                batch = matrix[order[start:start + config.batch_size]].toarray()
+                model.beta.assign(min(config.beta_cap, config.beta_cap * step
+                                      / max(config.anneal_steps, 1)))
+                model.reset_metrics()
+                losses.append(float(model.train_on_batch(batch, return_dict=True)["loss"]))
+                step += 1
+            record = {"epoch": epoch, "loss": float(np.mean(losses)),
+                      "seconds": time.perf_counter() - started}
+            if validation is not None:
+                value = evaluate(self, validation, [config.eval_k], with_auc=False).metrics[metric]
+                record[metric] = value
+                if value > best:
+                    best, since_best = value, 0
+                    best_weights = [np.array(w) for w in model.get_weights()]
+                else:
+                    since_best += 1
+            self.epochs_.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if validation is not None and since_best >= config.patience:
+                break
+        if best_weights is not None:
+            model.set_weights(best_weights)
+        self.params_["epochs"] = (int(np.argmax([r.get(metric, -1) for r in self.epochs_])) + 1
+                                  if validation is not None else len(self.epochs_))
+        return self
+
+    def score(self, sequences: Sequences, exclude_seen: bool = True) -> np.ndarray:
+        self._check()
+        inputs = interactions(sequences, self.item_vocab_.size)
+        out = []
+        for start in range(0, inputs.shape[0], 2048):
+            bag = inputs[start:start + 2048].toarray()
+            out.append(np.asarray(self.model_(bag, training=False)["logits"], dtype=np.float32))
+        scores = (np.concatenate(out) if out
+                  else np.zeros((0, self.item_vocab_.size), np.float32))
+        return self._exclude(scores, sequences, exclude_seen)

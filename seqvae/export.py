@@ -1,0 +1,115 @@
+"""Exports: users' latent vectors and tables, written whole or not at all.
+
+* `user_embeddings` — one row per user: id, number of events, μ and σ of the latent Gaussian.
+* `write_table` — Parquet, CSV or TSV by the file's extension; text cells that a spreadsheet
+  would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) are
+  prefixed with ``'`` in CSV/TSV (OWASP's advice for CSV injection); Parquet keeps the values.
+* `write_projector` — the vectors + metadata TSV pair that TensorBoard's Embedding Projector
+  (projector.tensorflow.org, "Load") reads.
+
+Every file is written to a temporary name beside the target and renamed into place, so an
+interrupted export never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMATS = ("parquet", "csv", "tsv", "projector")
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot start a spreadsheet formula (prefixed with ``'``)."""
+    out = frame.copy()
+    for column in out.columns:
+        values = out[column]
+        if values.dtype == object or isinstance(values.dtype, pd.StringDtype | pd.CategoricalDtype):
+            text = values.astype("string")
+            risky = text.str.startswith(FORMULA_START).fillna(False).to_numpy(dtype=bool)
+            if risky.any():
+                text = text.mask(risky, "'" + text)
+                out[column] = text.astype(object)
+    if any(str(c).startswith(FORMULA_START) for c in out.columns):
+        out.columns = [f"'{c}" if str(c).startswith(FORMULA_START) else c for c in out.columns]
+    return out
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)`` and move the result to `path` once it is complete."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def table_format(path: str | os.PathLike[str], requested: str = "auto") -> str:
+    """The format to write: `requested`, or from the file's extension."""
+    if requested != "auto":
+        if requested not in FORMATS:
+            raise ValueError(f"unknown format {requested!r}; use one of {', '.join(FORMATS)}")
+        return requested
+    suffix = Path(path).suffix.lower()
+    by_suffix = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv"}
+    if suffix not in by_suffix:
+        raise ValueError(f"cannot tell the format of {Path(path).name!r} from its extension; "
+                         "name it .parquet, .csv or .tsv, or pass --format")
+    return by_suffix[suffix]
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike[str], fmt: str = "auto") -> Path:
+    """Write `frame` as Parquet, CSV or TSV (see the module docstring)."""
+    fmt = table_format(path, fmt)
+    if fmt == "parquet":
+        return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    if fmt in ("csv", "tsv"):
+        safe = neutralise_formulas(frame)
+        sep = "," if fmt == "csv" else "\t"
+        return atomic_write(path, lambda tmp: safe.to_csv(tmp, index=False, sep=sep))
+    raise ValueError(f"{fmt!r} is not a table format; use write_projector")
+
+
+def write_projector(vectors: np.ndarray, metadata: pd.DataFrame,
+                    path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The Embedding Projector's pair: ``path`` (one vector per line, tab-separated, no header)
+    and ``<stem>_metadata.tsv`` (a header, then one row per vector)."""
+    target = Path(path)
+    if target.suffix.lower() != ".tsv":
+        target = target.with_suffix(".tsv")
+    meta_path = target.with_name(f"{target.stem}_metadata.tsv")
+    vectors_out = atomic_write(target, lambda tmp: np.savetxt(tmp, vectors, delimiter="\t",
+                                                              fmt="%.6g"))
+    # the projector splits on tabs and newlines: keep them out of the cells
+    clean = neutralise_formulas(metadata.astype(str).replace({r"[\t\r\n]": " "}, regex=True))
+    meta_out = atomic_write(meta_path, lambda tmp: clean.to_csv(tmp, index=False, sep="\t"))
+    return vectors_out, meta_out
+
+
+def user_embeddings(recommender: Any, sequences: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per user of `sequences` (default: the model's history): ``user``, ``events``,
+    ``last_item``, ``mu_0..``, ``sigma_0..``; and the μ matrix."""
+    sequences = recommender.history_ if sequences is None else sequences
+    mean, log_var = recommender.encode(sequences)
+    sigma = np.exp(0.5 * log_var)
+    lengths = sequences.lengths
+    last = np.where(lengths > 0, sequences.items[np.maximum(sequences.offsets[1:] - 1, 0)], 0)
+    frame = pd.DataFrame({"user": sequences.users.astype(str), "events": lengths,
+                          "last_item": recommender.item_vocab_.token(last)})
+    frame.loc[lengths == 0, "last_item"] = ""
+    mu = pd.DataFrame(mean, columns=[f"mu_{i}" for i in range(mean.shape[1])])
+    sd = pd.DataFrame(sigma, columns=[f"sigma_{i}" for i in range(sigma.shape[1])])
+    return pd.concat([frame, mu, sd], axis=1), mean
