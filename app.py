@@ -18,9 +18,12 @@ pages = [
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/user.py", title="User", icon=":material/person:"),
+    st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
 ]
 page = st.navigation(pages)
 state.adopt_finished_training()  # a model that finished while another page was open
+if state.model() is not None:
+    runtime.warm_umap_in_background()  # once per process; the Latent page's UMAP is then quick
 
 # The page runs first, so that the sidebar shows what the page just loaded.
 page.run()

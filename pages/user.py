@@ -30,6 +30,8 @@ def pick_user_ui(users: np.ndarray) -> str | None:
         return None
     shown = matches[:500]
     current = st.session_state.get(state.SELECTED_USER)
+    if current is not None and current not in set(shown) and current in set(matches):
+        shown = np.concatenate([[current], shown[:499]])  # opened from another page
     index = int(np.flatnonzero(shown == current)[0]) if current in set(shown) else 0
     chosen = st.selectbox(f"User ({matches.size:,} match{'es' if matches.size != 1 else ''}"
                           + (", first 500 listed" if matches.size > 500 else "") + ")",

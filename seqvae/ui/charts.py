@@ -73,6 +73,7 @@ def loss_curves(epochs: list) -> go.Figure:
                       yaxis_title="loss", yaxis2={"title": "β", "overlaying": "y",
                                                   "side": "right", "rangemode": "tozero"},
                       legend={"orientation": "h", "y": -0.3}, **_LAYOUT)
+    fig.update_xaxes(tickformat="d", dtick=max(1, len(x) // 10))  # whole epochs
     return fig
 
 
@@ -86,6 +87,7 @@ def validation_curves(epochs: list) -> go.Figure:
                                  mode="lines+markers", line={"color": PALETTE[i + 4]}))
     fig.update_layout(title="Validation (the best epoch is kept)", xaxis_title="epoch",
                       yaxis_title="metric", **_LAYOUT)
+    fig.update_xaxes(tickformat="d", dtick=max(1, len(x) // 10))
     return fig
 
 

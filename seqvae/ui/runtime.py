@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any
 
 logger = logging.getLogger("seqvae.ui")
@@ -36,3 +37,31 @@ def keep_keras_state() -> bool:
         return False
     script_runner._clean_problem_modules = _clean_up_without_keras
     return True
+
+
+_UMAP_WARM = threading.Event()
+_UMAP_STARTED = threading.Lock()
+
+
+def warm_umap_in_background() -> None:
+    """Compile UMAP's numba kernels once per server process, on a background thread (~30 s), so
+    the first map an analyst asks for takes seconds. Called once a model exists — TensorFlow is
+    then already imported on the script thread, which `import umap` needs."""
+    if not _UMAP_STARTED.acquire(blocking=False):
+        return
+
+    def warm() -> None:
+        try:
+            from seqvae.latent import warm_umap
+
+            warm_umap()
+        except Exception:  # the page computes UMAP on request anyway
+            logger.exception("warming UMAP failed")
+        finally:
+            _UMAP_WARM.set()
+
+    threading.Thread(target=warm, daemon=True, name="seqvae-umap-warm").start()
+
+
+def umap_is_warm() -> bool:
+    return _UMAP_WARM.is_set()

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from seqvae.logs import EventLog, IngestOptions, IngestReport
@@ -35,6 +37,10 @@ MODEL_ZIP = "model_zip"  # the zipped model directory, once prepared for downloa
 ADOPTED_JOB = "adopted_job"  # id of the training job whose model is in use
 JOB_WAS_ACTIVE = "job_was_active"  # the Train page saw the job running on its last redraw
 CURVES = "training_curves"  # ((job id, epochs drawn), loss figure, validation figure)
+LATENT = "latent_view"  # the `LatentView` of the model in use (μ, user table, projections)
+SELECTION = "latent_selection"  # {"users": [ids], "how": "box" | "lasso" | ...} from the map
+COHORTS = "cohorts"  # name -> list of user ids, kept by the analyst
+EVALUATION = "evaluation_job"  # the session's `EvaluationJob`, or absent
 
 
 def is_new_upload(widget_key: str, upload: Any) -> bool:
@@ -119,3 +125,76 @@ def adopt_finished_training() -> None:
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         validation_ndcg=best.get(f"NDCG@{job.config.eval_k}"),
     ))
+
+
+class LatentView:
+    """The model in use seen as a latent space: μ, σ and a table of its users, computed once per
+    model; projections and clusters cached as the analyst asks for them."""
+
+    def __init__(self, recommender: Any, dataset: Dataset | None, limit: int = 20_000) -> None:
+        from seqvae.latent import user_frame
+
+        self.recommender = recommender
+        self.sequences = recommender.history_
+        self.item_vocab = recommender.item_vocab_
+        self.event_vocab = recommender.event_vocab_
+        self.mu, log_var = recommender.encode(self.sequences)
+        self.sigma = np.exp(0.5 * log_var)
+        self.frame = user_frame(self.sequences, self.item_vocab, self.event_vocab,
+                                items=dataset.items if dataset is not None else None,
+                                users=dataset.users if dataset is not None else None)
+        self.limit = limit
+        self.coords: dict[str, np.ndarray] = {}
+        self._clusters_key: tuple[str, int] | None = None
+        self.clusters = np.zeros(len(self.frame), dtype=np.int64)
+        self._names: dict[int, str] | None = None
+        self.sample_rows = np.arange(len(self.frame))
+        self._index = pd.Index(self.frame["user"])
+
+    def rows_of(self, users: list[str], missing_ok: bool = False) -> np.ndarray:
+        rows = self._index.get_indexer([str(u) for u in users])
+        if not missing_ok and (rows < 0).any():
+            raise KeyError(f"unknown users: {[u for u, r in zip(users, rows, strict=True) if r < 0][:5]}")
+        return rows[rows >= 0]
+
+    def set_clusters(self, method: str, k: int) -> None:
+        from seqvae.latent import cluster_users, stratified_sample
+
+        if self._clusters_key == (method, k):
+            return
+        self.clusters = cluster_users(self.mu, k=k, method=method)
+        self._clusters_key = (method, k)
+        self._names = None
+        # the map's sample (when there are too many users) keeps each cluster's share; UMAP
+        # maps are tied to the sample they were computed on
+        rows = stratified_sample(self.clusters, self.limit)
+        if not np.array_equal(rows, self.sample_rows):
+            self.sample_rows = rows
+            self.coords = {k_: v for k_, v in self.coords.items() if k_.startswith("PCA")}
+
+    def cluster_names(self, items: Any = None) -> dict[int, str]:
+        from seqvae.latent import cluster_names
+
+        if self._names is None:
+            self._names = cluster_names(self.sequences, self.clusters, self.item_vocab,
+                                        self.event_vocab, items=items)
+        return self._names
+
+    def compute_umap(self, dims: int, n_neighbors: int, min_dist: float) -> None:
+        from seqvae.latent import project_umap
+
+        coords = np.zeros((len(self.frame), dims))
+        coords[self.sample_rows] = project_umap(self.mu[self.sample_rows], dims=dims,
+                                                n_neighbors=n_neighbors, min_dist=min_dist)
+        self.coords[f"UMAP-{dims}"] = coords
+
+
+def latent_view(model_in_use: ModelInUse, dataset: Dataset | None) -> LatentView:
+    """The session's `LatentView` of `model_in_use` (built on first use)."""
+    cached = st.session_state.get(LATENT)
+    if cached is None or cached[0] is not model_in_use.recommender:
+        cached = (model_in_use.recommender, LatentView(model_in_use.recommender, dataset))
+        st.session_state[LATENT] = cached
+        st.session_state.pop(SELECTION, None)
+        st.session_state.pop("latent_exports", None)
+    return cached[1]

@@ -1,0 +1,339 @@
+"""Latent space page: a map of the users from their μ, clusters, cohorts, directions, exports."""
+
+import io
+import logging
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from seqvae import latent
+from seqvae.export import neutralise_formulas
+from seqvae.ui import runtime, state
+from seqvae.ui.text import escape_markdown, plotly_text
+
+logger = logging.getLogger("seqvae.ui")
+MAX_POINTS = 20_000  # above this, the map shows a stratified sample
+
+
+def colour_options(frame: pd.DataFrame) -> list[str]:
+    options = ["cluster", "dominant event", "activity (events)", "recency (days since last)"]
+    options += [c.removeprefix("attr:") for c in frame.columns if c.startswith("attr:")]
+    return options
+
+
+def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
+                  names: dict[int, str]) -> tuple[pd.Series, bool]:
+    """(values, is_categorical) for the colour choice."""
+    if choice == "cluster":
+        return pd.Series([names.get(int(c), str(c)) for c in view.clusters]), True
+    if choice == "dominant event":
+        return frame["dominant_event"].astype(str), True
+    if choice == "activity (events)":
+        return frame["events"].astype(float), False
+    if choice == "recency (days since last)":
+        return frame["days_since_last"].astype(float), False
+    values = frame[f"attr:{choice}"]
+    numeric = pd.api.types.is_numeric_dtype(values) and values.nunique() > 12
+    return (values.astype(float) if numeric else values.astype(str).fillna("—")), not numeric
+
+
+def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values: pd.Series,
+               categorical: bool, size_by_activity: bool, highlight: int | None) -> go.Figure:
+    dims = coords.shape[1]
+    hover = [f"user {plotly_text(u)}<br>{e:,} events<br>last: {plotly_text(items)}"
+             for u, e, items in zip(frame["user"].to_numpy()[rows], frame["events"].to_numpy()[rows],
+                                    frame["last_items"].to_numpy()[rows], strict=True)]
+    hover = np.asarray(hover, dtype=object)
+    sizes = (4 + 10 * np.sqrt(frame["events"].to_numpy()[rows]
+                              / max(frame["events"].max(), 1))) if size_by_activity else 6
+    sizes = np.broadcast_to(sizes, rows.shape).astype(float)
+    scatter = go.Scattergl if dims == 2 else go.Scatter3d
+    fig = go.Figure()
+
+    def axes(points: np.ndarray) -> dict:
+        return ({"x": points[:, 0], "y": points[:, 1]} if dims == 2 else
+                {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]})
+
+    shown_values = values.to_numpy()[rows]
+    if categorical:
+        for i, category in enumerate(pd.unique(shown_values)):
+            members = shown_values == category
+            fig.add_trace(scatter(
+                **axes(coords[rows][members]), mode="markers", name=plotly_text(category),
+                customdata=frame["user"].to_numpy()[rows][members], hovertext=hover[members],
+                hoverinfo="text", marker={"size": sizes[members] * (1 if dims == 2 else 0.5),
+                                          "color": latent.PALETTE[i % len(latent.PALETTE)],
+                                          "opacity": 0.75}))
+    else:
+        fig.add_trace(scatter(
+            **axes(coords[rows]), mode="markers", name="users",
+            customdata=frame["user"].to_numpy()[rows], hovertext=hover, hoverinfo="text",
+            marker={"size": sizes * (1 if dims == 2 else 0.5), "color": shown_values,
+                    "colorscale": "Cividis", "showscale": True, "opacity": 0.8}))
+    if highlight is not None:
+        fig.add_trace(scatter(
+            **axes(coords[[highlight]]), mode="markers", name="searched user",
+            customdata=frame["user"].to_numpy()[[highlight]], hoverinfo="text",
+            hovertext=[f"user {plotly_text(frame['user'].iloc[highlight])}"],
+            marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3,
+                                                                   "color": "#000000"}}))
+    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"itemsizing": "constant"}, dragmode="lasso" if dims == 2 else None,
+                      plot_bgcolor="white")
+    if dims == 2:
+        fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+        fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return fig
+
+
+def selected_users(event: object) -> tuple[list[str], str]:
+    """User ids of the points the analyst picked on the map, and how (click, box, lasso)."""
+    selection = getattr(event, "selection", None) or (event.get("selection") if isinstance(
+        event, dict) else None)
+    if not selection:
+        return [], ""
+    points = selection.get("points", []) if isinstance(selection, dict) else selection.points
+    users = []
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, list | tuple):
+            custom = custom[0] if custom else None
+        if custom is not None:
+            users.append(str(custom))
+    get = selection.get if isinstance(selection, dict) else lambda k, d=None: getattr(
+        selection, k, d)
+    how = "lasso" if get("lasso", []) else "box" if get("box", []) else "click"
+    return list(dict.fromkeys(users)), how
+
+
+def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+    selection = st.session_state.get(state.SELECTION) or {}
+    users = [str(u) for u in selection.get("users", [])]
+    cohorts: dict[str, list[str]] = st.session_state.setdefault(state.COHORTS, {})
+    st.subheader("Cohorts", anchor=False)
+    if not users:
+        st.caption("Draw a lasso or a box around users on the map (2-D) to see what sets them "
+                   "apart; name the selection to keep it.")
+    else:
+        rows = view.rows_of(users)
+        st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))})")
+        items_table, events_table = latent.characterise(
+            view.sequences, rows, view.item_vocab, view.event_vocab)
+        left, right = st.columns([3, 2])
+        with left:
+            st.markdown("Items that set them apart (lift = share of the selection / share of all "
+                        "users)")
+            st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch")
+        with right:
+            st.markdown("Event types")
+            st.dataframe(events_table, hide_index=True, width="stretch")
+        with st.expander(f"The {len(rows):,} selected users"):
+            st.dataframe(view.frame.iloc[rows][["user", "events", "dominant_event",
+                                                "last_items"]],
+                         hide_index=True, width="stretch")
+        name_col, button_col = st.columns([3, 1])
+        name = name_col.text_input("Name this selection", key="cohort_name",
+                                   placeholder="e.g. late-night bargain hunters")
+        if button_col.button("Keep", key="cohort_keep", disabled=not name.strip()):
+            cohorts[name.strip()] = [view.frame["user"].iloc[r] for r in rows]
+            st.toast(f"Kept {name.strip()} ({len(rows):,} users)")
+        st.download_button("Download the selection (CSV)", data=csv_bytes(
+            view.frame.iloc[rows][["user", "events", "dominant_event", "last_items"]]),
+            file_name="cohort.csv", mime="text/csv", key="cohort_csv")
+    if len(cohorts) >= 2:
+        st.markdown("**Compare two kept cohorts**")
+        a, b = st.columns(2)
+        names = list(cohorts)
+        for column, default, key in ((a, 0, "compare_a"), (b, 1, "compare_b")):
+            with column:
+                chosen = st.selectbox("Cohort", names, index=default, key=key)
+                rows = view.rows_of(cohorts[chosen])
+                table, _ = latent.characterise(view.sequences, rows, view.item_vocab,
+                                               view.event_vocab, top=8)
+                st.caption(f"{len(rows):,} users")
+                st.dataframe(titled(table, dataset), hide_index=True, width="stretch")
+    elif cohorts:
+        st.caption(f"Kept: {', '.join(escape_markdown(n) for n in cohorts)} — keep another to "
+                   "compare two side by side.")
+
+
+def titled(table: pd.DataFrame, dataset: state.Dataset | None) -> pd.DataFrame:
+    items = dataset.items if dataset is not None else None
+    if items is None or "title" not in items.columns or "item" not in table.columns:
+        return table
+    out = table.copy()
+    out.insert(1, "title", items["title"].reindex(out["item"].astype(str)).to_numpy())
+    return out
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return neutralise_formulas(frame).to_csv(index=False).encode("utf-8")
+
+
+def neighbours_ui(view: state.LatentView, row: int) -> None:
+    rows, distance = latent.nearest_users(view.mu, row, k=10)
+    table = view.frame.iloc[rows][["user", "events", "last_items"]].copy()
+    table.insert(1, "cosine distance", distance)
+    st.markdown(f"**Nearest users to {escape_markdown(view.frame['user'].iloc[row])}** "
+                "(full latent space)")
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+    st.subheader("Between two users", anchor=False)
+    st.caption("What the decoder produces along the straight line from one user's μ to "
+               "another's: the items that rise and fall tell what that direction means.")
+    users = view.frame["user"].to_numpy()
+    a, b = st.columns(2)
+    first = a.selectbox("From user", users[:2000], index=0, key="between_a")
+    second = b.selectbox("To user", users[:2000], index=min(1, len(users) - 1), key="between_b")
+    rows = view.rows_of([first, second])
+    probabilities, movers = latent.interpolate(view.recommender, view.mu[rows[0]],
+                                               view.mu[rows[1]])
+    steps = np.linspace(0, 1, probabilities.shape[0])
+    fig = go.Figure()
+    ids = view.recommender.item_vocab_.lookup(list(movers["item"]))
+    for i, (item, index) in enumerate(zip(movers["item"], ids, strict=True)):
+        fig.add_trace(go.Scatter(x=steps, y=probabilities[:, index], mode="lines",
+                                 name=plotly_text(item),
+                                 line={"color": latent.PALETTE[i % len(latent.PALETTE)],
+                                       "dash": "solid" if i < len(ids) // 2 else "dot"}))
+    fig.update_layout(height=360, xaxis_title=f"from {plotly_text(first)} (0) to "
+                      f"{plotly_text(second)} (1)", yaxis_title="probability",
+                      margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    left, right = st.columns([3, 2])
+    left.plotly_chart(fig, width="stretch", key="between_chart")
+    right.dataframe(titled(movers, dataset), hide_index=True, width="stretch")
+
+
+def exports_ui(view: state.LatentView) -> None:
+    st.subheader("Exports", anchor=False)
+    if not st.button("Prepare the exports", key="exports_prepare"):
+        if st.session_state.get("latent_exports") is None:
+            st.caption("Users' μ, σ, map coordinates and cluster (CSV, Parquet); the vectors + "
+                       "metadata pair for TensorBoard's Embedding Projector; recommendations for "
+                       "every user (CSV).")
+            return
+    else:
+        table = view.frame[["user", "events", "dominant_event", "last_items"]].copy()
+        coords = view.coords.get("PCA-2", latent.project_pca(view.mu, 2))
+        table["x_pca"], table["y_pca"] = coords[:, 0], coords[:, 1]
+        table["cluster"] = view.clusters
+        table = pd.concat([table, pd.DataFrame(view.mu, columns=[f"mu_{i}" for i in range(
+            view.mu.shape[1])]), pd.DataFrame(view.sigma, columns=[f"sigma_{i}" for i in range(
+                view.sigma.shape[1])])], axis=1)
+        parquet = io.BytesIO()
+        table.to_parquet(parquet, index=False)
+        vectors = "\n".join("\t".join(f"{v:.6g}" for v in row) for row in view.mu) + "\n"
+        meta = table[["user", "events", "cluster", "dominant_event"]].astype(str).replace(
+            {r"[\t\r\n]": " "}, regex=True)
+        recs = all_recommendations(view)
+        st.session_state["latent_exports"] = {
+            "users.csv": csv_bytes(table), "users.parquet": parquet.getvalue(),
+            "vectors.tsv": vectors.encode(),
+            "metadata.tsv": neutralise_formulas(meta).to_csv(index=False, sep="\t").encode(),
+            "recommendations.csv": csv_bytes(recs)}
+    files = st.session_state["latent_exports"]
+    columns = st.columns(len(files))
+    mimes = {"csv": "text/csv", "parquet": "application/octet-stream", "tsv": "text/tab-separated-values"}
+    for column, (name, data) in zip(columns, files.items(), strict=True):
+        column.download_button(name, data=data, file_name=name, mime=mimes[name.rsplit(".", 1)[1]],
+                               key=f"download_{name}")
+
+
+def all_recommendations(view: state.LatentView, k: int = 10) -> pd.DataFrame:
+    recommender = view.recommender
+    users = view.frame["user"].to_numpy()
+    parts = []
+    for start in range(0, len(users), 2048):
+        chunk = users[start:start + 2048]
+        ids, scores = recommender.recommend(list(chunk), k=k)
+        parts.append(pd.DataFrame({"user": np.repeat(chunk, ids.shape[1]),
+                                   "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(chunk)),
+                                   "item": ids.reshape(-1), "score": scores.reshape(-1)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+    frame = view.frame
+    a, b, c, d = st.columns([2, 1, 2, 2])
+    projection = a.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="latent_projection",
+                         help="PCA is instant; UMAP keeps neighbourhoods (computed on request).")
+    dims = b.radio("Dimensions", [2, 3], horizontal=True, key="latent_dims")
+    options = colour_options(frame)
+    colour = c.selectbox("Colour by", options, key="latent_colour")
+    with d:
+        method = st.radio("Clusters", ["k-means", "HDBSCAN"], horizontal=True,
+                          key="latent_cluster_method", help="Found on μ in the full latent "
+                          "space, not on the map.")
+        k = st.slider("k", 2, 12, 6, key="latent_k", disabled=method != "k-means")
+    view.set_clusters("kmeans" if method == "k-means" else "hdbscan", int(k))
+    names = view.cluster_names(dataset.items if dataset is not None else None)
+    e, f, g = st.columns([2, 2, 1])
+    search = e.text_input("Find a user", key="latent_search", placeholder="user id")
+    size_by_activity = g.checkbox("Size by activity", value=True, key="latent_size")
+    highlight = None
+    if search.strip():
+        found = view.rows_of([search.strip()], missing_ok=True)
+        if len(found):
+            highlight = int(found[0])
+        else:
+            e.warning(f"No user “{escape_markdown(search.strip())}”.")
+    key = f"{projection}-{dims}"
+    if projection == "UMAP" and key not in view.coords:
+        with f.form("umap_form", border=False):
+            neighbours = st.select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=15)
+            min_dist = st.select_slider("UMAP min. distance", [0.0, 0.05, 0.1, 0.25, 0.5],
+                                        value=0.1)
+            run = st.form_submit_button("Run UMAP")
+        if not run:
+            warming = "" if runtime.umap_is_warm() else (
+                " (UMAP is still compiling in the background — the first run can take ~30 s)")
+            st.info("UMAP's parameters are chosen before it runs: set them and press *Run UMAP*. "
+                    f"Showing PCA meanwhile{warming}.")
+            key = f"PCA-{dims}"
+        else:
+            with st.spinner(f"UMAP of {len(view.sample_rows):,} users…"):
+                view.compute_umap(int(dims), int(neighbours), float(min_dist))
+    if key.startswith("PCA") and key not in view.coords:
+        view.coords[key] = latent.project_pca(view.mu, int(dims))
+    coords = view.coords[key]
+    rows = view.sample_rows
+    if highlight is not None and highlight not in set(rows.tolist()):
+        rows = np.sort(np.append(rows, highlight))
+    if len(rows) < len(frame):
+        st.caption(f"Showing a stratified sample of {len(rows):,} of {len(frame):,} users (each "
+                   "cluster keeps its share).")
+    values, categorical = colour_values(view, frame, colour, names)
+    fig = map_figure(coords, frame, rows, values, categorical, size_by_activity, highlight)
+    event = st.plotly_chart(fig, width="stretch", key="latent_map", on_select="rerun",
+                            selection_mode=("points", "box", "lasso"))
+    users, how = selected_users(event)
+    if users:
+        if how == "click" and len(users) == 1:
+            st.session_state[state.SELECTED_USER] = users[0]
+            st.switch_page("pages/user.py")
+        st.session_state[state.SELECTION] = {"users": users, "how": how}
+    if highlight is not None:
+        neighbours_ui(view, highlight)
+
+
+st.title("Latent space")
+model_in_use = state.model()
+if model_in_use is None:
+    st.info("Train a model on the Train page (or upload one there) to map its users.")
+else:
+    dataset = state.dataset()
+    view = state.latent_view(model_in_use, dataset)
+    st.caption(f"{len(view.frame):,} users, each a point: their μ (latent size "
+               f"{view.mu.shape[1]}) after their last event. Click a user to open them; draw a "
+               "lasso to form a cohort.")
+    map_ui(view, dataset)
+    st.divider()
+    cohort_ui(view, dataset)
+    st.divider()
+    between_ui(view, dataset)
+    st.divider()
+    exports_ui(view)

@@ -1,0 +1,252 @@
+"""The latent space of users: maps, clusters, cohorts and directions.
+
+Everything here works on the users' μ (the mean of each user's latent Gaussian after their last
+event) and on their sequences; it is plain NumPy / scikit-learn, so the dashboard's Latent page,
+the command line and notebooks share it.
+
+* `user_frame` — one row per user: activity, recency, dominant event type, last items, and any
+  user attributes.
+* `project_pca` (instant) and `project_umap` (non-linear; parameters fixed before it runs).
+* `stratified_sample` — above a size limit, a sample that keeps each group's share.
+* `cluster_users` — k-means (or HDBSCAN) on μ in the full latent space, never on the 2-D map.
+* `characterise` — the items and event types that set a cohort apart (lift against all users).
+* `cluster_names` — a label per cluster from its most characteristic items.
+* `nearest_users` — cosine neighbours in the full latent space, with distances.
+* `interpolate` — what the decoder produces along the line between two users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from seqvae.sequences import OOV, Sequences
+
+# Okabe & Ito's colour-blind-safe palette (and grey for "other")
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+           "#000000", "#999999"]
+
+
+def user_frame(sequences: Sequences, item_vocab: Any, event_vocab: Any,
+               items: pd.DataFrame | None = None, users: pd.DataFrame | None = None,
+               last_n: int = 3) -> pd.DataFrame:
+    """One row per user of `sequences` (same order): ``user``, ``events``, ``days_since_last``
+    (to the log's last event; NaN without timestamps), ``dominant_event``, ``last_items`` (titles
+    when `items` has a ``title`` column), and the columns of `users` (attributes) as
+    ``attr:<name>``."""
+    n = sequences.n_users
+    lengths = sequences.lengths
+    frame = pd.DataFrame({"user": sequences.users.astype(str), "events": lengths})
+    if sequences.has_timestamps and sequences.n_events:
+        last_ts = sequences.timestamps[np.maximum(sequences.offsets[1:] - 1, 0)]
+        frame["days_since_last"] = (sequences.timestamps.max() - last_ts) / 86_400e6
+    else:
+        frame["days_since_last"] = np.nan
+    # dominant event type: the most frequent per user, ties to the more common type
+    n_types = max(event_vocab.size, 1)
+    counts = np.zeros((n, n_types), dtype=np.int64)
+    np.add.at(counts, (sequences.user_of_event, sequences.events), 1)
+    frame["dominant_event"] = event_vocab.token(counts.argmax(axis=1)) if n else []
+    titles = None
+    if items is not None and "title" in items.columns:
+        titles = items["title"]
+    last = []
+    for row in range(n):
+        lo, hi = int(sequences.offsets[row]), int(sequences.offsets[row + 1])
+        ids = item_vocab.token(sequences.items[max(lo, hi - last_n):hi][::-1])
+        if titles is not None:
+            shown = titles.reindex([str(i) for i in ids])
+            ids = [str(t) if isinstance(t, str) else str(i) for i, t in zip(ids, shown,
+                                                                           strict=True)]
+        last.append(" · ".join(str(i) for i in ids))
+    frame["last_items"] = last
+    if users is not None and len(users.columns):
+        attributes = users.reindex(frame["user"])
+        for column in attributes.columns:
+            frame[f"attr:{column}"] = attributes[column].to_numpy()
+    return frame
+
+
+def project_pca(vectors: np.ndarray, dims: int = 2) -> np.ndarray:
+    """Principal components of the centred vectors (SVD), (n, dims); deterministic signs (the
+    largest loading of each component is positive)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    dims = min(dims, vectors.shape[1]) if vectors.ndim == 2 else dims
+    if vectors.shape[0] == 0:
+        return np.zeros((0, dims))
+    centred = vectors - vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    components = vt[:dims]
+    signs = np.sign(components[np.arange(components.shape[0]),
+                               np.abs(components).argmax(axis=1)])
+    components = components * np.where(signs == 0, 1, signs)[:, None]
+    out = centred @ components.T
+    if out.shape[1] < dims:
+        out = np.pad(out, ((0, 0), (0, dims - out.shape[1])))
+    return out
+
+
+def project_umap(vectors: np.ndarray, dims: int = 2, n_neighbors: int = 15,
+                 min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
+    """UMAP (McInnes et al. 2018) of the vectors with cosine distance: `n_neighbors` (local vs
+    global structure) and `min_dist` (how tightly points pack) are fixed before it runs."""
+    import umap
+
+    n = vectors.shape[0]
+    if n < 4:
+        return project_pca(vectors, dims)
+    reducer = umap.UMAP(n_components=dims, n_neighbors=min(n_neighbors, n - 1),
+                        min_dist=min_dist, metric="cosine", random_state=seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(vectors))
+
+
+def warm_umap() -> None:
+    """Run UMAP once on a tiny input so numba compiles its kernels (~30 s, once per process)."""
+    rng = np.random.default_rng(0)
+    project_umap(rng.normal(size=(64, 4)), n_neighbors=5)
+
+
+def stratified_sample(groups: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Row indices of at most `limit` rows keeping each group's share (at least one row of
+    every group); all rows, in order, when there are no more than `limit`."""
+    groups = np.asarray(groups)
+    n = groups.shape[0]
+    if n <= limit:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    values, inverse = np.unique(groups, return_inverse=True)
+    chosen = []
+    for g in range(values.size):
+        members = np.flatnonzero(inverse == g)
+        take = max(1, round(limit * members.size / n))
+        chosen.append(rng.choice(members, size=min(take, members.size), replace=False))
+    picked = np.sort(np.concatenate(chosen))
+    if picked.size > limit:  # rounding up the small groups: trim at random, keeping each group
+        keep = np.ones(picked.size, dtype=bool)
+        first = np.unique(inverse[picked], return_index=True)[1]
+        spare = np.setdiff1d(np.arange(picked.size), first)
+        keep[rng.choice(spare, size=picked.size - limit, replace=False)] = False
+        picked = picked[keep]
+    return picked
+
+
+def cluster_users(vectors: np.ndarray, k: int = 6, method: str = "kmeans",
+                  seed: int = 0) -> np.ndarray:
+    """Cluster labels (0..) of the users from their μ in the full latent space (standardised).
+
+    `method`: ``kmeans`` (k clusters) or ``hdbscan`` (the number is found; noise is -1).
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    n = vectors.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    scaled = StandardScaler().fit_transform(vectors)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        k = max(1, min(k, n))
+        return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(scaled)
+    if method == "hdbscan":
+        from sklearn.cluster import HDBSCAN
+
+        return HDBSCAN(min_cluster_size=max(5, n // 100), copy=True).fit_predict(scaled)
+    raise ValueError(f"`method` should be 'kmeans' or 'hdbscan'. Received: {method!r}")
+
+
+def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, event_vocab: Any,
+                 top: int = 10, min_users: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What sets the users at `members` (row indices or a boolean mask) apart.
+
+    For each item: the share of the cohort's users who interacted with it, the share of all
+    users, and the lift = cohort share / overall share (items reached by fewer than `min_users`
+    of the cohort are left out, so one user's oddity does not top the list). For event types:
+    the share of the cohort's events against all events. Returns ``(items, events)``, highest
+    lift first.
+    """
+    mask = np.zeros(sequences.n_users, dtype=bool)
+    mask[np.asarray(members)] = True
+    n_all, n_in = sequences.n_users, int(mask.sum())
+    user = sequences.user_of_event
+    keep = sequences.items > OOV
+    pairs = np.unique(user[keep].astype(np.int64) * item_vocab.size + sequences.items[keep])
+    pair_user, pair_item = pairs // item_vocab.size, pairs % item_vocab.size
+    all_users = np.bincount(pair_item, minlength=item_vocab.size)
+    in_users = np.bincount(pair_item[mask[pair_user]], minlength=item_vocab.size)
+    share_in = in_users / max(n_in, 1)
+    share_all = all_users / max(n_all, 1)
+    candidates = np.flatnonzero(in_users >= min(min_users, max(n_in, 1)))
+    lift = share_in[candidates] / np.maximum(share_all[candidates], 1e-12)
+    order = candidates[np.lexsort((-in_users[candidates], -lift))][:top]
+    items = pd.DataFrame({"item": item_vocab.token(order), "cohort users": in_users[order],
+                          "cohort share": share_in[order], "overall share": share_all[order],
+                          "lift": share_in[order] / np.maximum(share_all[order], 1e-12)})
+    event_all = np.bincount(sequences.events, minlength=event_vocab.size)
+    event_in = np.bincount(sequences.events[mask[user]], minlength=event_vocab.size)
+    present = np.flatnonzero(event_all > 0)
+    e_share_in = event_in[present] / max(event_in.sum(), 1)
+    e_share_all = event_all[present] / max(event_all.sum(), 1)
+    events = pd.DataFrame({"event": event_vocab.token(present), "cohort share": e_share_in,
+                           "overall share": e_share_all, "lift": e_share_in / e_share_all})
+    return items, events.sort_values("lift", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, event_vocab: Any,
+                  items: pd.DataFrame | None = None, n: int = 2) -> dict[int, str]:
+    """A short automatic label per cluster: its `n` most characteristic items (by lift), with
+    their categories when the item metadata has a ``category`` column and one category
+    dominates them."""
+    names = {}
+    for label in np.unique(labels):
+        if label < 0:
+            names[int(label)] = "noise"
+            continue
+        top, _ = characterise(sequences, np.flatnonzero(labels == label), item_vocab,
+                              event_vocab, top=max(n, 5))
+        shown = [str(i) for i in top["item"].head(n)]
+        if items is not None and "title" in items.columns:
+            titles = items["title"].reindex(shown)
+            shown = [str(t) if isinstance(t, str) else i for i, t in zip(shown, titles,
+                                                                        strict=True)]
+        label_text = " · ".join(shown) or "—"
+        if items is not None and "category" in items.columns and len(top):
+            categories = items["category"].reindex([str(i) for i in top["item"]]).dropna()
+            if len(categories) and categories.value_counts().iloc[0] >= 0.6 * len(top):
+                label_text = f"{categories.value_counts().index[0]}: {label_text}"
+        names[int(label)] = f"{int(label)} · {label_text}"
+    return names
+
+
+def nearest_users(vectors: np.ndarray, row: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` users nearest to user `row` by cosine distance in the full latent space:
+    ``(rows, distances)``, nearest first (the user itself left out)."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    distance = 1.0 - unit @ unit[row]
+    distance[row] = np.inf
+    order = np.argsort(distance, kind="stable")[:k]
+    return order, distance[order]
+
+
+def interpolate(recommender: Any, start: np.ndarray, end: np.ndarray, steps: int = 7,
+                top: int = 8) -> tuple[np.ndarray, pd.DataFrame]:
+    """Decode the points on the segment from `start` to `end` (two μ).
+
+    Returns ``(probabilities, movers)``: the (steps, n_items) item distributions along the line,
+    and the items whose probability rises or falls most between the ends (``item``,
+    ``at start``, ``at end``, ``change``), the `top` risers then the `top` fallers.
+    """
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    points = (1 - t) * start[None, :] + t * end[None, :]
+    logits = recommender.decode_scores(points.astype(np.float32))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    change = probabilities[-1] - probabilities[0]
+    order = np.argsort(-change, kind="stable")
+    picked = np.concatenate([order[:top], order[::-1][:top]])
+    movers = pd.DataFrame({"item": recommender.item_vocab_.token(picked),
+                           "at start": probabilities[0, picked],
+                           "at end": probabilities[-1, picked], "change": change[picked]})
+    return probabilities, movers

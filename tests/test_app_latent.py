@@ -1,0 +1,135 @@
+"""The Latent space page through AppTest, with a model put in the session: the map, colours
+from user attributes, clusters, a cohort from an injected selection, neighbours, the line
+between two users, and exports that cannot run as spreadsheet formulas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pandas as pd
+import pytest
+
+from seqvae.logs import IngestOptions, read_log
+from seqvae.sample import generate
+from seqvae.sequences import encode
+from seqvae.splits import leave_one_out
+from seqvae.training import SeqVAEConfig, fit
+from seqvae.ui import state
+
+
+@pytest.fixture(scope="module")
+def trained():
+    sample = generate(n_users=120, n_items=60, seed=5)
+    events = sample.events.copy()
+    # a user id that a spreadsheet would run as a formula
+    events.loc[events["user_id"] == events["user_id"].iloc[0], "user_id"] = "=SUM(A1:A9)"
+    data = events.to_csv(index=False).encode()
+    log, report = read_log(io.BytesIO(data), name="shop.csv")
+    sequences = encode(log, report=report)
+    recommender, history = fit(leave_one_out(sequences), SeqVAEConfig(
+        embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=2), history_sequences=sequences)
+    segments = sample.segments.rename(columns={"user_id": "user"}).set_index("user")
+    items = sample.items.rename(columns={"item_id": "item"}).set_index("item")
+    dataset = state.Dataset(name="shop.csv", data=data, log=log, report=report,
+                            options=IngestOptions(), items=items, users=segments)
+    model = state.ModelInUse(recommender=recommender, name="shop.csv", origin="trained in tests",
+                             created=dt.datetime.now(dt.UTC).isoformat(),
+                             validation_ndcg=history.best_validation["NDCG@10"])
+    return dataset, model
+
+
+def open_page(app, trained):
+    dataset, model = trained
+    at = app
+    at.session_state[state.DATASET] = dataset
+    at.session_state[state.MODEL] = model
+    at.run()
+    at.switch_page("pages/latent.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_without_a_model_the_page_says_what_to_do(app):
+    app.run()
+    app.switch_page("pages/latent.py").run()
+    assert not app.exception
+    assert any("Train a model" in i.value for i in app.info)
+
+
+def test_map_colours_and_clusters(app, trained):
+    at = open_page(app, trained)
+    colours = at.selectbox(key="latent_colour")
+    assert "segment" in colours.options  # from the user-attributes file
+    for choice in colours.options:
+        colours.set_value(choice).run()
+        assert not at.exception, (choice, at.exception)
+    at.slider(key="latent_k").set_value(4).run()
+    view = at.session_state[state.LATENT][1]
+    assert len(set(view.clusters.tolist())) == 4
+    at.radio(key="latent_cluster_method").set_value("HDBSCAN").run()
+    at.radio(key="latent_dims").set_value(3).run()
+    assert not at.exception
+
+
+def test_a_selection_becomes_a_cohort_that_can_be_kept_and_compared(app, trained):
+    at = open_page(app, trained)
+    users = list(at.session_state[state.LATENT][1].frame["user"])
+    at.session_state[state.SELECTION] = {"users": users[:30], "how": "lasso"}
+    at.run()
+    assert not at.exception
+    tables = [d.value for d in at.dataframe]
+    lift = next(t for t in tables if "lift" in t.columns and "item" in t.columns)
+    assert "title" in lift.columns and len(lift) > 0
+    at.text_input(key="cohort_name").input("first").run()
+    at.button(key="cohort_keep").click().run()
+    at.session_state[state.SELECTION] = {"users": users[60:100], "how": "box"}
+    at.run()
+    at.text_input(key="cohort_name").input("second").run()
+    at.button(key="cohort_keep").click().run()
+    assert set(at.session_state[state.COHORTS]) == {"first", "second"}
+    assert at.selectbox(key="compare_a").value == "first"
+    assert at.selectbox(key="compare_b").value == "second"
+    assert not at.exception
+
+
+def test_search_neighbours_and_the_line_between_two_users(app, trained):
+    at = open_page(app, trained)
+    users = list(at.session_state[state.LATENT][1].frame["user"])
+    at.text_input(key="latent_search").input(users[5]).run()
+    tables = [d.value for d in at.dataframe]
+    neighbours = next(t for t in tables if "cosine distance" in t.columns)
+    assert len(neighbours) == 10 and users[5] not in set(neighbours["user"])
+    assert neighbours["cosine distance"].is_monotonic_increasing
+    movers = next(t for t in tables if "change" in t.columns)
+    assert (movers["change"].iloc[0] >= 0) and (movers["change"].iloc[-1] <= 0)
+    at.text_input(key="latent_search").input("nobody-here").run()
+    assert any("No user" in w.value for w in at.warning)
+
+
+def test_exports_are_complete_and_formula_safe(app, trained):
+    at = open_page(app, trained)
+    at.button(key="exports_prepare").click().run()
+    assert not at.exception
+    files = at.session_state["latent_exports"]
+    users = pd.read_csv(io.BytesIO(files["users.csv"]))
+    assert len(users) == 120 and {"mu_7", "sigma_7", "cluster", "x_pca"} <= set(users.columns)
+    assert "'=SUM(A1:A9)" in set(users["user"])  # neutralised in CSV
+    parquet = pd.read_parquet(io.BytesIO(files["users.parquet"]))
+    assert "=SUM(A1:A9)" in set(parquet["user"])  # values kept in Parquet
+    recs = pd.read_csv(io.BytesIO(files["recommendations.csv"]))
+    assert len(recs) == 120 * 10 and recs.groupby("user")["rank"].max().eq(10).all()
+    vectors = files["vectors.tsv"].decode().splitlines()
+    metadata = files["metadata.tsv"].decode().splitlines()
+    assert len(vectors) == 120 and len(metadata) == 121
+
+
+def test_umap_runs_on_request_with_its_parameters(app, trained):
+    at = open_page(app, trained)
+    at.radio(key="latent_projection").set_value("UMAP").run()
+    assert any("Run UMAP" in i.value for i in at.info)  # PCA shown until it is asked for
+    at.button[[b.label for b in at.button].index("Run UMAP")].click().run(timeout=300)
+    assert not at.exception, at.exception
+    view = at.session_state[state.LATENT][1]
+    coords = view.coords["UMAP-2"]
+    assert coords.shape == (120, 2) and coords.std() > 0
