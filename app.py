@@ -19,6 +19,7 @@ pages = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/user.py", title="User", icon=":material/person:"),
     st.Page("pages/latent.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
 ]
 page = st.navigation(pages)
 state.adopt_finished_training()  # a model that finished while another page was open

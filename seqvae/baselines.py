@@ -192,9 +192,10 @@ class MultVAEBaseline(_MatrixRecommender):
         self.epochs_: list[dict[str, float]] = []
 
     def fit(self, train: Sequences, validation: Any = None,
-            on_epoch: Callable[[dict[str, float]], None] | None = None) -> MultVAEBaseline:
+            on_epoch: Callable[[dict[str, float]], None] | None = None,
+            cancel: Any = None) -> MultVAEBaseline:
         """Train; with a `validation` holdout, keep the epoch with the best validation NDCG and
-        stop after `patience` epochs without improvement."""
+        stop after `patience` epochs without improvement (or once `cancel` is cancelled)."""
         import keras
 
         from seqvae.evaluation import evaluate
@@ -237,6 +238,8 @@ class MultVAEBaseline(_MatrixRecommender):
             if on_epoch is not None:
                 on_epoch(record)
             if validation is not None and since_best >= config.patience:
+                break
+            if cancel is not None and cancel.cancelled:
                 break
         if best_weights is not None:
             model.set_weights(best_weights)

@@ -145,16 +145,19 @@ def compare(
 
             mconfig = replace(multvae_config or MultVAEConfig(), eval_k=select_k, seed=seed)
             recommender = MultVAEBaseline(mconfig).fit(
-                split.train, split.validation, on_epoch=lambda r: say(
+                split.train, split.validation, cancel=cancel, on_epoch=lambda r: say(
                     f"multvae: epoch {r['epoch']}, validation {selection} {r[selection]:.4f}"))
             tried = [{"epoch": r["epoch"], selection: r[selection]} for r in recommender.epochs_]
             validation = evaluate(recommender, split.validation, [select_k],
                                   with_auc=False).metrics
             params = dict(recommender.params_)
         else:
-            recommender, validation, tried = _grid_search(name, split, select_k, say)
+            recommender, validation, tried = _grid_search(name, split, select_k, say, cancel)
             params = dict(recommender.params_)
         fit_seconds = time.perf_counter() - started
+        if cancel is not None and cancel.cancelled:
+            say(f"{name}: stopped before testing")
+            break
         say(f"{name}: testing")
         test = evaluate(recommender, split.test, ks, popularity=popularity, cancel=cancel)
         results.append(ModelResult(
@@ -168,8 +171,8 @@ def compare(
                       ks=ks, selection=selection, results=results)
 
 
-def _grid_search(name: str, split: Split, select_k: int,
-                 say: Callable[[str], None]) -> tuple[Any, dict[str, float], list[dict[str, Any]]]:
+def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], None],
+                 cancel: Any = None) -> tuple[Any, dict[str, float], list[dict[str, Any]]]:
     from seqvae.baselines import EASE, ItemKNN, Popularity
 
     factory = {"pop": Popularity, "itemknn": ItemKNN, "ease": EASE}[name]
@@ -177,6 +180,8 @@ def _grid_search(name: str, split: Split, select_k: int,
     best: tuple[float, Any, dict[str, float]] | None = None
     tried = []
     for params in GRIDS[name]:
+        if best is not None and cancel is not None and cancel.cancelled:
+            break  # keep the best setting so far
         model = factory(**params).fit(split.train)
         validation = evaluate(model, split.validation, [select_k], with_auc=False).metrics
         tried.append({**params, metric: validation[metric]})

@@ -145,3 +145,94 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
         with job._lock:
             job.finished = time.monotonic()
         _SLOTS.release()
+
+
+@dataclass
+class EvaluationJob:
+    """One comparison run (`seqvae.compare.compare`) on a background thread."""
+
+    dataset_name: str
+    protocol: str
+    models: list[str]
+    ks: list[int]
+    state: str = "queued"  # queued, running, done, failed, cancelled
+    lines: list[str] = field(default_factory=list)  # progress, newest last
+    result: Any = None  # a `Comparison` (partial when cancelled)
+    message: str = ""
+    started: float | None = None
+    finished: float | None = None
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"state": self.state, "lines": list(self.lines), "result": self.result,
+                    "message": self.message, "started": self.started,
+                    "finished": self.finished}
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            self.lines.append(line)
+
+
+def start_evaluation(log: EventLog, dataset_name: str, protocol: str, models: list[str],
+                     ks: list[int], seqvae_config: SeqVAEConfig) -> EvaluationJob:
+    """Split the log now (so a protocol that cannot work says why at once), then compare the
+    models on a background thread, sharing the server's training slots."""
+    from seqvae.compare import make_split
+    from seqvae.sequences import encode
+
+    sequences = encode(log)
+    split = make_split(sequences, protocol)
+    import keras  # noqa: F401  (imported on the script thread, as for training)
+
+    job = EvaluationJob(dataset_name=dataset_name, protocol=protocol, models=list(models),
+                        ks=list(ks))
+    thread = threading.Thread(target=_evaluate, args=(job, sequences, split, seqvae_config),
+                              daemon=True, name=f"seqvae-evaluation-{id(job)}")
+    thread.start()
+    return job
+
+
+def _evaluate(job: EvaluationJob, sequences: Any, split: Any, config: SeqVAEConfig) -> None:
+    from seqvae.compare import compare
+    from seqvae.evaluation import EvaluationCancelled
+
+    while not _SLOTS.acquire(timeout=0.5):
+        if job.cancel_token.cancelled:
+            with job._lock:
+                job.state, job.message = "cancelled", "cancelled while waiting for a free slot"
+                job.finished = time.monotonic()
+            return
+    try:
+        with job._lock:
+            job.state, job.started = "running", time.monotonic()
+        result = compare(sequences, job.protocol, job.models, job.ks, seqvae_config=config,
+                         split=split, progress=job._say, cancel=job.cancel_token)
+        with job._lock:
+            job.result = result
+            done = [r.model for r in result.results]
+            job.state = "cancelled" if job.cancel_token.cancelled else "done"
+            job.message = (f"stopped by you; finished: {', '.join(done) or 'none'}"
+                           if job.cancel_token.cancelled else f"{len(done)} models compared")
+    except EvaluationCancelled:
+        with job._lock:
+            job.state, job.message = "cancelled", "stopped by you"
+    except SeqVAEError as exc:
+        with job._lock:
+            job.state, job.message = "failed", str(exc)
+    except Exception as exc:  # reported on the page, never a traceback there
+        logger.error("evaluation failed: %s", traceback.format_exc())
+        with job._lock:
+            job.state, job.message = "failed", f"evaluation failed ({type(exc).__name__}: {exc})"
+    finally:
+        with job._lock:
+            job.finished = time.monotonic()
+        _SLOTS.release()

@@ -1,0 +1,133 @@
+"""Evaluate page: the SeqVAE against the baselines on a held-out split of the loaded log — the
+same code as `seqvae evaluate`, run in the background with progress and Stop."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from seqvae.errors import SeqVAEError
+from seqvae.evaluation import METRIC_HELP
+from seqvae.latent import PALETTE
+from seqvae.training import SeqVAEConfig
+from seqvae.ui import jobs, state
+from seqvae.ui.text import escape_markdown
+
+PROTOCOLS = {
+    "leave-one-out": "next item: each user's last event is the test target",
+    "holdout-users": "unseen users: 80% of their events in, the rest predicted",
+    "time-cut": "one global time: predict what happens after it",
+}
+MODEL_NAMES = {"seqvae": "SeqVAE", "multvae": "Mult-VAE (no order)", "ease": "EASE",
+               "itemknn": "item-KNN", "pop": "most popular"}
+
+
+def settings_ui(dataset: state.Dataset) -> None:
+    job = st.session_state.get(state.EVALUATION)
+    busy = job is not None and job.active
+    a, b, c = st.columns([2, 3, 2])
+    protocol = a.radio("Protocol", list(PROTOCOLS), key="eval_protocol",
+                       captions=list(PROTOCOLS.values()))
+    models = b.multiselect("Models", list(MODEL_NAMES), default=list(MODEL_NAMES),
+                           format_func=MODEL_NAMES.get, key="eval_models")
+    ks = c.multiselect("K", [1, 5, 10, 20, 50, 100], default=[10, 20], key="eval_ks")
+    model_in_use = state.model()
+    config = (model_in_use.recommender.config_ if model_in_use is not None
+              else SeqVAEConfig(epochs=state.DASHBOARD_EPOCHS))
+    c.caption(f"The SeqVAE is trained afresh on the split with "
+              f"{'the model in use’s' if model_in_use else 'the Train page’s default'} settings "
+              f"(at most {config.epochs} epochs); every choice is made on validation and the "
+              "test part is scored once per model.")
+    if st.button("Run the evaluation", type="primary", key="eval_start",
+                 disabled=busy or not models or not ks):
+        try:
+            st.session_state[state.EVALUATION] = jobs.start_evaluation(
+                dataset.log, dataset.name, protocol, list(models), sorted(ks), config)
+        except SeqVAEError as exc:
+            st.error(f"**This evaluation cannot run:** {escape_markdown(exc)}", icon="⚠️")
+            return
+        except ValueError as exc:
+            st.error(escape_markdown(exc), icon="⚠️")
+            return
+        st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def progress_ui() -> None:
+    job = st.session_state.get(state.EVALUATION)
+    if job is None:
+        return
+    snapshot = job.snapshot()
+    if snapshot["state"] in ("queued", "running"):
+        done = sum(1 for line in snapshot["lines"] if line.endswith(": testing"))
+        st.progress(done / max(len(job.models), 1),
+                    text=escape_markdown(snapshot["lines"][-1] if snapshot["lines"]
+                                         else "waiting for a free slot…"))
+        if st.button("Stop", key="eval_stop", help="Stops after the current step; models "
+                     "already tested are kept."):
+            job.cancel()
+        with st.expander("Progress log"):
+            st.code("\n".join(snapshot["lines"][-40:]) or "…", language=None)
+        st.session_state["eval_was_active"] = True
+        return
+    if st.session_state.pop("eval_was_active", False):
+        st.rerun(scope="app")
+    if snapshot["state"] == "failed":
+        st.error(f"**The evaluation failed:** {escape_markdown(snapshot['message'])}", icon="⚠️")
+    elif snapshot["state"] == "cancelled":
+        st.warning(f"Evaluation {escape_markdown(snapshot['message'])}.")
+
+
+def results_ui() -> None:
+    job = st.session_state.get(state.EVALUATION)
+    if job is None or job.active or job.result is None or not job.result.results:
+        return
+    result = job.result
+    data = result.dataset
+    st.subheader("Results on the test part", anchor=False)
+    st.caption(f"{escape_markdown(job.dataset_name)}, {result.protocol}: {data['users']:,} users, "
+               f"{data['items']:,} items, {data['events']:,} events. Choices on validation "
+               f"{result.selection}; ranking over all items, each user's input excluded.")
+    names = [r.model for r in result.results]
+    metrics = [m for m in result.results[0].metrics if not m.startswith("AvgPopularity")]
+    table = pd.DataFrame({MODEL_NAMES[r.model]: r.metrics for r in result.results}).T
+    table["chosen"] = [", ".join(f"{k}={v}" for k, v in r.params.items()
+                                 if k in ("l2", "neighbours", "epochs")) for r in result.results]
+    table["fit s"] = [round(r.fit_seconds, 1) for r in result.results]
+    st.dataframe(table, width="stretch", key="eval_table")
+    with st.expander("What the metrics mean"):
+        st.markdown("\n".join(f"- **{k}** — {v}" for k, v in METRIC_HELP.items()))
+    a, b = st.columns(2)
+    chosen = a.selectbox("Metric", metrics, index=0, key="eval_metric")
+    fig = go.Figure(go.Bar(x=[MODEL_NAMES[n] for n in names],
+                           y=[r.metrics[chosen] for r in result.results],
+                           marker_color=[PALETTE[i % len(PALETTE)] for i in range(len(names))]))
+    fig.update_layout(height=360, yaxis_title=chosen, margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    a.plotly_chart(fig, width="stretch", key="eval_bar")
+    spread = chosen
+    if spread not in result.results[0].evaluation.per_user:
+        b.caption(f"{chosen} is one figure for the whole catalogue, not per user.")
+        return
+    box = go.Figure()
+    for i, r in enumerate(result.results):
+        values = r.evaluation.per_user[spread]
+        box.add_trace(go.Box(y=values[np.isfinite(values)], name=MODEL_NAMES[r.model],
+                             marker_color=PALETTE[i % len(PALETTE)], boxmean=True))
+    box.update_layout(height=360, yaxis_title=f"{spread} per user", showlegend=False,
+                      margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    b.plotly_chart(box, width="stretch", key="eval_box")
+    b.caption("Across users: with one target per user, HR and NDCG are 0 for most users, so "
+              "the mean (dashed) says more than the median.")
+
+
+st.title("Evaluate")
+dataset = state.dataset()
+if dataset is None:
+    st.info("Load a log on the Data page first; then compare the SeqVAE with the baselines here.")
+else:
+    st.caption("Split the loaded log, fit the SeqVAE and four baselines on the training part, "
+               "and measure each once on the held-out part — the same code as "
+               "`seqvae evaluate`.")
+    settings_ui(dataset)
+    progress_ui()
+    results_ui()

@@ -1,0 +1,88 @@
+"""The Evaluate page through AppTest: a comparison runs in the background and shows its table
+and charts; Stop keeps what was tested; a protocol the data cannot support says why."""
+
+from __future__ import annotations
+
+import time
+
+from seqvae.sample import generate
+from seqvae.ui import state
+
+
+def load(at, events):
+    at.run()
+    at.file_uploader(key="log_upload").upload("shop.csv", events.to_csv(index=False).encode(),
+                                              "text/csv")
+    at.run()
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def wait(at, seconds=240):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = at.session_state[state.EVALUATION]
+        if not job.active:
+            return at.run()
+        time.sleep(0.5)
+    raise AssertionError("the evaluation did not finish in time")
+
+
+def test_without_data_the_page_says_what_to_do(app):
+    app.run()
+    app.switch_page("pages/evaluate.py").run()
+    assert not app.exception
+    assert any("Load a log" in i.value for i in app.info)
+
+
+def test_compare_baselines_and_read_the_results(app):
+    at = load(app, generate(n_users=150, n_items=60, seed=4).events)
+    at.multiselect(key="eval_models").set_value(["ease", "itemknn", "pop"])
+    at.multiselect(key="eval_ks").set_value([5, 10])
+    at.button(key="eval_start").click().run()
+    wait(at)
+    assert not at.exception, at.exception
+    job = at.session_state[state.EVALUATION]
+    assert job.state == "done", job.message
+    table = next(d.value for d in at.dataframe if "NDCG@10" in d.value.columns)
+    assert list(table.index) == ["EASE", "item-KNN", "most popular"]
+    assert table["chosen"].iloc[0].startswith("l2=")
+    assert (table["HR@10"] >= table["NDCG@10"]).all()
+    def catalogue_note() -> bool:
+        return any("whole catalogue" in c.value for c in at.caption)
+
+    at.selectbox(key="eval_metric").set_value("Coverage@10").run()
+    assert catalogue_note()  # coverage has no per-user values to spread
+    for metric in ("AUC", "MRR@5"):
+        at.selectbox(key="eval_metric").set_value(metric).run()
+        assert not at.exception, metric
+        assert not catalogue_note()
+
+
+def test_stop_keeps_what_was_tested(app):
+    at = load(app, generate(n_users=150, n_items=60, seed=4).events)
+    at.multiselect(key="eval_models").set_value(["pop", "multvae"])
+    at.button(key="eval_start").click().run()
+    job = at.session_state[state.EVALUATION]
+    deadline = time.monotonic() + 120
+    while not any(line.startswith("multvae") for line in job.snapshot()["lines"]):
+        assert time.monotonic() < deadline and job.active
+        time.sleep(0.2)
+    job.cancel()
+    wait(at)
+    assert job.state == "cancelled"
+    assert [r.model for r in job.result.results] == ["pop"]
+    assert any("stopped by you" in w.value for w in at.warning)
+    assert not at.exception
+
+
+def test_a_protocol_the_data_cannot_support_says_why(app):
+    events = generate(n_users=60, n_items=30, seed=4).events.drop(columns=["timestamp"])
+    at = load(app, events)
+    at.radio(key="eval_protocol").set_value("time-cut").run()
+    at.multiselect(key="eval_models").set_value(["pop"])
+    at.button(key="eval_start").click().run()
+    assert not at.exception
+    assert any("time cut needs timestamps" in e.value for e in at.error)
+    assert state.EVALUATION not in at.session_state
