@@ -27,20 +27,12 @@ MAX_CONCURRENT_TRAININGS = int(os.environ.get("SEQVAE_MAX_TRAININGS", "1"))
 _SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_TRAININGS)
 
 
-@dataclass
-class TrainingJob:
-    """One training run, shared between its thread and the page that polls it."""
+@dataclass(kw_only=True)
+class _Job:
+    """What every background job shares with the page that polls it."""
 
-    dataset_name: str
-    config: SeqVAEConfig
     state: str = "queued"  # queued, running, done, failed, cancelled
-    progress: BatchProgress | None = None
-    epochs: list[EpochRecord] = field(default_factory=list)
     message: str = ""
-    recommender: Any = None
-    history: Any = None
-    test_metrics: dict[str, float] = field(default_factory=dict)
-    created: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
     cancel_token: CancelToken = field(default_factory=CancelToken)
@@ -52,6 +44,33 @@ class TrainingJob:
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
+
+    def _wait_for_slot(self) -> bool:
+        """Take one of the server's slots; False (and state "cancelled") if cancelled first."""
+        while not _SLOTS.acquire(timeout=0.5):
+            if self.cancel_token.cancelled:
+                with self._lock:
+                    self.state, self.message = "cancelled", "cancelled while waiting for a free slot"
+                    self.finished = time.monotonic()
+                return False
+        with self._lock:
+            self.state = "running"
+            self.started = time.monotonic()
+        return True
+
+
+@dataclass
+class TrainingJob(_Job):
+    """One training run, shared between its thread and the page that polls it."""
+
+    dataset_name: str
+    config: SeqVAEConfig
+    progress: BatchProgress | None = None
+    epochs: list[EpochRecord] = field(default_factory=list)
+    recommender: Any = None
+    history: Any = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
@@ -110,16 +129,9 @@ def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig) -> Tr
 
 
 def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
-    while not _SLOTS.acquire(timeout=0.5):
-        if job.cancel_token.cancelled:
-            with job._lock:
-                job.state, job.message = "cancelled", "cancelled while waiting for a free slot"
-                job.finished = time.monotonic()
-            return
+    if not job._wait_for_slot():
+        return
     try:
-        with job._lock:
-            job.state = "running"
-            job.started = time.monotonic()
         from seqvae.training import evaluate_holdout, fit
 
         recommender, history = fit(split, job.config, history_sequences=sequences,
@@ -148,28 +160,15 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
 
 
 @dataclass
-class EvaluationJob:
+class EvaluationJob(_Job):
     """One comparison run (`seqvae.compare.compare`) on a background thread."""
 
     dataset_name: str
     protocol: str
     models: list[str]
     ks: list[int]
-    state: str = "queued"  # queued, running, done, failed, cancelled
     lines: list[str] = field(default_factory=list)  # progress, newest last
     result: Any = None  # a `Comparison` (partial when cancelled)
-    message: str = ""
-    started: float | None = None
-    finished: float | None = None
-    cancel_token: CancelToken = field(default_factory=CancelToken)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("queued", "running")
-
-    def cancel(self) -> None:
-        self.cancel_token.cancel()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -205,15 +204,9 @@ def _evaluate(job: EvaluationJob, sequences: Any, split: Any, config: SeqVAEConf
     from seqvae.compare import compare
     from seqvae.evaluation import EvaluationCancelled
 
-    while not _SLOTS.acquire(timeout=0.5):
-        if job.cancel_token.cancelled:
-            with job._lock:
-                job.state, job.message = "cancelled", "cancelled while waiting for a free slot"
-                job.finished = time.monotonic()
-            return
+    if not job._wait_for_slot():
+        return
     try:
-        with job._lock:
-            job.state, job.started = "running", time.monotonic()
         result = compare(sequences, job.protocol, job.models, job.ks, seqvae_config=config,
                          split=split, progress=job._say, cancel=job.cancel_token)
         with job._lock:
