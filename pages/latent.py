@@ -58,7 +58,7 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
 
     shown_values = values.to_numpy()[rows]
     if categorical:
-        for i, category in enumerate(pd.unique(shown_values)):
+        for i, category in enumerate(sorted(pd.unique(shown_values), key=_natural)):
             members = shown_values == category
             fig.add_trace(scatter(
                 **axes(coords[rows][members]), mode="markers", name=plotly_text(category),
@@ -80,12 +80,20 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
             marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3,
                                                                    "color": "#000000"}}))
     fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"itemsizing": "constant"}, dragmode="lasso" if dims == 2 else None,
-                      plot_bgcolor="white")
+                      legend={"itemsizing": "constant"}, plot_bgcolor="white")
+    # no dragmode here: Streamlit's default (pan, with click-to-select) lets a click open a
+    # user; the toolbar's lasso and box tools select regions (a click does not select there)
     if dims == 2:
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
     return fig
+
+
+def _natural(value: object) -> tuple:
+    """Cluster labels "10 · …" after "9 · …": by leading number, then text."""
+    text = str(value)
+    head = text.split(" ", 1)[0]
+    return (0, int(head), text) if head.lstrip("-").isdigit() else (1, 0, text)
 
 
 def selected_users(event: object) -> tuple[list[str], str]:
@@ -114,8 +122,8 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     cohorts: dict[str, list[str]] = st.session_state.setdefault(state.COHORTS, {})
     st.subheader("Cohorts", anchor=False)
     if not users:
-        st.caption("Draw a lasso or a box around users on the map (2-D) to see what sets them "
-                   "apart; name the selection to keep it.")
+        st.caption("Pick the lasso or the box in the map's toolbar and draw around users to see "
+                   "what sets them apart; name the selection to keep it.")
     else:
         rows = view.rows_of(users)
         st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))})")
@@ -311,7 +319,10 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     event = st.plotly_chart(fig, width="stretch", key="latent_map", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
     users, how = selected_users(event)
-    if users:
+    # the chart returns its last selection on every rerun: act on a new one only
+    signature = (how, tuple(users))
+    if users and st.session_state.get("latent_handled_selection") != signature:
+        st.session_state["latent_handled_selection"] = signature
         if how == "click" and len(users) == 1:
             st.session_state[state.SELECTED_USER] = users[0]
             st.switch_page("pages/user.py")
@@ -328,8 +339,8 @@ else:
     dataset = state.dataset()
     view = state.latent_view(model_in_use, dataset)
     st.caption(f"{len(view.frame):,} users, each a point: their μ (latent size "
-               f"{view.mu.shape[1]}) after their last event. Click a user to open them; draw a "
-               "lasso to form a cohort.")
+               f"{view.mu.shape[1]}) after their last event. Click a user to open them; pick "
+               "the lasso or box in the chart's toolbar and draw around users to form a cohort.")
     map_ui(view, dataset)
     st.divider()
     cohort_ui(view, dataset)

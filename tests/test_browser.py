@@ -170,3 +170,52 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
     shot(page, "06-user")
     assert page.get_by_text("“Because of”").is_visible()
+
+    # the latent space: click a user -> their page; lasso a region -> a cohort
+    page.get_by_role("link", name="Latent space").click()
+    page.get_by_role("heading", name="Latent space").wait_for()
+    page.wait_for_function(
+        "document.querySelector('.js-plotly-plot') && "
+        "document.querySelector('.js-plotly-plot')._fullLayout && "
+        "document.querySelector('.js-plotly-plot')._fullLayout.xaxis")
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    point = page.evaluate("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const trace = gd._fullData[0];  // decoded arrays (the figure JSON holds binary ones)
+        return {x: r.left + xa._offset + xa.l2p(trace.x[0]),
+                y: r.top + ya._offset + ya.l2p(trace.y[0]), user: String(trace.customdata[0])};
+    }""")
+    # Plotly picks the clicked point from its hover: hover first, as a hand would
+    page.mouse.move(point["x"] - 20, point["y"] - 20)
+    page.mouse.move(point["x"], point["y"], steps=5)
+    page.wait_for_timeout(500)
+    page.mouse.click(point["x"], point["y"])
+    page.get_by_role("heading", name=f"User {point['user']}").wait_for()
+    shot(page, "07-user-from-map")
+
+    page.get_by_role("link", name="Latent space").click()
+    page.get_by_role("heading", name="Latent space").wait_for()
+    page.wait_for_function(
+        "document.querySelector('.js-plotly-plot') && "
+        "document.querySelector('.js-plotly-plot')._fullLayout && "
+        "document.querySelector('.js-plotly-plot')._fullLayout.xaxis")
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    box = page.evaluate("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        return {left: r.left + xa._offset, top: r.top + ya._offset, w: xa._length, h: ya._length};
+    }""")
+    # the toolbar's lasso, then a lasso around the left half of the map
+    page.locator(".js-plotly-plot").first.hover()
+    page.locator(".js-plotly-plot .modebar-btn[data-title='Lasso Select']").first.click()
+    corners = [(0.01, 0.01), (0.5, 0.01), (0.5, 0.99), (0.01, 0.99), (0.01, 0.02)]
+    page.mouse.move(box["left"] + box["w"] * corners[0][0], box["top"] + box["h"] * corners[0][1])
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(box["left"] + box["w"] * fx, box["top"] + box["h"] * fy, steps=8)
+    page.mouse.up()
+    page.get_by_text("Selection:").wait_for()
+    page.get_by_text("Items that set them apart").wait_for()
+    page.locator("[data-testid=stDataFrame]:visible").first.wait_for()
+    shot(page, "08-latent-cohort")
