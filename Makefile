@@ -52,6 +52,8 @@ bench: setup
 	"$(PY)" benchmarks/ingest.py
 	"$(PY)" benchmarks/train_speed.py
 	"$(PY)" benchmarks/dashboard.py
+	"$(PY)" benchmarks/latent.py
+	"$(PY)" benchmarks/quality.py --cap beauty-p1=15
 
 sample: setup
 	"$(VENV)/bin/seqvae" sample --out sample_data/events.csv

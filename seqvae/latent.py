@@ -134,16 +134,17 @@ def stratified_sample(groups: np.ndarray, limit: int, seed: int = 0) -> np.ndarr
 
 def cluster_users(vectors: np.ndarray, k: int = 6, method: str = "kmeans",
                   seed: int = 0) -> np.ndarray:
-    """Cluster labels (0..) of the users from their μ in the full latent space (standardised).
+    """Cluster labels (0..) of the users from their μ in the full latent space.
 
     `method`: ``kmeans`` (k clusters) or ``hdbscan`` (the number is found; noise is -1).
+    μ is used as it is — the prior makes its dimensions comparable already, and standardising
+    would blow up the inactive ones (a VAE leaves some dimensions at the prior: noise); on the
+    sample that lowered the agreement with the planted segments from ARI 0.32 to 0.25.
     """
-    from sklearn.preprocessing import StandardScaler
-
     n = vectors.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    scaled = StandardScaler().fit_transform(vectors)
+    scaled = np.asarray(vectors, dtype=np.float64)
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
