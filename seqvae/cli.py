@@ -281,6 +281,29 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from seqvae.bundle import load
 
     recommender = load(args.model)
+    if args.all:
+        from seqvae.export import write_all_recommendations
+
+        if not args.out:
+            raise ValueError("--all needs --out FILE.parquet (or .csv)")
+        bar = None if args.json else ProgressBar()
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None and bar.live:
+                bar.stream.write(f"\rscored {done:,} / {total:,} users")
+
+        started = time.perf_counter()
+        path = write_all_recommendations(recommender, args.out, k=args.k,
+                                         exclude_seen=not args.include_seen, progress=progress)
+        seconds = time.perf_counter() - started
+        n_users = recommender.history_.n_users
+        if args.json:
+            print(json.dumps({"out": str(path), "users": n_users, "k": args.k,
+                              "seconds": round(seconds, 2)}))
+        else:
+            print(f"\rtop {args.k} for {n_users:,} users written to {path} "
+                  f"({n_users / max(seconds, 1e-9):,.0f} users/s)")
+        return 0
     if args.items:
         query: Any = [[item.strip() for item in args.items.split(",") if item.strip()]]
         label = "the given items"
@@ -440,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--k", type=int, default=10, help="how many items (10)")
     recommend.add_argument("--include-seen", action="store_true",
                            help="also recommend items already in the sequence")
+    recommend.add_argument("--all", action="store_true",
+                           help="every user of the model, written to --out in chunks")
+    recommend.add_argument("--out", help="with --all: FILE.parquet or FILE.csv")
     recommend.add_argument("--json", action="store_true", help="print one JSON object")
     recommend.set_defaults(func=cmd_recommend)
 

@@ -113,3 +113,54 @@ def user_embeddings(recommender: Any, sequences: Any = None) -> tuple[pd.DataFra
     mu = pd.DataFrame(mean, columns=[f"mu_{i}" for i in range(mean.shape[1])])
     sd = pd.DataFrame(sigma, columns=[f"sigma_{i}" for i in range(sigma.shape[1])])
     return pd.concat([frame, mu, sd], axis=1), mean
+
+
+def write_all_recommendations(recommender: Any, path: str | os.PathLike[str], k: int = 10,
+                              exclude_seen: bool = True, chunk_users: int = 2048,
+                              progress: Callable[[int, int], None] | None = None) -> Path:
+    """Top-`k` items of every user of the model's history, `chunk_users` at a time, streamed to
+    Parquet or CSV (columns ``user``, ``rank``, ``item``, ``score``). Memory stays at one
+    chunk's score matrix whatever the number of users; the file appears only when complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fmt = table_format(path)
+    if fmt not in ("parquet", "csv"):
+        raise ValueError("recommendations are written as .parquet or .csv")
+    history = recommender.history_
+    users = np.asarray(history.users, dtype=object)
+    schema = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
+                        ("score", pa.float32())])
+
+    def chunks() -> Any:
+        for start in range(0, users.size, chunk_users):
+            chunk = users[start:start + chunk_users]
+            scores = recommender.score(history.subset_users(
+                np.arange(start, start + chunk.size)), exclude_seen=exclude_seen)
+            from seqvae.evaluation import top_k
+
+            best = top_k(scores, k)
+            best_scores = np.take_along_axis(scores, best, axis=1)
+            finite = np.isfinite(best_scores)
+            frame = pd.DataFrame({
+                "user": np.repeat(chunk, best.shape[1])[finite.ravel()].astype(str),
+                "rank": np.tile(np.arange(1, best.shape[1] + 1, dtype=np.int32),
+                                chunk.size)[finite.ravel()],
+                "item": recommender.item_vocab_.token(best[finite]).astype(str),
+                "score": best_scores[finite].astype(np.float32)})
+            if progress is not None:
+                progress(start + chunk.size, users.size)
+            yield frame
+
+    def write(tmp: Path) -> None:
+        if fmt == "parquet":
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for frame in chunks():
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema,
+                                                            preserve_index=False))
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                for number, frame in enumerate(chunks()):
+                    neutralise_formulas(frame).to_csv(handle, index=False, header=number == 0)
+
+    return atomic_write(path, write)

@@ -215,3 +215,24 @@ def test_embed_writes_parquet_csv_and_the_projector_pair(trained, tmp_path, caps
     code, _, err = run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "u.xlsx"))
     assert code == 2 and "extension" in err
     assert not (tmp_path / "u.xlsx").exists()
+
+
+def test_recommend_all_users_to_parquet_and_csv(trained, tmp_path, capsys):
+    import pandas as pd
+
+    _, model = trained
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--all", "--out",
+                           str(tmp_path / "recs.parquet"), "--k", "5", "--json")
+    assert code == 0 and json.loads(out)["users"] == 120
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    assert len(recs) == 120 * 5 and recs["user"].nunique() == 120
+    assert recs.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    # the same as asking for one user
+    first = recs["user"].iloc[0]
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--user", first, "--k", "5", "--json")
+    assert [r["item"] for r in json.loads(out)["items"]] == list(recs[recs["user"] == first]["item"])
+    assert run_cli(capsys, "recommend", str(model), "--all", "--out",
+                   str(tmp_path / "recs.csv"))[0] == 0
+    assert len(pd.read_csv(tmp_path / "recs.csv")) == 120 * 10
+    code, _, err = run_cli(capsys, "recommend", str(model), "--all")
+    assert code == 2 and "--out" in err
