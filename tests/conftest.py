@@ -16,6 +16,8 @@ DATASETS = ROOT.parent / "shared" / "datasets"
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    # no background UMAP compile competing with the tests (the UMAP test compiles what it uses)
+    os.environ.setdefault("SEQVAE_WARM_UMAP", "0")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ clean-up (closing matplotlib figures).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -47,8 +48,9 @@ def warm_umap_in_background() -> None:
     """Compile UMAP's numba kernels once per server process, on a background thread (~30 s), so
     the first map an analyst asks for takes seconds. Called once a model exists — TensorFlow is
     then already imported on the script thread, which `import umap` needs."""
-    if not _UMAP_STARTED.acquire(blocking=False):
-        return
+    if os.environ.get("SEQVAE_WARM_UMAP", "1") == "0" or not _UMAP_STARTED.acquire(
+            blocking=False):
+        return  # SEQVAE_WARM_UMAP=0: the page test suite, where it would only compete for CPU
 
     def warm() -> None:
         try:

@@ -1,0 +1,159 @@
+"""Quality benchmark: the SeqVAE against the baselines on real logs, under published protocols.
+
+    python benchmarks/quality.py [--settings beauty-p1,ml100k-p1,ml100k-p2] [--cap beauty-p1=12]
+
+Settings (see ../shared/datasets/README.md):
+
+* ``beauty-p1`` — Amazon Beauty, P1 next-item leave-one-out, full ranking; K = 5, 10, 20;
+  choices on validation NDCG@20.
+* ``ml100k-p1`` — MovieLens 100K by timestamp, P1; K = 10, 20; choices on validation NDCG@20.
+* ``ml100k-p2`` — MovieLens 100K, ratings >= 4 as positives, users with >= 5 positives, P2 held-out
+  users (10% validation, 10% test, seed 0) with a temporal 80/20 fold-in; K = 20, 50, 100;
+  choices on validation NDCG@100.
+
+Each (setting, model) runs `seqvae.compare.compare` in a fresh process (the same seeded split in
+each), so the peak memory is that model's. Every hyperparameter — EASE's λ, item-KNN's
+neighbours, the neural models' epochs — is chosen on validation; the test split is evaluated once
+per model. `--cap SETTING=N` lowers the SeqVAE's epoch limit for one setting (said in the
+results). Writes `benchmarks/quality.json` and `benchmarks/quality.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "datasets"
+SETTINGS = {
+    "beauty-p1": {"path": DATA / "amazon-beauty" / "Beauty.txt", "protocol": "leave-one-out",
+                  "ks": [5, 10, 20], "min_rating": None, "min_length": None},
+    "ml100k-p1": {"path": DATA / "ml-100k" / "u.data", "protocol": "leave-one-out",
+                  "ks": [10, 20], "min_rating": None, "min_length": None},
+    "ml100k-p2": {"path": DATA / "ml-100k" / "u.data", "protocol": "holdout-users",
+                  "ks": [20, 50, 100], "min_rating": 4.0, "min_length": 5},
+}
+MODELS = ["pop", "itemknn", "ease", "multvae", "seqvae"]
+# published full-ranking reference numbers (../shared/datasets/README.md)
+REFERENCES = {
+    "beauty-p1": [("ICLRec (WWW 2022), authors' README", {
+        "HR@5": 0.0500, "NDCG@5": 0.0326, "HR@10": 0.0744, "NDCG@10": 0.0403,
+        "HR@20": 0.1058, "NDCG@20": 0.0483})],
+}
+
+MEASURE = r"""
+import json, os, resource, sys, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+from seqvae.compare import compare, make_split
+from seqvae.logs import keep_positive, read_log
+from seqvae.sequences import encode
+from seqvae.training import SeqVAEConfig
+args = json.loads(sys.argv[1])
+log, report = read_log(args["path"])
+if args["min_rating"] is not None:
+    log = keep_positive(log, args["min_rating"], report)
+sequences = encode(log, report=report)
+split = make_split(sequences, args["protocol"], seed=0, min_length=args["min_length"])
+started = time.perf_counter()
+result = compare(sequences, args["protocol"], [args["model"]], args["ks"], split=split,
+                 seqvae_config=SeqVAEConfig(epochs=args["epochs"]),
+                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+out = result.to_dict()
+out["seconds"] = time.perf_counter() - started
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def run(setting: str, model: str, epochs: int) -> dict:
+    spec = SETTINGS[setting]
+    args = {**{k: v for k, v in spec.items() if k != "path"}, "path": str(spec["path"]),
+            "model": model, "epochs": epochs}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(args)], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(setting: str, rows: list[dict], ks: list[int], caps: dict[str, int]) -> list[str]:
+    columns = [f"{m}@{k}" for k in ks for m in ("NDCG", "HR")]
+    if setting == "ml100k-p2":
+        columns = ["NDCG@100", "TruncatedRecall@20", "TruncatedRecall@50", "NDCG@20", "HR@20"]
+    columns += ["AUC", f"Coverage@{ks[-1]}", f"AvgPopularity@{ks[-1]}"]
+    lines = ["| model | " + " | ".join(c.replace("TruncatedRecall", "Recall") for c in columns)
+             + " | chosen on validation | fit s | eval s | peak memory |",
+             "|---|" + "---:|" * len(columns) + "---|---:|---:|---:|"]
+    for row in rows:
+        result = row["results"][0]
+        params = result["params"]
+        chosen = ", ".join(f"{k}={params[k]}" for k in ("l2", "neighbours", "epochs")
+                           if k in params)
+        if result["model"] == "seqvae" and setting in caps:
+            chosen += f" (limit {caps[setting]})"
+        cells = [f"{result['metrics'][c]:.4f}" if not c.startswith("AvgPopularity")
+                 else f"{result['metrics'][c]:.0f}" for c in columns]
+        lines.append(f"| {result['model']} | " + " | ".join(cells) + f" | {chosen or '—'} | "
+                     f"{result['fit_seconds']:.0f} | {result['eval_seconds']:.1f} | "
+                     f"{row['peak_rss_mb']:,.0f} MB |")
+    for name, values in REFERENCES.get(setting, []):
+        cells = [f"{values[c]:.4f}" if c in values else "" for c in columns]
+        lines.append(f"| *{name}* | " + " | ".join(cells) + " | published | | | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--epochs", type=int, default=30, help="the SeqVAE's epoch limit")
+    parser.add_argument("--cap", action="append", default=[], metavar="SETTING=EPOCHS")
+    args = parser.parse_args()
+    caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
+    path = HERE / "quality.json"
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    for setting in args.settings.split(","):
+        if not SETTINGS[setting]["path"].exists():
+            print(f"{setting}: {SETTINGS[setting]['path']} not found, skipped")
+            continue
+        for model in args.models.split(","):
+            print(f"{setting} / {model}…", flush=True)
+            started = time.perf_counter()
+            row = run(setting, model, caps.get(setting, args.epochs))
+            results.setdefault(setting, {})[model] = row
+            print(f"  {time.perf_counter() - started:.0f} s: "
+                  + json.dumps(row["results"][0]["metrics"])[:300], flush=True)
+            machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                       "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+            path.write_text(json.dumps({"machine": machine, "caps": caps, "results": results},
+                                       indent=2) + "\n")
+    write_markdown(json.loads(path.read_text()))
+
+
+def write_markdown(saved: dict) -> None:
+    machine, caps, results = saved["machine"], saved.get("caps", {}), saved["results"]
+    lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python "
+             f"{machine['python']}, {machine['date']}. Each model in a fresh process; every "
+             "choice on validation, test evaluated once per model.", ""]
+    for setting, by_model in results.items():
+        rows = [by_model[m] for m in MODELS if m in by_model]
+        if not rows:
+            continue
+        first = rows[0]
+        data = first["dataset"]
+        lines += [f"### {setting}: {first['protocol']}, {data['users']:,} users, "
+                  f"{data['items']:,} items, {data['events']:,} events (choices on validation "
+                  f"{first['selection']})", ""]
+        lines += [*table(setting, rows, first["ks"], caps), ""]
+    (HERE / "quality.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
