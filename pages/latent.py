@@ -18,7 +18,8 @@ MAX_POINTS = 20_000  # above this, the map shows a stratified sample
 
 
 def colour_options(frame: pd.DataFrame) -> list[str]:
-    options = ["cluster", "dominant event", "activity (events)", "recency (days since last)"]
+    options = ["cluster", "dominant event", "activity (events)", "recency (days since last)",
+               "reconstruction error"]
     options += [c.removeprefix("attr:") for c in frame.columns if c.startswith("attr:")]
     return options
 
@@ -34,6 +35,8 @@ def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
         return frame["events"].astype(float), False
     if choice == "recency (days since last)":
         return frame["days_since_last"].astype(float), False
+    if choice == "reconstruction error":
+        return pd.Series(view.reconstruction_error()), False
     values = frame[f"attr:{choice}"]
     numeric = pd.api.types.is_numeric_dtype(values) and values.nunique() > 12
     return (values.astype(float) if numeric else values.astype(str).fillna("—")), not numeric

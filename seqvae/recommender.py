@@ -258,6 +258,34 @@ class SeqVAERecommender(BaseRecommender):
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         return self.item_vocab_.token(batch.items[0, :length]), probabilities
 
+    def reconstruction_error(self, sequences: Sequences,
+                             max_cells: int = 40_000_000) -> np.ndarray:
+        """Per user: the mean negative log-likelihood of each next item of their most recent
+        window under the model (what a step predicted against what came next). NaN for users
+        with no pair of known items. Scored in chunks of at most `max_cells` item scores."""
+        batch = self.last_windows(sequences)
+        n, length = batch.items.shape
+        out = np.full(n, np.nan)
+        chunk = max(1, int(max_cells // max(length * self.item_vocab_.size, 1)))
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            sub = Batch(batch.items[part], batch.events[part], batch.gaps[part])
+            mean, _ = self._steps(sub)
+            items = sub.items
+            pairs = (items[:, :-1] != PAD) & (items[:, 1:] > OOV)
+            rows, cols = np.nonzero(pairs)
+            if rows.size == 0:
+                continue
+            logits = self.decode_scores(mean[rows, cols]).astype(np.float64)
+            top = logits.max(axis=1, keepdims=True)
+            log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+            nll = log_z - logits[np.arange(rows.size), items[rows, cols + 1]]
+            counts = np.bincount(rows, minlength=items.shape[0])
+            sums = np.bincount(rows, weights=nll, minlength=items.shape[0])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start:start + items.shape[0]] = np.where(counts > 0, sums / counts, np.nan)
+        return out
+
     def item_vectors(self) -> np.ndarray:
         self._check()
         return np.asarray(self.model_.scorer.item_vectors)

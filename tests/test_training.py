@@ -81,6 +81,16 @@ def test_recommend_known_users_and_inference_shapes(cyclic):
     assert users[0] not in neighbours and len(neighbours) == 4
     with pytest.raises(KeyError, match="unknown user"):
         recommender.recommend(["nobody"], k=3)
+    # the reconstruction error is the mean -log p(next item) along the last window: the model
+    # that learned the cycle is far below uniform guessing (log of 40 items = 3.7)
+    error = recommender.reconstruction_error(sequences)
+    assert error.shape == (sequences.n_users,) and np.isfinite(error).all()
+    assert error.mean() < 0.5 * np.log(40)
+    # one user by hand: -log of the reconstructed probability of each next item
+    first = recommender.reconstruction_error(sequences.subset_users(np.array([0])))[0]
+    rows = np.arange(len(items) - 1)
+    by_hand = -np.log(probabilities[rows, sequences.item_vocab.lookup(list(items[1:]))]).mean()
+    assert first == pytest.approx(by_hand, rel=1e-4)
 
 
 def test_same_seed_same_metrics():

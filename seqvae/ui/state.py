@@ -180,6 +180,12 @@ class LatentView:
                                         self.event_vocab, items=items)
         return self._names
 
+    def reconstruction_error(self) -> np.ndarray:
+        """Each user's mean -log p(next item) along their last window (computed once)."""
+        if getattr(self, "_reconstruction_error", None) is None:
+            self._reconstruction_error = self.recommender.reconstruction_error(self.sequences)
+        return self._reconstruction_error
+
     def compute_umap(self, dims: int, n_neighbors: int, min_dist: float) -> None:
         from seqvae.latent import project_umap
 
