@@ -63,7 +63,7 @@ sequences = encode(log, report=report)
 split = make_split(sequences, args["protocol"], seed=0, min_length=args["min_length"])
 started = time.perf_counter()
 result = compare(sequences, args["protocol"], [args["model"]], args["ks"], split=split,
-                 seqvae_config=SeqVAEConfig(epochs=args["epochs"]),
+                 seqvae_config=SeqVAEConfig(epochs=args["epochs"], **args["seqvae"]),
                  progress=lambda line: print(line, file=sys.stderr, flush=True))
 out = result.to_dict()
 out["seconds"] = time.perf_counter() - started
@@ -72,10 +72,10 @@ print(json.dumps(out))
 """
 
 
-def run(setting: str, model: str, epochs: int) -> dict:
+def run(setting: str, model: str, epochs: int, seqvae: dict) -> dict:
     spec = SETTINGS[setting]
     args = {**{k: v for k, v in spec.items() if k != "path"}, "path": str(spec["path"]),
-            "model": model, "epochs": epochs}
+            "model": model, "epochs": epochs, "seqvae": seqvae}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(args)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, text=True, check=True)
@@ -114,7 +114,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--epochs", type=int, default=30, help="the SeqVAE's epoch limit")
     parser.add_argument("--cap", action="append", default=[], metavar="SETTING=EPOCHS")
+    parser.add_argument("--seqvae", default="{}", metavar="JSON",
+                        help="SeqVAEConfig fields for the SeqVAE (default: its defaults), e.g. "
+                        "'{\"latent_dim\": 64}' — a setting chosen on validation")
     args = parser.parse_args()
+    seqvae = json.loads(args.seqvae)
     caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
     path = HERE / "quality.json"
     results = json.loads(path.read_text())["results"] if path.exists() else {}
@@ -125,7 +129,7 @@ def main() -> None:
         for model in args.models.split(","):
             print(f"{setting} / {model}…", flush=True)
             started = time.perf_counter()
-            row = run(setting, model, caps.get(setting, args.epochs))
+            row = run(setting, model, caps.get(setting, args.epochs), seqvae)
             results.setdefault(setting, {})[model] = row
             print(f"  {time.perf_counter() - started:.0f} s: "
                   + json.dumps(row["results"][0]["metrics"])[:300], flush=True)
