@@ -7,6 +7,7 @@ network on padded batches of each user's most recent window.
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ class Batch:
     gaps: np.ndarray
 
 
-class BaseRecommender:
+class BaseRecommender(ABC):
     """The recommender contract every model here keeps (the SeqVAE and the baselines).
 
     Subclasses implement `score`; `recommend`, `users_history` and `raw_sequences` are shared.
@@ -42,13 +43,13 @@ class BaseRecommender:
     history_: Sequences | None = None
     params_: dict[str, Any]
 
+    @abstractmethod
     def score(self, sequences: Sequences, exclude_seen: bool = True) -> np.ndarray:
         """Scores of every item for every user of `sequences`: (n_users, n_items) float32.
 
         With `exclude_seen`, every item of the user's input sequence scores -inf; padding and
         OOV always do.
         """
-        raise NotImplementedError
 
     @staticmethod
     def _exclude(scores: np.ndarray, sequences: Sequences, exclude_seen: bool) -> np.ndarray:

@@ -100,6 +100,15 @@ def shot(page, name: str) -> Path:
     return path
 
 
+def map_ready(page) -> None:
+    """Wait until the first Plotly chart has its axes, and bring it into view."""
+    page.wait_for_function(
+        "document.querySelector('.js-plotly-plot') && "
+        "document.querySelector('.js-plotly-plot')._fullLayout && "
+        "document.querySelector('.js-plotly-plot')._fullLayout.xaxis")
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+
+
 def test_load_sample_and_upload_a_log(page, server):
     started = time.monotonic()
     page.goto(server)
@@ -174,11 +183,7 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
     # the latent space: click a user -> their page; lasso a region -> a cohort
     page.get_by_role("link", name="Latent space").click()
     page.get_by_role("heading", name="Latent space").wait_for()
-    page.wait_for_function(
-        "document.querySelector('.js-plotly-plot') && "
-        "document.querySelector('.js-plotly-plot')._fullLayout && "
-        "document.querySelector('.js-plotly-plot')._fullLayout.xaxis")
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    map_ready(page)
     point = page.evaluate("""() => {
         const gd = document.querySelector('.js-plotly-plot');
         const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
@@ -196,11 +201,7 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
 
     page.get_by_role("link", name="Latent space").click()
     page.get_by_role("heading", name="Latent space").wait_for()
-    page.wait_for_function(
-        "document.querySelector('.js-plotly-plot') && "
-        "document.querySelector('.js-plotly-plot')._fullLayout && "
-        "document.querySelector('.js-plotly-plot')._fullLayout.xaxis")
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    map_ready(page)
     box = page.evaluate("""() => {
         const gd = document.querySelector('.js-plotly-plot');
         const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;

@@ -45,6 +45,20 @@ class _Job:
     def cancel(self) -> None:
         self.cancel_token.cancel()
 
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Record a failure as a message for the page (a traceback goes to the server log)."""
+        if not isinstance(exc, SeqVAEError):
+            logger.error("%s failed: %s", what, traceback.format_exc())
+        message = (str(exc) if isinstance(exc, SeqVAEError)
+                   else f"{what} failed ({type(exc).__name__}: {exc})")
+        with self._lock:
+            self.state, self.message = "failed", message
+
+    def _finish(self) -> None:
+        with self._lock:
+            self.finished = time.monotonic()
+        _SLOTS.release()
+
     def _wait_for_slot(self) -> bool:
         """Take one of the server's slots; False (and state "cancelled") if cancelled first."""
         while not _SLOTS.acquire(timeout=0.5):
@@ -146,17 +160,10 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
             job.message = (f"stopped by you after epoch {len(history.epochs)}; kept the best "
                            f"epoch ({history.best_epoch})" if history.cancelled else
                            f"best epoch {history.best_epoch} of {len(history.epochs)}")
-    except SeqVAEError as exc:
-        with job._lock:
-            job.state, job.message = "failed", str(exc)
     except Exception as exc:  # reported on the page, never a traceback there
-        logger.error("training failed: %s", traceback.format_exc())
-        with job._lock:
-            job.state, job.message = "failed", f"training failed ({type(exc).__name__}: {exc})"
+        job._failed("training", exc)
     finally:
-        with job._lock:
-            job.finished = time.monotonic()
-        _SLOTS.release()
+        job._finish()
 
 
 @dataclass
@@ -218,14 +225,7 @@ def _evaluate(job: EvaluationJob, sequences: Any, split: Any, config: SeqVAEConf
     except EvaluationCancelled:
         with job._lock:
             job.state, job.message = "cancelled", "stopped by you"
-    except SeqVAEError as exc:
-        with job._lock:
-            job.state, job.message = "failed", str(exc)
     except Exception as exc:  # reported on the page, never a traceback there
-        logger.error("evaluation failed: %s", traceback.format_exc())
-        with job._lock:
-            job.state, job.message = "failed", f"evaluation failed ({type(exc).__name__}: {exc})"
+        job._failed("evaluation", exc)
     finally:
-        with job._lock:
-            job.finished = time.monotonic()
-        _SLOTS.release()
+        job._finish()
