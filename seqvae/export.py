@@ -57,6 +57,26 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     return target
 
 
+def atomic_directory(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Call ``write(staging_folder)`` on a new folder beside `path`; once it returns, the folder
+    replaces `path` (which the caller has checked may be replaced). On any error the staging
+    folder is removed and `path` is left as it was."""
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
 def table_format(path: str | os.PathLike[str], requested: str = "auto") -> str:
     """The format to write: `requested`, or from the file's extension."""
     if requested != "auto":

@@ -698,10 +698,38 @@ def _decimal_comma(rows: list[list[str]], sep: str) -> bool:
     )
 
 
+@dataclass
+class _DelimitedLayout:
+    """What the first lines of a delimited file say about all of it."""
+
+    sep: str
+    header: bool
+    names: list[str]
+    infer: set[str]  # columns whose types pyarrow may infer; the others are read as text
+    details: dict[str, Any]
+
+
 def _raw_from_delimited(
     text: str, name: str, options: IngestOptions, warnings: list[str], encoding: str,
     utf8: bytes | None = None,
 ) -> _Raw:
+    layout = _delimited_layout(text, name, options, warnings, encoding)
+    if layout is None:
+        return _raw_from_sequence_lines(text, name, warnings, encoding)
+    table, lines_arr, ragged = _parse_delimited(text, layout.sep, layout.names, layout.header,
+                                                layout.infer, name, utf8)
+    if ragged:
+        warnings.append(ragged)
+    if table.num_rows == 0:
+        raise LogFormatError(name, "the file has a header line and no data rows", lines=[1],
+                             fix="export the rows of the log too")
+    return _Raw(name, "delimited", table, lines_arr, warnings, layout.details)
+
+
+def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: list[str],
+                      encoding: str) -> _DelimitedLayout | None:
+    """Delimiter, header, column names and types from the start of `text` (None: the file is
+    one sequence per line, not a table)."""
     lines = _sample_lines(text)
     if not lines:
         raise LogFormatError(name, "the file is empty", fix="upload a log with one event per row")
@@ -730,7 +758,7 @@ def _raw_from_delimited(
                     "(`user item1 item2 ...`, items in time order); pass --format delimited "
                     "to read it as a table"
                 )
-                return _raw_from_sequence_lines(text, name, warnings, encoding)
+                return None
     if n_fields < 2:
         raise LogFormatError(
             name, f"only one column was found with the delimiter {sep!r}", lines=[1],
@@ -755,7 +783,6 @@ def _raw_from_delimited(
     }
     if decimal == ",":
         details["decimal"] = "comma"
-    if decimal == ",":
         warnings.append("numbers use a decimal comma (e.g. 4,5); read as decimals")
     # Columns whose sample holds numbers with a leading zero (ids such as "007") or decimal
     # commas stay text; pyarrow infers the type of the others (fast numeric timestamps).
@@ -766,13 +793,7 @@ def _raw_from_delimited(
         if decimal == "." and not any(
             len(r) > j and leading_zero.match(r[j].strip()) for r in data_rows)
     }
-    table, lines_arr, ragged = _parse_delimited(text, sep, names, bool(header), infer, name, utf8)
-    if ragged:
-        warnings.append(ragged)
-    if table.num_rows == 0:
-        raise LogFormatError(name, "the file has a header line and no data rows", lines=[1],
-                             fix="export the rows of the log too")
-    return _Raw(name, "delimited", table, lines_arr, warnings, details)
+    return _DelimitedLayout(sep, bool(header), names, infer, details)
 
 
 def _parse_delimited(
@@ -1104,7 +1125,7 @@ _UNIT_SCALE = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 
 
 def _parse_timestamps(
-    column: pa.ChunkedArray, options: IngestOptions, col_name: str, raw: _Raw
+    column: pa.ChunkedArray, options: IngestOptions, col_name: str, warnings: list[str]
 ) -> tuple[np.ndarray, str]:
     """-> (epoch microseconds as float64 with NaN where missing/unparseable, description)."""
     kind = column.type
@@ -1125,7 +1146,7 @@ def _parse_timestamps(
             median = float(np.median(finite)) if finite.size else 0.0
             unit = "s" if median < 1e11 else "ms" if median < 1e14 else "us" if median < 1e17 else "ns"
             if median < 6.3e8:
-                raw.warnings.append(
+                warnings.append(
                     f"timestamps in {col_name!r} are small numbers (median {median:,.0f}); read "
                     "as seconds since 1970 — their order is used, not their dates"
                 )
@@ -1300,7 +1321,7 @@ def _build_event_log(raw: _Raw, options: IngestOptions) -> tuple[EventLog, Inges
     micros: np.ndarray | None = None
     if roles["timestamp"]:
         col = roles["timestamp"]
-        micros, unit = _parse_timestamps(table.column(col), options, col, raw)
+        micros, unit = _parse_timestamps(table.column(col), options, col, raw.warnings)
         report.details["timestamp"] = unit
         source_present = ~_is_missing(table.column(col))
         bad = source_present & np.isnan(micros) & keep

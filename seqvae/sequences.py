@@ -297,6 +297,22 @@ def gap_buckets(gap_seconds: np.ndarray, n_buckets: int) -> np.ndarray:
     return np.where(unknown, GAP_FIRST, bucket).astype(np.int32)
 
 
+def rank_tokens(count: np.ndarray, first_seen: np.ndarray, min_count: int) -> np.ndarray:
+    """Codes counted at least `min_count` (and at least once) times, most frequent first; ties
+    in order of first appearance (`first_seen`: any key that orders codes by it). The rule of
+    every vocabulary, so it does not depend on how ids were typed or read."""
+    ranked = np.lexsort((first_seen, -count))
+    return ranked[count[ranked] >= max(min_count, 1)]
+
+
+def by_frequency(codes: np.ndarray, n_codes: int, min_count: int) -> np.ndarray:
+    """`rank_tokens` of the codes of a sequence of events."""
+    first_seen = np.full(n_codes, codes.size, dtype=np.int64)
+    unique = pd.unique(codes)
+    first_seen[unique] = np.arange(unique.size)
+    return rank_tokens(np.bincount(codes, minlength=n_codes), first_seen, min_count)
+
+
 def k_core_mask(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     """Events kept by iterative k-core filtering (users and items with >= k events)."""
     keep = np.ones(users.shape[0], dtype=bool)
@@ -311,6 +327,24 @@ def k_core_mask(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
         if new_keep.sum() == keep.sum():
             return new_keep
         keep = new_keep
+
+
+def _event_micros(log: EventLog) -> np.ndarray:
+    """Each row's time in epoch microseconds as float64: NaN for a row kept without one
+    (file order), 0 when the log has no timestamps."""
+    frame = log.frame
+    if not log.has_timestamp:
+        return np.zeros(len(frame))
+    micros = frame["timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    return np.where(frame["timestamp"].isna().to_numpy(), np.nan, micros.astype(np.float64))
+
+
+def fill_file_order_times(micros: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Times in a user's time order, NaN (a row without a time, kept in file order) replaced by
+    the time of the event before it (the one after, for a first event) -> int64."""
+    if np.isnan(micros).any():
+        micros = np.nan_to_num(fill_within_users(micros, users), nan=0.0)
+    return micros.astype(np.int64)
 
 
 def encode(
@@ -331,7 +365,8 @@ def encode(
             do not know map to `OOV` and no vocabulary is built.
 
     Returns:
-        `Sequences`, users in order of first appearance in the log.
+        `Sequences`, users in order of first appearance in the log (after k-core filtering);
+        vocabularies most frequent first, ties in order of first appearance.
     """
     options = options or SequenceOptions()
     frame = log.frame
@@ -341,12 +376,14 @@ def encode(
     order = log.time_order
     if order is None or order.size != len(frame):
         order = None
+    micros = _event_micros(log)
     if not keep.all():
         if report is not None:
             report.drop("k_core", int((~keep).sum()), frame["line"].to_numpy()[~keep][:5])
         frame = frame.loc[keep]
         user_codes = user_codes[keep]
         item_codes = item_codes[keep]
+        micros = micros[keep]
         if order is not None:
             order = _drop_from_order(order, keep)
         if frame.empty:
@@ -357,11 +394,8 @@ def encode(
 
     item_categories = frame["item"].cat.categories
     if item_vocab is None:
-        item_count = np.bincount(item_codes, minlength=item_categories.size)
-        # most frequent first; ties keep the order of first appearance
-        by_count = np.argsort(-item_count, kind="stable")
-        by_count = by_count[item_count[by_count] >= options.min_item_count]
-        item_vocab = Vocabulary(tuple(str(t) for t in item_categories[by_count]))
+        item_vocab = Vocabulary(tuple(str(t) for t in item_categories[
+            by_frequency(item_codes, item_categories.size, options.min_item_count)]))
     item_map = item_vocab.lookup(item_categories)
     items = item_map[item_codes]
 
@@ -369,30 +403,23 @@ def encode(
     event_categories = event_col.cat.categories
     event_codes = event_col.cat.codes.to_numpy().astype(np.int64)
     if event_vocab is None:
-        event_count = np.bincount(event_codes, minlength=event_categories.size)
-        by_count = np.argsort(-event_count, kind="stable")
-        by_count = by_count[event_count[by_count] > 0]
-        event_vocab = Vocabulary(tuple(str(t) for t in event_categories[by_count]))
+        event_vocab = Vocabulary(tuple(str(t) for t in event_categories[
+            by_frequency(event_codes, event_categories.size, 1)]))
     events = event_vocab.lookup(event_categories)[event_codes]
 
     n_all_users = frame["user"].cat.categories.size
-    if log.has_timestamp:
-        micros = frame["timestamp"].to_numpy(dtype="datetime64[us]").astype(np.int64)
-        missing = frame["timestamp"].isna().to_numpy()
-        if missing.any():
-            # file-order rows: place them right after the user's previous event
-            filled = fill_within_users(np.where(missing, np.nan, micros.astype(np.float64)),
-                                       user_codes)
-            micros = np.nan_to_num(filled, nan=0.0).astype(np.int64)
-    else:
-        micros = np.zeros(len(frame), dtype=np.int64)
     if order is None:
-        order = time_order(user_codes, micros if log.has_timestamp else None)
-    user_sorted = user_codes[order]
-    counts = np.bincount(user_sorted, minlength=n_all_users)
-    present = counts > 0
-    offsets = np.concatenate([[0], np.cumsum(counts[present])]).astype(np.int64)
-    micros = micros[order]
+        key = micros
+        if np.isnan(key).any():  # a row without a time sorts after the user's previous row
+            key = np.nan_to_num(fill_within_users(key, user_codes), nan=0.0)
+        order = time_order(user_codes, key if log.has_timestamp else None)
+    # users in order of first appearance in the log: regroup the (user, time) order
+    counts = np.bincount(user_codes, minlength=n_all_users)
+    first_seen = pd.unique(user_codes)
+    group_start = np.cumsum(counts) - counts
+    order = order[_ranges(group_start[first_seen], counts[first_seen])]
+    offsets = np.concatenate([[0], np.cumsum(counts[first_seen])]).astype(np.int64)
+    micros = fill_file_order_times(micros[order], user_codes[order])
 
     first = np.zeros(len(order), dtype=bool)
     first[offsets[:-1][offsets[:-1] < len(order)]] = True
@@ -405,7 +432,7 @@ def encode(
         gap = np.full(len(order), np.nan)
 
     return Sequences(
-        users=np.asarray(frame["user"].cat.categories[present].astype(str), dtype=object),
+        users=np.asarray(frame["user"].cat.categories[first_seen].astype(str), dtype=object),
         offsets=offsets,
         items=items[order].astype(np.int32),
         events=events[order].astype(np.int32),

@@ -82,11 +82,7 @@ def leave_one_out(seqs: Sequences, *, min_length: int = 3) -> Split:
     """
     if min_length < 3:
         raise ValueError(f"`min_length` should be >= 3. Received: `min_length`={min_length}")
-    position, length = _position_in_user(seqs)
-    evaluated = length >= min_length
-    test_target = evaluated & (position == length - 1)
-    val_target = evaluated & (position == length - 2)
-    train_mask = ~(test_target | val_target)
+    train_mask, val_target, test_target = _leave_one_out_masks(seqs, min_length)
     rows = np.flatnonzero(seqs.lengths >= min_length)
     if rows.size == 0:
         raise TrainingDataError(
@@ -99,6 +95,21 @@ def leave_one_out(seqs: Sequences, *, min_length: int = 3) -> Split:
         validation=_holdout(seqs, rows, train_mask, val_target),
         test=_holdout(seqs, rows, train_mask | val_target, test_target),
     )
+
+
+def _leave_one_out_masks(seqs: Sequences, min_length: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Events that train, validate, test under leave-one-out."""
+    position, length = _position_in_user(seqs)
+    evaluated = length >= min_length
+    test_target = evaluated & (position == length - 1)
+    val_target = evaluated & (position == length - 2)
+    return ~(test_target | val_target), val_target, test_target
+
+
+def leave_one_out_train(seqs: Sequences, *, min_length: int = 3) -> Sequences:
+    """The training part of `leave_one_out` alone (for training from blocks of users)."""
+    return seqs.select(_leave_one_out_masks(seqs, min_length)[0])
 
 
 def holdout_users(

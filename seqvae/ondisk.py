@@ -1,0 +1,925 @@
+"""Logs larger than memory: a streamed ingest into an on-disk sequence store, and training
+batches read from the store block by block.
+
+    store, report = build_store("events.csv", "events.store")   # a few passes, bounded memory
+    sequences = store.sequences()                               # memory-mapped `Sequences`
+    recommender, history, test = fit_store(store, SeqVAEConfig())
+
+The store holds exactly what `seqvae.sequences.encode` gives for the same log and options (the
+same users in the same order, the same vocabularies and arrays), written as ``.npy`` files that
+are memory-mapped, not loaded. Building it:
+
+1. **read**: the file is parsed in chunks (pyarrow's streaming CSV reader, or Parquet row
+   batches); each chunk's ids are mapped to codes of growing user/item/event tables, its
+   timestamps and values parsed, and its rows appended to column files. The row-wise policies
+   (missing ids, unparseable timestamps, missing-value drops) apply here.
+2. **group**: every row is written to its user's slot (a counting sort by user, file order
+   kept within a user).
+3. **order**: blocks of whole users are sorted by time; the policies that need a user's other
+   rows (a missing timestamp takes the previous event's, exact duplicates) and the rating
+   filter apply here.
+4. **k-core** (when asked): repeated counting passes until no user or item falls below k.
+5. **write**: users in order of first appearance, items by frequency, time gaps bucketed.
+
+Memory: one chunk, one block, and tables the size of the user and item vocabularies — never
+the number of events. Every row read is accounted for in the `IngestReport`, as in `read_log`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from seqvae.errors import LogFormatError, SeqVAEError, TrainingDataError
+from seqvae.export import atomic_directory
+from seqvae.logs import (
+    NULL_TEXTS,
+    IngestOptions,
+    IngestReport,
+    _decode,
+    _delimited_layout,
+    _detect_format,
+    _duplicates_in_order,
+    _factor,
+    _first_lines,
+    _id_codes,
+    _is_missing,
+    _numbers,
+    _parse_timestamps,
+    _time_codes,
+    _unique_names,
+    detect_roles,
+    fill_within_users,
+    time_order,
+)
+from seqvae.sequences import (
+    SequenceOptions,
+    Sequences,
+    Vocabulary,
+    _ranges,
+    fill_file_order_times,
+    gap_buckets,
+    rank_tokens,
+)
+
+STORE_VERSION = 1
+_ARRAYS = {"items": np.int32, "events": np.int32, "gaps": np.int32, "timestamps": np.int64,
+           "event_index": np.int64}
+
+
+class StoreError(SeqVAEError, ValueError):
+    """A sequence store cannot be built or opened; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Sizes that bound the memory of `build_store` and of training from a store."""
+
+    # bytes of text parsed at a time (delimited files)
+    chunk_bytes: int = 64 << 20
+    # rows read at a time (Parquet)
+    chunk_rows: int = 1 << 21
+    # events held at once while grouping, sorting and writing (whole users per block)
+    block_events: int = 1 << 22
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_bytes", "chunk_rows", "block_events"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` should be positive. Received: {getattr(self, name)}")
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------
+
+
+class SequenceStore:
+    """A built store: metadata in memory, event arrays memory-mapped."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], users: np.ndarray,
+                 item_vocab: Vocabulary, event_vocab: Vocabulary) -> None:
+        self.path = path
+        self.meta = meta
+        self.users = users
+        self.item_vocab = item_vocab
+        self.event_vocab = event_vocab
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> SequenceStore:
+        path = Path(path)
+        if not (path / "store.json").exists():
+            raise StoreError(f"{path} is not a sequence store (no store.json); build one with "
+                             "`seqvae ingest LOG --out STORE`")
+        meta = json.loads((path / "store.json").read_text(encoding="utf-8"))
+        if meta.get("version") != STORE_VERSION:
+            raise StoreError(f"{path} was written by another version of seqvae; rebuild it")
+        vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+        users = pq.read_table(path / "users.parquet").column("user").to_numpy(
+            zero_copy_only=False).astype(object)
+        return cls(path, meta, users, Vocabulary.from_json(vocab["items"]),
+                   Vocabulary.from_json(vocab["events"]))
+
+    @property
+    def report(self) -> IngestReport:
+        return IngestReport(**self.meta["report"])
+
+    @property
+    def n_events(self) -> int:
+        return int(self.meta["events"])
+
+    def sequences(self) -> Sequences:
+        """The store as `Sequences` whose event arrays are read from disk on demand."""
+        arrays = {name: np.load(self.path / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
+        return Sequences(
+            users=self.users,
+            offsets=np.load(self.path / "offsets.npy"),
+            item_vocab=self.item_vocab,
+            event_vocab=self.event_vocab,
+            has_timestamps=bool(self.meta["has_timestamps"]),
+            options=SequenceOptions(**self.meta["sequence_options"]),
+            **arrays,
+        )
+
+
+def is_store(path: str | os.PathLike[str]) -> bool:
+    return Path(path).is_dir() and (Path(path) / "store.json").exists()
+
+
+def user_blocks(lengths: np.ndarray, block_events: int) -> list[tuple[int, int]]:
+    """Consecutive user ranges of at most `block_events` events (a longer user: alone)."""
+    ends = np.cumsum(lengths)
+    blocks = []
+    start = 0
+    while start < lengths.size:
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + block_events, side="right"))
+        stop = max(stop, start + 1)
+        blocks.append((start, stop))
+        start = stop
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# reading: chunks of a file
+# --------------------------------------------------------------------------------------------
+
+
+class _Tokens:
+    """Ids -> codes, new ids getting the next code."""
+
+    def __init__(self) -> None:
+        self.index = pd.Index([], dtype=object)
+
+    def codes(self, ids: pd.Index) -> np.ndarray:
+        position = self.index.get_indexer(ids)
+        new = position < 0
+        if new.any():
+            position[new] = len(self.index) + np.arange(int(new.sum()))
+            self.index = self.index.append(pd.Index(ids[new], dtype=object))
+        return position
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _global_codes(column: pa.ChunkedArray, tokens: _Tokens) -> np.ndarray:
+    local, ids = _id_codes(column)
+    table = np.append(tokens.codes(ids), -1)  # local -1 (missing) stays -1
+    return table[local]
+
+
+@dataclass
+class _Source:
+    name: str
+    format: str
+    details: dict[str, Any]
+    warnings: list[str]
+    chunks: Callable[[bool], Iterator[tuple[pa.Table, np.ndarray]]]  # (all_text) -> chunks
+    malformed: list[int]  # lines of rows the CSV reader skipped
+
+
+def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _Source:
+    name = path.name
+    if not path.exists():
+        raise LogFormatError(name, "the file does not exist", fix=f"check the path {str(path)!r}")
+    if path.is_dir():
+        return _parquet_source(path, name, sizes)
+    with pa.input_stream(str(path), compression="detect") as stream:
+        head = stream.read(256 * 1024)
+    fmt: str = options.format
+    if fmt == "auto":
+        fmt = _detect_format(head, name.lower().removesuffix(".gz"), name)
+    if fmt == "parquet":
+        return _parquet_source(path, name, sizes)
+    if fmt != "delimited":
+        raise LogFormatError(name, f"the out-of-core path reads delimited text and Parquet, not "
+                             f"{fmt}", fix="convert the log to CSV or Parquet, or read it in "
+                             "memory (without --out-of-core)")
+    if len(head) == 256 * 1024:
+        head = head[: head.rfind(b"\n") + 1] or head  # whole lines only
+    text, encoding, warnings = _decode(head, name, options)
+    layout = _delimited_layout(text, name, options, warnings, encoding)
+    if layout is None:
+        raise LogFormatError(name, "one sequence per line is not read out of core",
+                             fix="convert the log to one event per row (user, item, ...)")
+    malformed: list[int] = []
+
+    def on_invalid(row: Any) -> str:
+        malformed.append(int(row.number) if row.number and row.number > 0 else -1)
+        return "skip"
+
+    def chunks(all_text: bool) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        malformed.clear()
+        types = {n: pa.string() for n in layout.names if all_text or n not in layout.infer}
+        reader = pacsv.open_csv(
+            pa.input_stream(str(path), compression="detect"),
+            read_options=pacsv.ReadOptions(
+                column_names=layout.names, skip_rows=1 if layout.header else 0,
+                block_size=sizes.chunk_bytes,
+                encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding),
+            parse_options=pacsv.ParseOptions(delimiter=layout.sep, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types=types, null_values=list(NULL_TEXTS),
+                                                 strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=True))
+        line = 2 if layout.header else 1
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            lines = np.arange(line, line + table.num_rows, dtype=np.int64)
+            line += table.num_rows + sum(1 for n in malformed if n >= line)
+            yield table, lines
+
+    return _Source(name, "delimited", layout.details, warnings, chunks, malformed)
+
+
+def _parquet_source(path: Path, name: str, sizes: StoreOptions) -> _Source:
+    def chunks(all_text: bool) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        if path.is_dir():
+            import pyarrow.dataset as ds
+
+            batches = ds.dataset(str(path), format="parquet").to_batches(
+                batch_size=sizes.chunk_rows)
+        else:
+            batches = pq.ParquetFile(str(path)).iter_batches(batch_size=sizes.chunk_rows)
+        line = 1
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            table = table.rename_columns(_unique_names(table.column_names))
+            yield table, np.arange(line, line + table.num_rows, dtype=np.int64)
+            line += table.num_rows
+
+    return _Source(name, "parquet", {}, [], chunks, [])
+
+
+# --------------------------------------------------------------------------------------------
+# building a store
+# --------------------------------------------------------------------------------------------
+
+
+class _Columns:
+    """Append-only column files of fixed dtypes."""
+
+    def __init__(self, directory: Path, dtypes: dict[str, Any]) -> None:
+        self.directory = directory
+        self.dtypes = dtypes
+        self.rows = 0
+        directory.mkdir(parents=True, exist_ok=True)
+        self.handles = {name: (directory / f"{name}.bin").open("wb") for name in dtypes}
+
+    def append(self, **arrays: np.ndarray) -> None:
+        for name, values in arrays.items():
+            np.ascontiguousarray(values, dtype=self.dtypes[name]).tofile(self.handles[name])
+        self.rows += len(next(iter(arrays.values())))
+
+    def close(self) -> dict[str, np.ndarray]:
+        for handle in self.handles.values():
+            handle.close()
+        return {name: self.open(name) for name in self.dtypes}
+
+    def open(self, name: str, mode: Any = "r") -> np.ndarray:
+        if self.rows == 0:
+            return np.zeros(0, dtype=self.dtypes[name])
+        return np.memmap(self.directory / f"{name}.bin", dtype=self.dtypes[name], mode=mode,
+                         shape=(self.rows,))
+
+
+@dataclass
+class _ReadState:
+    users: _Tokens
+    items: _Tokens
+    events: _Tokens
+    user_counts: np.ndarray
+    roles: dict[str, str | None]
+    timestamp_unit: str | None = None
+    timestamp_kind: str = ""
+    considered_timestamps: int = 0
+    bad_timestamps: int = 0
+    bad_timestamp_lines: tuple[int, ...] = ()
+    missing_timestamps: int = 0
+    bad_values: int = 0
+    value_sum: float = 0.0
+    value_count: int = 0
+    value_counts: pd.Series | None = None
+    missing_values: int = 0
+    missing_events: int = 0
+
+
+def build_store(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    options: IngestOptions | None = None,
+    sequence_options: SequenceOptions | None = None,
+    *,
+    min_value: float | None = None,
+    sizes: StoreOptions | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> tuple[SequenceStore, IngestReport]:
+    """Read a log of any size into a sequence store at `out`.
+
+    Args:
+        source: a delimited text file (optionally gzip-compressed), a Parquet file, or a
+            folder of Parquet files.
+        out: the store folder to write (replaced if it is a store; refused if it is something
+            else). Written beside its final place and renamed when complete.
+        options, sequence_options: as for `read_log` and `encode`; the same options give the
+            same encoding.
+        min_value: keep only events whose value is at least this (as `keep_positive`).
+        sizes: chunk and block sizes, which bound the memory used.
+        progress: called with (stage, rows done).
+
+    Raises:
+        LogFormatError: the log cannot be read; the message says where and what to do.
+    """
+    options = options or IngestOptions()
+    sequence_options = sequence_options or SequenceOptions()
+    sizes = sizes or StoreOptions()
+    target = Path(out)
+    if target.exists() and not is_store(target) and any(target.iterdir()):
+        raise StoreError(f"{target} exists and is not a sequence store; choose another --out "
+                         "(nothing was written)")
+    reports: list[IngestReport] = []
+    atomic_directory(target, lambda staging: reports.append(_build(
+        Path(source), staging, options, sequence_options, min_value, sizes,
+        progress or (lambda stage, done: None))))
+    return SequenceStore.open(target), reports[0]
+
+
+def _build(path: Path, out: Path, options: IngestOptions, sequence_options: SequenceOptions,
+           min_value: float | None, sizes: StoreOptions,
+           progress: Callable[[str, int], None]) -> IngestReport:
+    started = time.perf_counter()
+    source = _open_source(path, options, sizes)
+    work = out / "work"
+    work.mkdir()
+    try:
+        raw, state, report = _read(source, work, options, progress, all_text=False)
+    except pa.ArrowInvalid:
+        # a column looked numeric in the first chunk and is not: read every column as text
+        shutil.rmtree(work)
+        work.mkdir()
+        raw, state, report = _read(source, work, options, progress, all_text=True)
+    if min_value is not None and not state.roles["value"]:
+        raise LogFormatError(source.name, "--min-rating needs a value (rating) column and none "
+                             "was found", fix="name it with --value COLUMN")
+    grouped = _group(raw, state.user_counts, work, sizes)
+    ordered, kept_counts = _order(grouped, state, work, options, report, min_value, sizes,
+                                  source.name)
+    keep, final_counts = _k_core(ordered, kept_counts, len(state.items),
+                                 sequence_options.k_core, work, report, sizes, source.name)
+    _write(ordered, keep, kept_counts, final_counts, state, out, sequence_options, sizes,
+           source.name)
+    shutil.rmtree(work)
+    if not report.balanced:  # an internal invariant: a bug here, never the user's input
+        raise RuntimeError(f"ingest accounting is broken: {report.to_dict()}")
+    offsets = np.load(out / "offsets.npy")
+    meta = {
+        "version": STORE_VERSION, "source": str(path), "events": int(offsets[-1]),
+        "users": int(offsets.size - 1), "has_timestamps": bool(state.roles["timestamp"]),
+        "sequence_options": dataclasses.asdict(sequence_options), "min_value": min_value,
+        "seconds": time.perf_counter() - started, "report": report.to_dict(),
+    }
+    (out / "store.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+    return report
+
+
+def _read(source: _Source, work: Path, options: IngestOptions,
+          progress: Callable[[str, int], None], all_text: bool
+          ) -> tuple[_Columns, _ReadState, IngestReport]:
+    """Pass 1: chunks -> column files of codes; row-wise policies applied and reported."""
+    report = IngestReport(source=source.name, format=source.format,
+                          warnings=list(source.warnings), details=dict(source.details))
+    report.details["out_of_core"] = True
+    state: _ReadState | None = None
+    raw: _Columns | None = None
+    decimal = "," if report.details.get("decimal") == "comma" else "."
+    for table, lines in source.chunks(all_text):
+        if state is None:
+            overrides = options.role_overrides()
+            roles = detect_roles(table, overrides, source.name)
+            report.columns = dict(roles)
+            report.source_columns = list(table.column_names)
+            state = _ReadState(_Tokens(), _Tokens(), _Tokens(), np.zeros(0, np.int64), roles)
+            raw = _Columns(work, {"user": np.int32, "item": np.int32, "event": np.int32,
+                                  "micros": np.float64, "value": np.float64, "line": np.int64})
+        assert raw is not None
+        _read_chunk(table, lines, state, raw, report, options, decimal, source.name)
+        progress("read", report.rows_read)
+    if state is None or raw is None:
+        raise LogFormatError(source.name, "the file has no data rows",
+                             fix="export the rows of the log too")
+    if source.malformed:
+        known = [n for n in source.malformed if n > 0]
+        report.rows_read += len(source.malformed)
+        report.rows_kept += len(source.malformed)
+        report.drop("malformed", len(source.malformed), known[:5])
+        report.warnings.append(f"{len(source.malformed):,} rows do not have the header's number "
+                               "of fields; skipped")
+    _finish_read(state, report, options, source.name)
+    return raw, state, report
+
+
+def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Columns,
+                report: IngestReport, options: IngestOptions, decimal: str, name: str) -> None:
+    roles = state.roles
+    missing_columns = [c for c in roles.values() if c and c not in table.column_names]
+    if missing_columns:
+        raise LogFormatError(name, f"a part of the log lacks the column {missing_columns[0]!r}",
+                             lines=[int(lines[0])], fix="give every part of the log the same columns")
+    n = table.num_rows
+    report.rows_read += n
+    report.rows_kept += n
+    users = _global_codes(table.column(roles["user"]), state.users)
+    items = _global_codes(table.column(roles["item"]), state.items)
+    keep = np.ones(n, dtype=bool)
+    missing_user = users < 0
+    missing_item = (items < 0) & ~missing_user
+    for reason, mask in (("missing_user", missing_user), ("missing_item", missing_item)):
+        if mask.any():
+            report.drop(reason, int(mask.sum()), _first_lines(mask, lines))
+            keep &= ~mask
+
+    micros = np.full(n, np.nan)
+    if roles["timestamp"]:
+        col = roles["timestamp"]
+        unit_options = options if state.timestamp_unit is None else dataclasses.replace(
+            options, timestamp_unit=cast(Any, state.timestamp_unit))
+        micros, kind = _parse_timestamps(table.column(col), unit_options, col, report.warnings)
+        if state.timestamp_unit is None:
+            state.timestamp_kind = kind
+            report.details["timestamp"] = kind
+            if kind.startswith("epoch "):
+                state.timestamp_unit = kind.split()[1]
+        present = ~_is_missing(table.column(col))
+        bad = present & np.isnan(micros) & keep
+        state.considered_timestamps += int((present & keep).sum())
+        state.bad_timestamps += int(bad.sum())
+        if bad.any() and len(state.bad_timestamp_lines) < 5:
+            state.bad_timestamp_lines += tuple(_first_lines(bad, lines))
+        missing = np.isnan(micros) & keep
+        if missing.any():
+            if options.missing_timestamp == "drop":
+                report.drop("missing_timestamp", int(missing.sum()), _first_lines(missing, lines))
+                keep &= ~missing
+            else:
+                state.missing_timestamps += int(missing.sum())
+
+    events = np.zeros(n, dtype=np.int64)
+    if roles["event"]:
+        events = _global_codes(table.column(roles["event"]), state.events)
+        missing_event = (events < 0) & keep
+        if missing_event.any():
+            state.missing_events += int(missing_event.sum())
+            events = np.where(events < 0, state.events.codes(pd.Index([options.missing_event]))[0],
+                              events)
+    else:
+        events = np.full(n, state.events.codes(pd.Index([options.missing_event]))[0])
+
+    values = np.full(n, np.nan)
+    if roles["value"]:
+        col = roles["value"]
+        present = ~_is_missing(table.column(col))
+        values = _numbers(table.column(col), decimal)
+        state.bad_values += int((present & np.isnan(values) & keep).sum())
+        missing = np.isnan(values) & keep
+        if missing.any() and options.missing_value == "drop":
+            report.drop("missing_value", int(missing.sum()), _first_lines(missing, lines))
+            keep &= ~missing
+        else:
+            state.missing_values += int(missing.sum())
+        known = values[keep & ~np.isnan(values)]
+        state.value_sum += float(known.sum())
+        state.value_count += int(known.size)
+        if options.missing_value == "median":
+            distinct, counts = np.unique(known, return_counts=True)
+            chunk_counts = pd.Series(counts, index=distinct)
+            state.value_counts = (chunk_counts if state.value_counts is None else
+                                  state.value_counts.add(chunk_counts, fill_value=0))
+
+    rows = np.flatnonzero(keep)
+    raw.append(user=users[rows], item=items[rows], event=events[rows], micros=micros[rows],
+               value=values[rows], line=lines[rows])
+    if len(state.users) > state.user_counts.size:
+        state.user_counts = np.concatenate(
+            [state.user_counts, np.zeros(len(state.users) - state.user_counts.size, np.int64)])
+    state.user_counts += np.bincount(users[rows], minlength=state.user_counts.size)
+
+
+def _finish_read(state: _ReadState, report: IngestReport, options: IngestOptions,
+                 name: str) -> None:
+    roles = state.roles
+    if report.rows_kept == 0:
+        raise LogFormatError(name, "no row has both a user and an item (or every row was "
+                             "dropped: " + ", ".join(f"{k} {v:,}" for k, v in report.dropped.items())
+                             + ")", column=f"{roles['user']} / {roles['item']}",
+                             fix="check the column mapping and the missing-value options")
+    considered, bad = state.considered_timestamps, state.bad_timestamps
+    if considered and bad > options.max_bad_timestamp_share * considered:
+        raise LogFormatError(
+            name, f"{bad:,} of {considered:,} timestamps cannot be read as dates or epoch numbers",
+            column=roles["timestamp"], lines=list(state.bad_timestamp_lines[:5]),
+            fix="use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/milliseconds, or map "
+            "the timestamp to no column (--timestamp-col '') to use file order")
+    if bad:
+        report.warnings.append(f"{bad:,} timestamps in {roles['timestamp']!r} could not be read "
+                               f"(lines {', '.join(map(str, state.bad_timestamp_lines[:5]))}); "
+                               "treated as missing")
+    if state.missing_events:
+        report.filled["event"] = state.missing_events
+        report.warnings.append(f"{state.missing_events:,} rows have no event type; labelled "
+                               f"{options.missing_event!r}")
+    if state.bad_values:
+        report.warnings.append(f"{state.bad_values:,} values in {roles['value']!r} are not "
+                               "numbers; treated as missing")
+    if roles["value"] and state.value_count == 0:
+        raise LogFormatError(name, "no value in the value column is a number",
+                             column=roles["value"],
+                             fix="map the value to no column (--value-col '') or fix the column")
+
+
+def _value_fill(state: _ReadState, options: IngestOptions) -> float:
+    if options.missing_value == "mean" or state.value_counts is None:
+        return state.value_sum / max(state.value_count, 1)
+    counts = state.value_counts.sort_index()
+    cumulative = counts.cumsum().to_numpy()
+    total = cumulative[-1]
+    low = counts.index[np.searchsorted(cumulative, (total + 1) // 2)]
+    high = counts.index[np.searchsorted(cumulative, total // 2 + 1)]
+    return float((low + high) / 2)
+
+
+def _group(raw: _Columns, user_counts: np.ndarray, work: Path,
+           sizes: StoreOptions) -> dict[str, np.ndarray]:
+    """Pass 2: every row into its user's slot (users by code, file order within a user)."""
+    columns = raw.close()
+    starts = np.cumsum(user_counts) - user_counts
+    grouped = _Columns(work / "grouped", {k: v for k, v in raw.dtypes.items() if k != "user"})
+    for name, handle in grouped.handles.items():  # files of the final size, filled below
+        handle.truncate(raw.rows * np.dtype(grouped.dtypes[name]).itemsize)
+    grouped.close()
+    grouped.rows = raw.rows
+    targets = {name: grouped.open(name, mode="r+") for name in grouped.dtypes}
+    cursor = starts.copy()
+    for lo in range(0, raw.rows, sizes.block_events):
+        users = np.asarray(columns["user"][lo:lo + sizes.block_events], dtype=np.int64)
+        order = np.argsort(users, kind="stable")
+        sorted_users = users[order]
+        run_start = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+        rank = np.arange(users.size) - np.repeat(run_start, np.diff(np.r_[run_start, users.size]))
+        position = np.empty(users.size, dtype=np.int64)
+        position[order] = cursor[sorted_users] + rank
+        cursor += np.bincount(users, minlength=cursor.size)
+        for name, target in targets.items():
+            target[position] = columns[name][lo:lo + sizes.block_events]
+    for target in targets.values():
+        if isinstance(target, np.memmap):
+            target.flush()
+    return {name: grouped.open(name) for name in grouped.dtypes} | {"counts": user_counts}
+
+
+def _order(grouped: dict[str, np.ndarray], state: _ReadState, work: Path,
+           options: IngestOptions, report: IngestReport, min_value: float | None,
+           sizes: StoreOptions, name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Pass 3: per block of users, the policies that need a user's other rows, then time order,
+    duplicates and the rating filter."""
+    counts = grouped["counts"]
+    has_time = bool(state.roles["timestamp"])
+    has_value = bool(state.roles["value"])
+    fill_value = _value_fill(state, options) if has_value and state.missing_values else None
+    ordered = _Columns(work / "ordered", {"item": np.int32, "event": np.int32,
+                                          "micros": np.float64, "line": np.int64})
+    kept_counts = np.zeros_like(counts)
+    filled_lines: list[int] = []
+    no_time_lines: list[int] = []
+    n_filled = n_file_order = n_duplicates = 0
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    for u0, u1 in user_blocks(counts, sizes.block_events):
+        e0, e1 = int(offsets[u0]), int(offsets[u1])
+        users = np.repeat(np.arange(u1 - u0), counts[u0:u1])
+        items = np.asarray(grouped["item"][e0:e1], dtype=np.int64)
+        events = np.asarray(grouped["event"][e0:e1], dtype=np.int64)
+        micros = np.array(grouped["micros"][e0:e1])
+        values = np.array(grouped["value"][e0:e1])
+        lines = np.asarray(grouped["line"][e0:e1])
+        keep = np.ones(e1 - e0, dtype=bool)
+        sort_key: np.ndarray | None = None
+        if has_time:
+            missing = np.isnan(micros)
+            if missing.any() and options.missing_timestamp == "previous":
+                micros = fill_within_users(micros, users)
+                still = np.isnan(micros)
+                n_filled += int((missing & ~still).sum())
+                filled_lines += _first_lines(missing & ~still, lines)
+                if still.any():
+                    report.drop("missing_timestamp", int(still.sum()), _first_lines(still, lines))
+                    no_time_lines += _first_lines(still, lines)
+                    keep &= ~still
+            elif missing.any():
+                n_file_order += int(missing.sum())
+            sort_key = micros
+            if np.isnan(sort_key).any():
+                sort_key = np.nan_to_num(fill_within_users(sort_key, users), nan=0.0)
+        if fill_value is not None:
+            values = np.where(np.isnan(values), fill_value, values)
+        if not keep.all():
+            users, items, events, micros, values, lines = (
+                column[keep] for column in (users, items, events, micros, values, lines))
+            sort_key = sort_key[keep] if sort_key is not None else None
+        order = time_order(users, sort_key)
+        if options.drop_duplicates:
+            dup = _duplicates_in_order(order, users, sort_key, functools.partial(
+                _row_codes, [users, items, events], micros if has_time else None,
+                values if has_value else None))
+            if dup.any():
+                report.drop("duplicate", int(dup.sum()), np.sort(lines[dup])[:5])
+                n_duplicates += int(dup.sum())
+                order = order[~dup[order]]
+        if min_value is not None:
+            low = values[order] < min_value
+            if low.any():
+                report.drop("below_min_rating", int(low.sum()), np.sort(lines[order[low]])[:5])
+                order = order[~low]
+        # a row kept without a time gets one once the final sequence is known (in `_write`)
+        stamps = micros[order] if has_time else np.zeros(order.size)
+        ordered.append(item=items[order], event=events[order], micros=stamps, line=lines[order])
+        kept_counts[u0:u1] = np.bincount(users[order], minlength=u1 - u0)
+    if n_filled:
+        report.filled["timestamp"] = n_filled
+        report.warnings.append(f"{n_filled:,} rows have no timestamp (lines "
+                               f"{', '.join(map(str, sorted(filled_lines)[:5]))}); given the "
+                               "timestamp of the user's previous event (or the next one for a "
+                               "first event)")
+    if no_time_lines:
+        report.warnings.append(f"{report.dropped['missing_timestamp']:,} rows belong to users "
+                               "without any timestamp; dropped")
+    if n_file_order:
+        report.filled["timestamp_file_order"] = n_file_order
+        report.warnings.append(f"{n_file_order:,} rows have no timestamp; kept in file order, "
+                               "right after the user's previous event")
+    if fill_value is not None:
+        report.filled["value"] = state.missing_values
+        report.warnings.append(f"{state.missing_values:,} rows have no value; filled with the "
+                               f"{options.missing_value} ({fill_value:g})")
+    if n_duplicates:
+        report.warnings.append(f"{n_duplicates:,} exact duplicate rows were removed")
+    if min_value is not None and ordered.rows == 0:
+        raise LogFormatError(name, f"no event has a value of at least {min_value:g}",
+                             fix="lower --min-rating")
+    return ordered.close(), kept_counts
+
+
+def _row_codes(ids: list[np.ndarray], micros: np.ndarray | None, values: np.ndarray | None,
+               rows: np.ndarray) -> list[np.ndarray]:
+    """The columns that make two rows duplicates, as integer codes (as `read_log` compares)."""
+    return [*(column[rows] for column in ids),
+            *([_time_codes(micros[rows])] if micros is not None else []),
+            *([_factor(values[rows])] if values is not None else [])]
+
+
+def _segment_users(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """User (row) of each event lo..hi-1, from CSR offsets."""
+    return np.searchsorted(offsets, np.arange(lo, hi), side="right") - 1
+
+
+def _k_core(ordered: dict[str, np.ndarray], counts: np.ndarray, n_items: int, k: int,
+            work: Path, report: IngestReport, sizes: StoreOptions, name: str
+            ) -> tuple[np.ndarray | None, np.ndarray]:
+    """Pass 4 (k > 1): drop users and items with fewer than k events until none is left.
+    Returns the kept events (a memory-mapped mask; None when nothing is filtered) and the
+    events left per user."""
+    if k <= 1:
+        return None, counts
+    n = int(counts.sum())
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    keep = np.memmap(work / "keep.bin", dtype=bool, mode="w+", shape=(max(n, 1),))[:n]
+    keep[:] = True
+    user_count = counts.copy()
+    item_count = np.zeros(n_items, dtype=np.int64)
+    for lo in range(0, n, sizes.block_events):
+        item_count += np.bincount(ordered["item"][lo:lo + sizes.block_events], minlength=n_items)
+    while True:
+        next_users = np.zeros_like(user_count)
+        next_items = np.zeros_like(item_count)
+        changed = False
+        for lo in range(0, n, sizes.block_events):
+            hi = min(n, lo + sizes.block_events)
+            users = _segment_users(offsets, lo, hi)
+            items = ordered["item"][lo:hi]
+            block = np.array(keep[lo:hi])
+            new = block & (user_count[users] >= k) & (item_count[items] >= k)
+            if (new != block).any():
+                changed = True
+                keep[lo:hi] = new
+            next_users += np.bincount(users[new], minlength=user_count.size)
+            next_items += np.bincount(items[new], minlength=n_items)
+        user_count, item_count = next_users, next_items
+        if not changed:
+            break
+    dropped = n - int(user_count.sum())
+    if dropped:
+        first: list[int] = []
+        for lo in range(0, n, sizes.block_events):
+            gone = ~np.asarray(keep[lo:lo + sizes.block_events])
+            first = sorted([*first, *ordered["line"][lo:lo + sizes.block_events][gone][:5]])[:5]
+        report.drop("k_core", dropped, first)
+    if dropped == n:
+        raise LogFormatError(name, f"{k}-core filtering removed every event",
+                             fix="lower k_core (--k-core)")
+    return keep, user_count
+
+
+def _write(ordered: dict[str, np.ndarray], keep: np.ndarray | None,
+           segment_counts: np.ndarray, counts_after: np.ndarray, state: _ReadState, out: Path,
+           sequence_options: SequenceOptions, sizes: StoreOptions, name: str) -> None:
+    """Pass 5: vocabularies, users in order of first appearance, final arrays.
+
+    `ordered` holds `segment_counts` events per user, the k-core's dropped ones included
+    (`keep` says which stay); `counts_after` are the events left per user."""
+    n_all = int(ordered["item"].shape[0])
+    n_users, n_items, n_events = len(state.users), len(state.items), len(state.events)
+    big = np.iinfo(np.int64).max
+    user_first = np.full(n_users, big)
+    item_first = np.full(n_items, big)
+    event_first = np.full(n_events, big)
+    item_count = np.zeros(n_items, dtype=np.int64)
+    event_count = np.zeros(n_events, dtype=np.int64)
+    offsets_all = np.concatenate([[0], np.cumsum(segment_counts)])
+    for lo in range(0, n_all, sizes.block_events):
+        hi = min(n_all, lo + sizes.block_events)
+        users = _segment_users(offsets_all, lo, hi)
+        mask = slice(None) if keep is None else np.asarray(keep[lo:hi])
+        users = users[mask]
+        items = np.asarray(ordered["item"][lo:hi])[mask]
+        events = np.asarray(ordered["event"][lo:hi])[mask]
+        lines = np.asarray(ordered["line"][lo:hi])[mask]
+        np.minimum.at(user_first, users, lines)
+        np.minimum.at(item_first, items, lines)
+        np.minimum.at(event_first, events, lines)
+        item_count += np.bincount(items, minlength=n_items)
+        event_count += np.bincount(events, minlength=n_events)
+    present = np.flatnonzero(counts_after > 0)
+    user_order = present[np.argsort(user_first[present], kind="stable")]
+    item_rank = rank_tokens(item_count, item_first, sequence_options.min_item_count)
+    event_rank = rank_tokens(event_count, event_first, 1)
+    item_vocab = Vocabulary(tuple(str(t) for t in state.items.index[item_rank]))
+    event_vocab = Vocabulary(tuple(str(t) for t in state.events.index[event_rank]))
+    item_map = np.ones(n_items, dtype=np.int32)  # OOV unless in the vocabulary
+    item_map[item_rank] = np.arange(2, 2 + item_rank.size, dtype=np.int32)
+    event_map = np.ones(n_events, dtype=np.int32)
+    event_map[event_rank] = np.arange(2, 2 + event_rank.size, dtype=np.int32)
+
+    lengths = counts_after[user_order]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    total = int(offsets[-1])
+    arrays = {key: np.lib.format.open_memmap(out / f"{key}.npy", mode="w+", dtype=dtype,
+                                             shape=(total,))
+              for key, dtype in _ARRAYS.items()}
+    has_time = bool(state.roles["timestamp"])
+    for u0, u1 in user_blocks(segment_counts[user_order], sizes.block_events):
+        rows = user_order[u0:u1]
+        take = _ranges(offsets_all[rows], segment_counts[rows])
+        if keep is not None:
+            take = take[np.asarray(keep[take])]
+        e0, e1 = int(offsets[u0]), int(offsets[u1])
+        micros = fill_file_order_times(np.asarray(ordered["micros"][take]),
+                                       np.repeat(np.arange(u1 - u0), lengths[u0:u1]))
+        arrays["items"][e0:e1] = item_map[np.asarray(ordered["item"][take])]
+        arrays["events"][e0:e1] = event_map[np.asarray(ordered["event"][take])]
+        arrays["timestamps"][e0:e1] = micros if has_time else 0
+        arrays["event_index"][e0:e1] = np.arange(e0, e1)
+        first = np.zeros(e1 - e0, dtype=bool)
+        first[(offsets[u0:u1] - e0)[lengths[u0:u1] > 0]] = True
+        gap = np.full(e1 - e0, np.nan)
+        if has_time:
+            gap[1:] = np.diff(micros) / 1e6
+            gap[first] = np.nan
+        arrays["gaps"][e0:e1] = gap_buckets(gap, sequence_options.time_buckets)
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    np.save(out / "offsets.npy", offsets)
+    pq.write_table(pa.table({"user": pa.array(state.users.index[user_order].astype(str),
+                                              pa.string())}), out / "users.parquet")
+    (out / "vocab.json").write_text(json.dumps({"items": item_vocab.to_json(),
+                                                "events": event_vocab.to_json()},
+                                               ensure_ascii=False), encoding="utf-8")
+    if item_vocab.size - 2 < 2:
+        raise LogFormatError(name, "the log has fewer than two items after filtering; there is "
+                             "nothing to recommend", fix="check the item column (--item-col)")
+
+
+# --------------------------------------------------------------------------------------------
+# training from a store
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StoreBatches:
+    """A `BatchSource` over a store: each epoch visits blocks of users in a shuffled order and,
+    within a block, shuffled batches of the users' leave-one-out training windows. Only one
+    block is in memory."""
+
+    sequences: Sequences
+    config: Any  # SeqVAEConfig
+    block_events: int = 1 << 22
+
+    def __post_init__(self) -> None:
+        self.blocks = user_blocks(self.sequences.lengths, self.block_events)
+        self._batches = sum(self._block_batches(lo, hi) for lo, hi in self.blocks)
+
+    def _block_batches(self, lo: int, hi: int) -> int:
+        """Batches of a block, from lengths alone (windows whose every target is a rare item
+        are counted too, so this can exceed the real count when `min_item_count` > 1)."""
+        from seqvae.training import bucket_lengths
+
+        config = self.config
+        lengths = self.sequences.lengths[lo:hi]
+        train = np.where(lengths >= 3, lengths - 2, lengths)
+        train = train[train >= 2]
+        per_user = 1 + -(-np.maximum(train - config.max_len, 0) // config.stride)
+        window = np.minimum(train, config.max_len)
+        bounds = np.asarray(bucket_lengths(config.max_len))
+        bucket = np.searchsorted(bounds, window, side="left")
+        windows = np.bincount(bucket, weights=per_user, minlength=bounds.size)
+        return int(sum(math.ceil(w / config.batch_size) for w in windows))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self._batches
+
+    def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]:
+        from seqvae.splits import leave_one_out_train
+        from seqvae.training import epoch_rng, make_batches
+
+        rng = epoch_rng(self.config.seed, number)
+        for index in rng.permutation(len(self.blocks)):
+            lo, hi = self.blocks[index]
+            train = leave_one_out_train(self.sequences.subset_users(np.arange(lo, hi)))
+            yield from make_batches(train, self.config).epoch(rng)
+
+
+def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_000,
+              block_events: int = 1 << 22, **kwargs: Any) -> tuple[Any, Any, Any]:
+    """Train a SeqVAE on a store: leave-one-out, every user's events but the last two train;
+    the last two of a random `eval_users` users are the validation and test targets.
+
+    Keyword arguments go to `seqvae.training.train_from` (strategy, checkpoint_dir, hooks).
+
+    Returns:
+        ``(recommender, history, test holdout)``; the recommender recommends from every user's
+        full (memory-mapped) sequence.
+    """
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, train_from
+
+    config = config or SeqVAEConfig()
+    sequences = store.sequences()
+    if sequences.item_vocab.size - 2 < 2:
+        raise TrainingDataError("the store has fewer than two items; a recommender needs two")
+    eligible = np.flatnonzero(sequences.lengths >= 3)
+    if eligible.size == 0:
+        raise TrainingDataError("no user has three events, so leave-one-out has nothing to "
+                                "validate on; use a log with longer histories")
+    rng = np.random.default_rng(config.seed)
+    chosen = np.sort(rng.choice(eligible, size=min(eval_users, eligible.size), replace=False))
+    held_out = leave_one_out(sequences.subset_users(chosen))
+    source = StoreBatches(sequences, config, block_events)
+    if source.batches_per_epoch == 0:
+        raise TrainingDataError("no training window has a next item to predict")
+    recommender, history = train_from(source, sequences, held_out.validation, config,
+                                      history_sequences=sequences, **kwargs)
+    return recommender, history, held_out.test
