@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -66,6 +64,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def check_target(directory: str | os.PathLike[str]) -> Path:
+    """`directory` as a place a model may be written to: new, empty or a model directory."""
+    target = Path(directory)
+    if target.exists() and not (target / "manifest.json").exists() and any(target.iterdir()):
+        raise BundleError(f"{target} exists and is not a seqvae model directory; "
+                          "choose another --out (nothing was written)")
+    return target
+
+
 def save(recommender: Any, directory: str | os.PathLike[str], *,
          metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Path:
     """Write `recommender` to `directory` (created; an existing model directory is replaced).
@@ -73,30 +80,27 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
     The files are written to a temporary folder beside it and moved into place at the end, so
     an interrupted save never leaves a half-written model directory.
     """
-    target = Path(directory)
-    if target.exists() and not (target / "manifest.json").exists() and any(target.iterdir()):
-        raise BundleError(f"{target} exists and is not a seqvae model directory; "
-                          "choose another --out (nothing was written)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    from seqvae.export import atomic_directory
+
+    history = recommender.history_
+    if history is None:
+        raise BundleError("the recommender has no user histories to save")
+
+    def write(staging: Path) -> None:
         recommender.model_.save(staging / "model.keras")
         _write_json(staging / "vocab.json", {"items": recommender.item_vocab_.to_json(),
                                              "events": recommender.event_vocab_.to_json()})
-        history = recommender.history_
         _write_json(staging / "config.json", {
             "format_version": FORMAT_VERSION,
             "model": recommender.config_.to_dict(),
             "data": {**(data or {}),
-                     "time_buckets": history.options.time_buckets if history else None,
-                     "min_item_count": history.options.min_item_count if history else None,
-                     "has_timestamps": bool(history.has_timestamps) if history else False},
+                     "time_buckets": history.options.time_buckets,
+                     "min_item_count": history.options.min_item_count,
+                     "has_timestamps": bool(history.has_timestamps)},
         })
         training = getattr(recommender, "training_history_", None)
         _write_json(staging / "history.json", training.to_dict() if training else {})
         _write_json(staging / "metrics.json", metrics or {})
-        if history is None:
-            raise BundleError("the recommender has no user histories to save")
         np.savez_compressed(staging / "histories.npz", offsets=history.offsets,
                             items=history.items, events=history.events, gaps=history.gaps,
                             timestamps=history.timestamps)
@@ -104,13 +108,8 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
         _write_json(staging / "manifest.json",
                     {"format_version": FORMAT_VERSION,
                      "sha256": {name: _sha256(staging / name) for name in FILES}})
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return atomic_directory(check_target(directory), write)
 
 
 def _read_json(directory: Path, name: str) -> Any:

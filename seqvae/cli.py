@@ -61,6 +61,13 @@ def add_reading_flags(parser: argparse.ArgumentParser) -> None:
                        help="keep users and items with at least K events, iteratively (default: off)")
 
 
+def add_store_flags(parser: Any) -> None:
+    parser.add_argument("--chunk-mb", type=float, default=64.0,
+                        help="megabytes of text parsed at a time (64)")
+    parser.add_argument("--block-events", type=int, default=1 << 22,
+                        help="events held at once while sorting and training (4194304)")
+
+
 def options_from_args(args: argparse.Namespace) -> Any:
     """Build `IngestOptions` from the shared reading flags."""
     from seqvae.logs import IngestOptions
@@ -235,45 +242,162 @@ class ProgressBar:
         self.stream.flush()
 
 
+def _strategy(name: str) -> Any:
+    """The `tf.distribute` strategy for --strategy, made before TensorFlow does anything else
+    (a multi-worker strategy must exist before the first operation)."""
+    if name == "single":
+        return None
+    if name == "multi-worker":
+        raw = os.environ.get("TF_CONFIG", "")
+        try:
+            tf_config = json.loads(raw) if raw else None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"TF_CONFIG is not valid JSON ({exc}); see docs/scaling.md") from None
+        workers = (tf_config or {}).get("cluster", {}).get("worker")
+        task = (tf_config or {}).get("task", {})
+        if not workers or "index" not in task or "type" not in task:
+            raise ValueError(
+                "--strategy multi-worker needs TF_CONFIG with the cluster's workers and this "
+                "worker's task, e.g. {\"cluster\": {\"worker\": [\"host1:12345\", "
+                "\"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}; "
+                "see docs/scaling.md")
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.AUTO))
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from seqvae.ondisk import build_store
+
+    started = time.perf_counter()
+    store, report = build_store(args.log, args.out, options_from_args(args),
+                                _sequence_options(args), min_value=args.min_rating,
+                                sizes=_store_sizes(args),
+                                progress=None if args.json else _RowProgress())
+    seconds = time.perf_counter() - started
+    result = {"out": str(store.path), "users": int(store.meta["users"]),
+              "items": store.item_vocab.size - 2, "events": store.n_events,
+              "rows_read": report.rows_read, "rows_kept": report.rows_kept,
+              "dropped": report.dropped, "seconds": round(seconds, 2),
+              "rows_per_s": round(report.rows_read / max(seconds, 1e-9))}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"\rstore written to {store.path}  ({seconds:.1f} s, "
+          f"{result['rows_per_s']:,} rows/s){' ' * 20}")
+    _print_table([("users", f"{result['users']:,}"), ("items", f"{result['items']:,}"),
+                  ("events", f"{result['events']:,}"), ("rows read", f"{report.rows_read:,}")]
+                 + [(f"dropped: {reason}", f"{count:,}") for reason, count in report.dropped.items()])
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+class _RowProgress:
+    """`rows read` on one line of a terminal."""
+
+    def __init__(self) -> None:
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, stage: str, done: int) -> None:
+        if self.live:
+            sys.stderr.write(f"\r{stage} {done:,} rows")
+            sys.stderr.flush()
+
+
+def _store_sizes(args: argparse.Namespace) -> Any:
+    from seqvae.ondisk import StoreOptions
+
+    return StoreOptions(chunk_bytes=int(args.chunk_mb * 1024 * 1024),
+                        block_events=args.block_events)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
-    from seqvae.bundle import save
-    from seqvae.logs import read_log
-    from seqvae.sequences import encode
-    from seqvae.splits import leave_one_out
-    from seqvae.training import SeqVAEConfig, evaluate_holdout, fit
+    strategy = _strategy(args.strategy)
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from seqvae.bundle import check_target, save
+    from seqvae.ondisk import SequenceStore, build_store, fit_store, is_store
+    from seqvae.training import SeqVAEConfig, evaluate_holdout, is_chief
 
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
                           encoder=args.encoder, beta_cap=args.beta_cap, seed=args.seed,
                           batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          hidden_dim=args.hidden_dim)
-    log, report = read_log(args.log, options_from_args(args))
-    sequences = encode(log, _sequence_options(args), report)
-    split = leave_one_out(sequences)
-    progress = ProgressBar() if not args.quiet else None
-    recommender, history = fit(
-        split, config, history_sequences=sequences,
-        on_batch=progress.batch if progress else None,
-        on_epoch=progress.epoch if progress else None,
-    )
-    test = evaluate_holdout(recommender, split.test, config.eval_k)
-    metrics = {"protocol": "leave-one-out", "best_epoch": history.best_epoch,
-               "validation": history.best_validation, "test": test}
-    out = save(recommender, args.out, metrics=metrics,
-               data={"source": report.source, "columns": report.columns,
-                     "users": sequences.n_users, "items": sequences.item_vocab.size - 2,
-                     "events": sequences.n_events})
-    result = {"out": str(out), "epochs": len(history.epochs), "best_epoch": history.best_epoch,
-              "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
-              "validation": history.best_validation, "test": test}
+                          hidden_dim=args.hidden_dim, dropout=args.dropout,
+                          steps_per_epoch=args.steps_per_epoch)
+    out = check_target(args.out)
+    chief = strategy is None or is_chief(strategy)
+    checkpoint = Path(args.checkpoint_dir or f"{out}.checkpoint")
+    progress = ProgressBar() if not args.quiet and chief else None
+    hooks = {"on_batch": progress.batch if progress else None,
+             "on_epoch": progress.epoch if progress else None,
+             "strategy": strategy, "checkpoint_dir": checkpoint}
+    temporary = None
+    try:
+        if is_store(args.log) or args.out_of_core:
+            if is_store(args.log):
+                store = SequenceStore.open(args.log)
+            else:
+                temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.store.",
+                                                  dir=out.parent if out.parent.exists() else None))
+                store, _ = build_store(args.log, args.store or temporary / "store",
+                                       options_from_args(args), _sequence_options(args),
+                                       min_value=args.min_rating, sizes=_store_sizes(args))
+            recommender, history, test_holdout = fit_store(
+                store, config, eval_users=args.eval_users, block_events=args.block_events,
+                **hooks)
+            sequences = store.sequences()
+            report = store.report
+        else:
+            recommender, history, test_holdout, sequences, report = _fit_in_memory(
+                args, config, hooks)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+    test = evaluate_holdout(recommender, test_holdout, config.eval_k)
+    result: dict[str, Any] = {
+        "epochs": len(history.epochs), "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
+        "validation": history.best_validation, "test": test,
+        "workers": getattr(strategy, "num_replicas_in_sync", 1)}
+    if chief:
+        metrics = {"protocol": "leave-one-out", "best_epoch": history.best_epoch,
+                   "validation": history.best_validation, "test": test,
+                   "evaluated_users": test_holdout.n_users}
+        result["out"] = str(save(recommender, out, metrics=metrics, data={
+            "source": report.source, "columns": report.columns, "users": sequences.n_users,
+            "items": sequences.item_vocab.size - 2, "events": sequences.n_events}))
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete
     if args.json:
         print(json.dumps(result))
-    else:
+    elif chief:
         print(f"model saved to {out}  (best epoch {history.best_epoch} of {len(history.epochs)}, "
               f"{history.seconds:.0f} s)")
         _print_table([(f"validation {k}", f"{v:.4f}") for k, v in history.best_validation.items()]
                      + [(f"test {k}", f"{v:.4f}") for k, v in test.items()])
     return 0
+
+
+def _fit_in_memory(args: argparse.Namespace, config: Any, hooks: dict[str, Any]) -> tuple[Any, ...]:
+    from seqvae.logs import keep_positive, read_log
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import fit
+
+    log, report = read_log(args.log, options_from_args(args))
+    if args.min_rating is not None:
+        log = keep_positive(log, args.min_rating, report)
+    sequences = encode(log, _sequence_options(args), report)
+    split = leave_one_out(sequences)
+    recommender, history = fit(split, config, history_sequences=sequences, **hooks)
+    return recommender, history, split.test, sequences, report
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -449,10 +573,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64, help="(64)")
     train.add_argument("--learning-rate", type=float, default=1e-2, help="(0.01)")
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    train.add_argument("--dropout", type=float, default=0.1, help="(0.1)")
+    train.add_argument("--min-rating", type=float, default=None,
+                       help="keep only events whose value (rating) is at least this")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--json", action="store_true", help="print one JSON object")
+    scale = train.add_argument_group("large logs and several machines (docs/scaling.md)")
+    scale.add_argument("--out-of-core", action="store_true",
+                       help="stream the log into an on-disk store and train from it, in memory "
+                       "bounded by the chunk and block sizes (LOG may also be a store written by "
+                       "`seqvae ingest`)")
+    scale.add_argument("--store", help="with --out-of-core: keep the store here (default: a "
+                       "temporary folder beside --out, removed at the end)")
+    scale.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="end an epoch (validate, checkpoint) after this many batches "
+                       "(default: one pass over every window)")
+    scale.add_argument("--eval-users", type=int, default=10_000,
+                       help="out of core: users whose last two events validate and test (10000)")
+    scale.add_argument("--strategy", choices=["single", "mirrored", "multi-worker"],
+                       default="single",
+                       help="single: this process; mirrored: every local GPU; multi-worker: one "
+                       "of the machines named in TF_CONFIG (run the same command on each)")
+    scale.add_argument("--checkpoint-dir",
+                       help="written after every epoch, read to resume (default: OUT.checkpoint; "
+                       "removed when the model is saved)")
+    add_store_flags(scale)
     add_reading_flags(train)
     train.set_defaults(func=cmd_train)
+
+    ingest = sub.add_parser("ingest", help="stream a log of any size into a sequence store",
+                            description="Read a log (CSV/TSV, gzip, Parquet file or folder) in "
+                            "chunks into an on-disk sequence store that `seqvae train STORE` "
+                            "trains from; memory stays bounded by the chunk and block sizes.")
+    ingest.add_argument("log", help="the log: delimited text (optionally .gz), Parquet file or "
+                        "folder of Parquet files")
+    ingest.add_argument("--out", required=True, help="the store folder to write")
+    ingest.add_argument("--min-rating", type=float, default=None,
+                        help="keep only events whose value (rating) is at least this")
+    ingest.add_argument("--json", action="store_true", help="print one JSON object")
+    add_store_flags(ingest)
+    add_reading_flags(ingest)
+    ingest.set_defaults(func=cmd_ingest)
 
     recommend = sub.add_parser("recommend", help="recommend items from a saved model",
                                description="Top-K items for a known user, or for a new sequence "
@@ -538,4 +699,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_reading_flags", "build_parser", "main", "options_from_args"]
+__all__ = ["add_reading_flags", "add_store_flags", "build_parser", "main", "options_from_args"]

@@ -64,11 +64,15 @@ class GaussianLatent(layers.Layer):
         self.mean_dense.build(input_shape)
         self.log_var_dense.build(input_shape)
 
-    def call(self, hidden: Any, training: bool | None = None) -> tuple[Any, Any, Any]:
+    def call(self, hidden: Any, training: bool | None = None,
+             noise: Any = None) -> tuple[Any, Any, Any]:
+        """`noise`: ε given by the caller (the training pipeline draws it per example, so a
+        batch gets the same ε however it is split across workers); drawn here when None."""
         mean = self.mean_dense(hidden)
         log_var = ops.clip(self.log_var_dense(hidden), self.log_var_min, self.log_var_max)
         if training:
-            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            if noise is None:
+                noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
             z = mean + ops.exp(0.5 * log_var) * noise
         else:
             z = mean
@@ -192,7 +196,7 @@ class SeqVAE(_LossTracking, keras.Model):
                     + self.gap_embedding(inputs["gaps"]))
         embedded = self.input_dropout(embedded, training=training)
         hidden = self.recurrent(embedded, mask=mask, training=training)
-        mean, log_var, z = self.latent(hidden, training=training)
+        mean, log_var, z = self.latent(hidden, training=training, noise=inputs.get("noise"))
         return mean, log_var, z, mask
 
     def decode(self, z: Any, training: bool | None = None) -> Any:
@@ -207,9 +211,14 @@ class SeqVAE(_LossTracking, keras.Model):
 
     # ---- loss -------------------------------------------------------------------------------
 
-    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
-                     sample_weight: Any = None, training: bool = True) -> Any:
-        """Multinomial NLL of the next items + β · KL, averaged over real steps."""
+    def loss_terms(self, x: dict[str, Any], y_pred: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """-> (total, reconstruction, KL): the multinomial NLL of the next items and the KL,
+        summed over real steps and divided by the number of such steps.
+
+        That number is ``x["n_steps"]`` when the batch carries it: the count over the *whole*
+        batch when the batch is split across workers, so that the workers' losses (and
+        gradients) add up to those of the undivided batch.
+        """
         targets = x["targets"]  # (B, L, K)
         log_probs = ops.log_softmax(y_pred["logits"], axis=-1)  # (B, L, V)
         target_mask = ops.cast(ops.not_equal(targets, 0), "float32")
@@ -218,10 +227,25 @@ class SeqVAE(_LossTracking, keras.Model):
         step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
         step_kl = gaussian_kl(y_pred["mean"], y_pred["log_var"])
         step_mask = ops.cast(y_pred["mask"], "float32") * ops.cast(n_targets > 0, "float32")
-        n_steps = ops.maximum(ops.sum(step_mask), 1.0)
+        if "n_steps" in x:
+            n_steps = ops.maximum(ops.cast(x["n_steps"], "float32"), 1.0)
+        else:
+            n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
         kl = ops.sum(step_kl * step_mask) / n_steps
-        return self._total(reconstruction, kl, self.losses)
+        total = reconstruction + self.beta * kl
+        if self.losses:
+            total = total + ops.sum(self.losses)
+        return total, reconstruction, kl
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        """Multinomial NLL of the next items + β · KL, averaged over real steps."""
+        total, reconstruction, kl = self.loss_terms(x, y_pred)
+        self.loss_tracker.update_state(total)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return total
 
     def get_config(self) -> dict[str, Any]:
         return {

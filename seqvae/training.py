@@ -9,12 +9,15 @@ few padded steps; the bucket lengths are few, so the training function is traced
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +25,9 @@ from seqvae.errors import TrainingDataError
 from seqvae.evaluation import evaluate
 from seqvae.sequences import OOV, Sequences
 from seqvae.splits import Holdout, Split
+
+# AdamW's gradients are clipped to this norm, each variable's on its own
+CLIP_NORM = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,9 @@ class SeqVAEConfig:
     patience: int = 3
     eval_k: int = 10
     seed: int = 0
+    # end an epoch after this many batches (None: when every window has been seen once); for
+    # logs so large that validating once per pass is too rare
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "hidden_dim", "latent_dim", "next_k", "max_len", "stride",
@@ -73,6 +82,10 @@ class SeqVAEConfig:
                 raise ValueError(f"`{name}` should be >= 0. Received: `{name}`={getattr(self, name)}")
         if self.patience < 1:
             raise ValueError(f"`patience` should be >= 1. Received: `patience`={self.patience}")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int)
+                                                 or self.steps_per_epoch < 1):
+            raise ValueError("`steps_per_epoch` should be a positive integer or None. "
+                             f"Received: `steps_per_epoch`={self.steps_per_epoch!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +110,11 @@ class EpochRecord:
     beta: float
     validation: dict[str, float]
     seconds: float
+    # batches trained, and the predicted steps (events) they held
+    batches: int = 0
+    events: int = 0
+    # of `seconds`, the part spent training (the rest: validation)
+    train_seconds: float = 0.0
 
 
 @dataclass
@@ -245,8 +263,192 @@ def evaluate_holdout(recommender: Any, holdout: Holdout, k: int,
 
 
 # --------------------------------------------------------------------------------------------
-# fit
+# the training loop (one process, or one of several workers)
 # --------------------------------------------------------------------------------------------
+
+
+class BatchSource(Protocol):
+    """Where an epoch's global batches come from: in memory, or read from disk block by block."""
+
+    @property
+    def batches_per_epoch(self) -> int: ...
+
+    def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]: ...
+
+
+def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
+    """The random stream of one epoch: a function of (seed, epoch) alone, so a run resumed from
+    a checkpoint shuffles and samples exactly as an uninterrupted one."""
+    return np.random.default_rng([seed, epoch, stream])
+
+
+@dataclass
+class MemoryBatches:
+    """`TrainingBatches` as a `BatchSource`."""
+
+    batches: TrainingBatches
+    seed: int
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.batches.batches_per_epoch
+
+    def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]:
+        yield from self.batches.epoch(epoch_rng(self.seed, number))
+
+
+def _complete(batch: dict[str, np.ndarray], rng: np.random.Generator,
+              latent_dim: int) -> dict[str, Any]:
+    """Add what the step needs besides the data: ε for every cell (drawn here, per example, so
+    that splitting a batch across workers does not change it) and the batch's number of
+    predicted steps (each worker divides its sum by the whole batch's count)."""
+    shape = batch["items"].shape
+    return {**batch,
+            "noise": rng.standard_normal((*shape, latent_dim), dtype=np.float32),
+            "n_steps": np.float32((batch["targets"] != 0).any(axis=-1).sum())}
+
+
+def shard(batch: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """Worker `index` of `count`'s contiguous share of a global batch's rows (may be empty);
+    scalars (the batch's step count) are kept whole."""
+    rows = batch["items"].shape[0]
+    lo, hi = index * rows // count, (index + 1) * rows // count
+    return {key: value[lo:hi] if value.ndim else value for key, value in batch.items()}
+
+
+def _signature(config: SeqVAEConfig) -> dict[str, Any]:
+    import tensorflow as tf
+
+    cells = tf.TensorSpec((None, None), tf.int32)
+    return {"items": cells, "events": cells, "gaps": cells,
+            "targets": tf.TensorSpec((None, None, config.next_k), tf.int32),
+            "noise": tf.TensorSpec((None, None, config.latent_dim), tf.float32),
+            "n_steps": tf.TensorSpec((), tf.float32)}
+
+
+def _distributed_batches(source: BatchSource, epoch: int, config: SeqVAEConfig,
+                         strategy: Any) -> Any:
+    """The epoch as a `tf.data` pipeline per worker (prefetched, so the next batch is prepared
+    while the current one trains); each replica gets its share of every global batch."""
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+
+    def pipeline(context: Any) -> Any:
+        # a worker's pipeline feeds its local replicas in turn: replica r of this worker gets
+        # share (first + r) of every global batch
+        local = replicas // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+
+        def generate() -> Iterator[dict[str, np.ndarray]]:
+            rng = epoch_rng(config.seed, epoch, stream=1)
+            for batch in source.epoch(epoch):
+                complete = _complete(batch, rng, config.latent_dim)
+                for replica in range(first, first + local):
+                    yield shard(complete, replica, replicas)
+
+        dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(config))
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options).prefetch(2)
+
+    return strategy.distribute_datasets_from_function(pipeline)
+
+
+def _make_step(model: Any, optimizer: Any, strategy: Any, clipnorm: float) -> Callable[..., Any]:
+    """One optimiser step on a (distributed) batch -> (loss, reconstruction, KL) of the batch.
+
+    Each replica's loss is its share of the batch's sum divided by the whole batch's step count,
+    so the optimiser's sum of the replicas' gradients is the gradient of the undivided batch.
+    Clipping acts on each replica's share, at ``clipnorm / replicas``: the sum never exceeds
+    `clipnorm`, and while no share reaches the bound the step is exactly the single-process one.
+    """
+    import tensorflow as tf
+
+    variables = model.trainable_weights
+    bound = clipnorm / strategy.num_replicas_in_sync
+
+    def replica_step(batch: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        with tf.GradientTape() as tape:
+            outputs = model(batch, training=True)
+            total, reconstruction, kl = model.loss_terms(batch, outputs)
+        gradients = tape.gradient(total, variables)
+        if bound:
+            gradients = [tf.clip_by_norm(g, bound) for g in gradients]
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))  # sums replicas
+        return total, reconstruction, kl, batch["n_steps"] / strategy.num_replicas_in_sync
+
+    @tf.function(reduce_retracing=True)
+    def step(batch: Any) -> tuple[Any, ...]:
+        per_replica = strategy.run(replica_step, args=(batch,))
+        return tuple(strategy.reduce("SUM", value, axis=None) for value in per_replica)
+
+    return step
+
+
+def is_chief(strategy: Any) -> bool:
+    """Whether this process writes files: the only one, or worker 0 of a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker"
+                                             and resolver.task_id == 0)
+
+
+def local_cluster(workers: int) -> list[str]:
+    """`TF_CONFIG` values for `workers` processes on this machine (free ports on 127.0.0.1), one
+    per process: to try or test multi-worker training without a cluster."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for handle in sockets:
+        handle.bind(("127.0.0.1", 0))
+    addresses = [f"127.0.0.1:{handle.getsockname()[1]}" for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return [json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": i}})
+            for i in range(workers)]
+
+
+CHECKPOINT_VERSION = 1
+
+
+def _fingerprint(config: SeqVAEConfig, train: Sequences, n_workers: int) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (the epoch limit may grow)."""
+    settings = {k: v for k, v in config.to_dict().items() if k != "epochs"}
+    return {"config": settings, "items": train.item_vocab.size, "users": train.n_users,
+            "events": train.n_events, "event_types": train.event_vocab.size,
+            "workers": n_workers}
+
+
+def _save_checkpoint(directory: Path, state: dict[str, Any],
+                     arrays: dict[str, list[np.ndarray]]) -> None:
+    """Everything needed to continue after `state["epoch"]`, written atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    flat: dict[str, Any] = {f"{name}/{i}": value for name, values in arrays.items()
+            for i, value in enumerate(values)}
+    for name, write in (("state.npz", lambda f: np.savez(f, **flat)),
+                        ("state.json", lambda f: f.write(json.dumps(state).encode()))):
+        temporary = directory / f".{name}.tmp"
+        with temporary.open("wb") as handle:
+            write(handle)
+        os.replace(temporary, directory / name)
+
+
+def _load_checkpoint(directory: Path, fingerprint: dict[str, Any]
+                     ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]] | None:
+    if not (directory / "state.json").exists():
+        return None
+    state = json.loads((directory / "state.json").read_text())
+    if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
+        raise TrainingDataError(
+            f"the checkpoint in {directory} belongs to another run (other settings, data or "
+            "number of workers); delete it, or pass another --checkpoint-dir, to start afresh")
+    with np.load(directory / "state.npz", allow_pickle=False) as stored:
+        arrays: dict[str, list[np.ndarray]] = {}
+        for key in sorted(stored.files, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
+            arrays.setdefault(key.split("/")[0], []).append(stored[key])
+    return state, arrays
 
 
 def fit(
@@ -257,6 +459,8 @@ def fit(
     on_batch: Callable[[BatchProgress], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     cancel: CancelToken | None = None,
+    strategy: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, TrainingHistory]:
     """Train a SeqVAE on ``split.train``, early-stopping on ``split.validation``.
 
@@ -268,6 +472,10 @@ def fit(
         on_batch, on_epoch: progress hooks, called on the training thread.
         cancel: a token; once cancelled, training ends after the current batch and keeps the
             best weights seen.
+        strategy: a `tf.distribute` strategy (e.g. `MultiWorkerMirroredStrategy`); each worker
+            runs this same call and trains on its share of every batch. None: this process.
+        checkpoint_dir: written after every epoch (by the chief); a run that finds a checkpoint
+            of the same settings there continues from it.
 
     Returns:
         ``(recommender, history)``.
@@ -275,92 +483,139 @@ def fit(
     Raises:
         TrainingDataError: the data cannot train a model (said before any epoch runs).
     """
-    import keras
-
-    from seqvae.model import SeqVAE
-    from seqvae.recommender import SeqVAERecommender
-
     config = config or SeqVAEConfig()
     check_trainable(split)
     batches = make_batches(split.train, config)
     if batches.n_windows == 0:
         raise TrainingDataError("no training window has a next item to predict")
+    return train_from(MemoryBatches(batches, config.seed), split.train, split.validation,
+                      config, history_sequences=history_sequences, on_batch=on_batch,
+                      on_epoch=on_epoch, cancel=cancel, strategy=strategy,
+                      checkpoint_dir=checkpoint_dir)
+
+
+def train_from(
+    source: BatchSource,
+    train: Sequences,
+    validation: Holdout,
+    config: SeqVAEConfig,
+    *,
+    history_sequences: Sequences | None = None,
+    on_batch: Callable[[BatchProgress], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    cancel: CancelToken | None = None,
+    strategy: Any = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> tuple[Any, TrainingHistory]:
+    """The loop behind `fit`, for any `BatchSource` (`train` gives the vocabularies)."""
+    import keras
+    import tensorflow as tf
+
+    from seqvae.model import SeqVAE
+    from seqvae.recommender import SeqVAERecommender
+
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    train = split.train
-    model = SeqVAE(
-        n_items=train.item_vocab.size,
-        n_events=train.event_vocab.size,
-        n_gaps=train.options.time_buckets,
-        embed_dim=config.embed_dim,
-        hidden_dim=config.hidden_dim,
-        latent_dim=config.latent_dim,
-        encoder=config.encoder,
-        dropout=config.dropout,
-        seed=config.seed,
-    )
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=config.learning_rate,
-                                                   weight_decay=config.weight_decay,
-                                                   clipnorm=5.0))
-    model.build_for_inputs()
+    with strategy.scope():
+        model = SeqVAE(
+            n_items=train.item_vocab.size,
+            n_events=train.event_vocab.size,
+            n_gaps=train.options.time_buckets,
+            embed_dim=config.embed_dim,
+            hidden_dim=config.hidden_dim,
+            latent_dim=config.latent_dim,
+            encoder=config.encoder,
+            dropout=config.dropout,
+            seed=config.seed,
+        )
+        optimizer = keras.optimizers.AdamW(learning_rate=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        model.compile(optimizer=optimizer)
+        model.build_for_inputs()
+        optimizer.build(model.trainable_variables)
+    step_fn = _make_step(model, optimizer, strategy, CLIP_NORM)
     recommender = SeqVAERecommender(model, config, train.item_vocab, train.event_vocab,
                                     history_sequences if history_sequences is not None else train)
     history = TrainingHistory()
-    anneal_steps = max(1.0, config.anneal_epochs * batches.batches_per_epoch)
+    batches_per_epoch = source.batches_per_epoch
+    if config.steps_per_epoch is not None:
+        batches_per_epoch = min(batches_per_epoch, config.steps_per_epoch)
+    anneal_steps = max(1.0, config.anneal_epochs * batches_per_epoch)
     metric_name = f"NDCG@{config.eval_k}"
     best_score = -np.inf
     best_weights: list[np.ndarray] | None = None
     since_best = 0
     step = 0
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    checkpoint = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _fingerprint(config, train, strategy.num_replicas_in_sync)
+    if checkpoint is not None and (found := _load_checkpoint(checkpoint, fingerprint)):
+        state, arrays = found
+        for variable, value in zip(model.variables, arrays["variables"], strict=True):
+            variable.assign(value)  # weights, β and the dropout / sampling seeds' states
+        for variable, value in zip(optimizer.variables, arrays["optimizer"], strict=True):
+            variable.assign(value)
+        best_weights = arrays.get("best")
+        history = TrainingHistory.from_dict(state["history"])
+        best_score, since_best, step = state["best_score"], state["since_best"], state["step"]
+        first_epoch = state["epoch"] + 1
+        if history.stopped_early:
+            first_epoch = config.epochs + 1
+    started = time.perf_counter() - history.seconds
+    for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        epoch_batches = batches.epoch(rng)
-        sums = {"loss": 0.0, "reconstruction_loss": 0.0, "kl_loss": 0.0}
-        done = 0
-        for number, batch in enumerate(epoch_batches, start=1):
+        sums = np.zeros(3)
+        done = events = 0
+        for batch in _distributed_batches(source, epoch, config, strategy):
             beta = config.beta_cap * min(1.0, step / anneal_steps)
             model.beta.assign(beta)
-            model.reset_metrics()  # so the logs are this batch's, averaged below
-            logs = model.train_on_batch(batch, return_dict=True)
+            *losses, n_steps = (float(v) for v in step_fn(batch))
+            sums += losses
+            events += int(n_steps)
             step += 1
             done += 1
-            for key in sums:
-                sums[key] += float(logs[key])
             if on_batch is not None:
-                on_batch(BatchProgress(epoch, config.epochs, number, len(epoch_batches),
-                                       sums["loss"] / done, sums["reconstruction_loss"] / done,
-                                       sums["kl_loss"] / done, beta,
+                loss, reconstruction, kl = (float(v) for v in sums / done)
+                on_batch(BatchProgress(epoch, config.epochs, done, max(done, batches_per_epoch),
+                                       loss, reconstruction, kl, beta,
                                        time.perf_counter() - started))
             if cancel is not None and cancel.cancelled:
                 history.cancelled = True
                 break
-        validation = evaluate_holdout(recommender, split.validation, config.eval_k)
-        record = EpochRecord(
-            epoch=epoch,
-            loss=sums["loss"] / max(done, 1),
-            reconstruction_loss=sums["reconstruction_loss"] / max(done, 1),
-            kl_loss=sums["kl_loss"] / max(done, 1),
-            beta=float(model.beta.numpy()),
-            validation=validation,
-            seconds=time.perf_counter() - epoch_start,
-        )
+            if done == config.steps_per_epoch:
+                break
+        train_seconds = time.perf_counter() - epoch_start
+        validation_scores = evaluate_holdout(recommender, validation, config.eval_k)
+        loss, reconstruction, kl = sums / max(done, 1)
+        record = EpochRecord(epoch=epoch, loss=float(loss), reconstruction_loss=float(reconstruction),
+                             kl_loss=float(kl), beta=float(model.beta.numpy()),
+                             validation=validation_scores,
+                             seconds=time.perf_counter() - epoch_start, batches=done,
+                             events=events, train_seconds=train_seconds)
         history.epochs.append(record)
-        if validation[metric_name] > best_score:
-            best_score = validation[metric_name]
+        if validation_scores[metric_name] > best_score:
+            best_score = validation_scores[metric_name]
             best_weights = [np.array(w) for w in model.get_weights()]
             history.best_epoch = epoch
             since_best = 0
         else:
             since_best += 1
+        if since_best >= config.patience and not history.cancelled:
+            history.stopped_early = True
+        history.seconds = time.perf_counter() - started
         if on_epoch is not None:
             on_epoch(record)
-        if history.cancelled:
+        if checkpoint is not None and not history.cancelled and is_chief(strategy):
+            _save_checkpoint(checkpoint, {
+                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "epoch": epoch,
+                "step": step, "best_score": float(best_score), "since_best": since_best,
+                "history": history.to_dict()},
+                {"variables": [np.asarray(v) for v in model.variables],
+                 "optimizer": [np.asarray(v) for v in optimizer.variables],
+                 "best": best_weights or []})
+        if history.cancelled or history.stopped_early:
             break
-        if since_best >= config.patience:
-            history.stopped_early = True
-            break
-    if best_weights is not None:
+    if best_weights:
         model.set_weights(best_weights)
     history.seconds = time.perf_counter() - started
     recommender.training_history_ = history

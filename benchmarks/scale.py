@@ -1,0 +1,183 @@
+"""Scale benchmark: a generated log of 20 million events through the out-of-core path.
+
+    python benchmarks/scale.py [--events 20000000] [--users 500000] [--items 20000]
+                               [--steps 300] [--keep]
+
+1. **generate** a CSV log (users interleaved in time order, as an append-only export is);
+2. **ingest** it with `seqvae ingest` into a sequence store: rows/s and peak memory;
+3. **train** from the store for `--steps` batches (`--steps-per-epoch`, one epoch): one process,
+   then two worker processes on 127.0.0.1 (`--strategy multi-worker`, TF_CONFIG) with the same
+   global batch: training events/s (predicted steps per second of the training loop) and the
+   peak memory of each process;
+4. **score** every user with `seqvae recommend MODEL --all --out recs.parquet`: users/s.
+
+Every command runs in a fresh process; its peak resident memory comes from `wait4`. Writes
+`benchmarks/scale.json` and `benchmarks/scale.md`. The data are written to a temporary folder
+(about 1 GB for 20 million events) and removed unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from seqvae.training import local_cluster
+
+HERE = Path(__file__).resolve().parent
+SEQVAE = [sys.executable, "-m", "seqvae"]
+
+
+def generate(path: Path, n_events: int, n_users: int, n_items: int, seed: int = 0) -> None:
+    """Users with ~n_events/n_users events each, a taste (an item neighbourhood) per user,
+    Zipf-like item popularity, views/carts/purchases, times over 180 days."""
+    rng = np.random.default_rng(seed)
+    lengths = 2 + rng.poisson(n_events / n_users - 2, n_users)
+    lengths[-1] += n_events - lengths.sum()  # exactly n_events
+    lengths = np.maximum(lengths, 2)
+    users = np.repeat(np.arange(n_users), lengths)[:n_events]
+    taste = rng.integers(0, n_items, n_users)
+    offset = np.minimum(rng.zipf(1.6, users.size), n_items) * rng.choice([-1, 1], users.size)
+    popular = rng.zipf(1.3, users.size) % n_items
+    items = np.where(rng.random(users.size) < 0.7, (taste[users] + offset) % n_items, popular)
+    start = 1_700_000_000 + rng.integers(0, 150 * 86400, n_users)
+    gaps = rng.exponential(3600.0, users.size).astype(np.int64)
+    first = np.r_[0, np.cumsum(lengths)[:-1]]
+    within = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], lengths)[:users.size]
+    times = start[users] + within
+    order = np.argsort(times, kind="stable")
+    events = np.array(["view", "cart", "purchase"])[
+        rng.choice(3, users.size, p=[0.8, 0.15, 0.05])]
+    table = pa.table({"user_id": users[order], "item_id": items[order],
+                      "event_type": events[order], "timestamp": times[order]})
+    pacsv.write_csv(table, path)
+
+
+def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `command`, return its JSON output plus wall seconds and peak memory (MB)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+    return finish(process, started)
+
+
+def finish(process: subprocess.Popen, started: float) -> dict:
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    out = process.stdout.read().decode()
+    err = process.stderr.read().decode()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(process.args)} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    result["peak_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def training_rate(model: Path) -> dict:
+    epoch = json.loads((model / "history.json").read_text())["epochs"][0]
+    return {"batches": epoch["batches"], "events": epoch["events"],
+            "train_s": epoch["train_seconds"],
+            "events_per_s": epoch["events"] / epoch["train_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000_000)
+    parser.add_argument("--users", type=int, default=500_000)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="seqvae-scale-"))
+    results: dict = {"settings": vars(args)}
+    try:
+        log = work / "events.csv"
+        print(f"generating {args.events:,} events in {log} …", flush=True)
+        started = time.perf_counter()
+        generate(log, args.events, args.users, args.items)
+        results["log"] = {"bytes": log.stat().st_size, "generate_s": time.perf_counter() - started}
+
+        print("ingest …", flush=True)
+        ingest = measure([*SEQVAE, "ingest", str(log), "--out", str(work / "store"), "--json"])
+        ingest["rows_per_s"] = ingest["rows_read"] / ingest["wall_s"]
+        results["ingest"] = ingest
+        print(f"  {ingest['rows_per_s']:,.0f} rows/s, peak {ingest['peak_mb']:,.0f} MB", flush=True)
+
+        train = [*SEQVAE, "train", str(work / "store"), "--epochs", "1", "--steps-per-epoch",
+                 str(args.steps), "--batch-size", str(args.batch_size), "--eval-users", "2000",
+                 "--block-events", "1000000", "--json", "--quiet"]
+        print("train, one process …", flush=True)
+        one = measure([*train, "--out", str(work / "model-1")])
+        one.update(training_rate(work / "model-1"))
+        results["train_1"] = one
+        print(f"  {one['events_per_s']:,.0f} events/s, peak {one['peak_mb']:,.0f} MB", flush=True)
+
+        print("train, two local workers …", flush=True)
+        started = time.perf_counter()
+        processes = [subprocess.Popen(
+            [*train, "--out", str(work / "model-2"), "--strategy", "multi-worker"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config})
+            for tf_config in local_cluster(2)]
+        two = [finish(p, started) for p in processes]
+        rate = training_rate(work / "model-2")
+        results["train_2"] = {**two[0], **rate, "peak_mb_per_worker": [w["peak_mb"] for w in two]}
+        print(f"  {rate['events_per_s']:,.0f} events/s, peak per worker "
+              f"{[round(w['peak_mb']) for w in two]} MB", flush=True)
+
+        print("batch scoring …", flush=True)
+        score = measure([*SEQVAE, "recommend", str(work / "model-1"), "--all", "--out",
+                         str(work / "recs.parquet"), "--json"])
+        score["users_per_s"] = score["users"] / score["seconds"]
+        results["score"] = score
+        print(f"  {score['users_per_s']:,.0f} users/s, peak {score['peak_mb']:,.0f} MB", flush=True)
+    finally:
+        if args.keep:
+            print(f"data kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    (HERE / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_table(results)
+
+
+def write_table(r: dict) -> None:
+    m, i, one, two, s = r["machine"], r["ingest"], r["train_1"], r["train_2"], r["score"]
+    lines = [
+        f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, {m['date']}. "
+        f"Generated log: {i['rows_read']:,} events, {i['users']:,} users, {i['items']:,} items, "
+        f"CSV of {r['log']['bytes'] / 1e6:,.0f} MB. Each command in a fresh process; memory is "
+        "its peak resident set (memory-mapped store pages it touched included).",
+        "",
+        "| stage | result | wall s | peak memory |",
+        "|---|---:|---:|---:|",
+        f"| ingest (`seqvae ingest`, CSV → store) | {i['rows_per_s']:,.0f} events/s "
+        f"| {i['wall_s']:.1f} | {i['peak_mb']:,.0f} MB |",
+        f"| train, 1 process ({one['batches']} batches of {r['settings']['batch_size']}) "
+        f"| {one['events_per_s']:,.0f} events/s | {one['train_s']:.1f} | {one['peak_mb']:,.0f} MB |",
+        f"| train, 2 local workers (same global batch) | {two['events_per_s']:,.0f} events/s "
+        f"| {two['train_s']:.1f} | {' + '.join(f'{p:,.0f}' for p in two['peak_mb_per_worker'])} MB |",
+        f"| batch scoring (`recommend --all`, top 10) | {s['users_per_s']:,.0f} users/s "
+        f"| {s['seconds']:.1f} | {s['peak_mb']:,.0f} MB |",
+        "",
+        f"Training: 2 workers / 1 process = {two['events_per_s'] / one['events_per_s']:.2f}×.",
+    ]
+    (HERE / "scale.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
