@@ -1,7 +1,7 @@
 """Scale benchmark: a generated log of 20 million events through the out-of-core path.
 
-    python benchmarks/scale.py [--events 20000000] [--users 500000] [--items 20000]
-                               [--steps 300] [--keep]
+    python benchmarks/scale.py [--events 20000000] [--users 500000] [--items 10000]
+                               [--steps 100] [--keep]
 
 1. **generate** a CSV log (users interleaved in time order, as an append-only export is);
 2. **ingest** it with `seqvae ingest` into a sequence store: rows/s and peak memory;
@@ -11,7 +11,8 @@
    peak memory of each process;
 4. **score** every user with `seqvae recommend MODEL --all --out recs.parquet`: users/s.
 
-Every command runs in a fresh process; its peak resident memory comes from `wait4`. Writes
+Every command runs in a fresh process, which reports its own peak resident memory (`VmHWM`; the
+`ru_maxrss` of a child also counts the parent it was forked from). Writes
 `benchmarks/scale.json` and `benchmarks/scale.md`. The data are written to a temporary folder
 (about 1 GB for 20 million events) and removed unless `--keep`.
 """
@@ -36,22 +37,32 @@ import pyarrow.csv as pacsv
 from seqvae.training import local_cluster
 
 HERE = Path(__file__).resolve().parent
-SEQVAE = [sys.executable, "-m", "seqvae"]
+# `seqvae` in a process that prints its peak resident memory (kB) on stderr at exit
+SEQVAE = [sys.executable, "-c", """
+import atexit, sys
+def peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("PEAK_KB " + line.split()[1] + "\\n")
+atexit.register(peak)
+from seqvae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""]
 
 
 def generate(path: Path, n_events: int, n_users: int, n_items: int, seed: int = 0) -> None:
     """Users with ~n_events/n_users events each, a taste (an item neighbourhood) per user,
     Zipf-like item popularity, views/carts/purchases, times over 180 days."""
     rng = np.random.default_rng(seed)
-    lengths = 2 + rng.poisson(n_events / n_users - 2, n_users)
-    lengths[-1] += n_events - lengths.sum()  # exactly n_events
-    lengths = np.maximum(lengths, 2)
-    users = np.repeat(np.arange(n_users), lengths)[:n_events]
+    lengths = 2 + rng.poisson(max(n_events / n_users - 2, 0), n_users)
+    users = np.repeat(np.arange(n_users), lengths)[:n_events]  # at most n_events
+    lengths = np.bincount(users, minlength=n_users)
+    lengths = lengths[lengths > 0]
     taste = rng.integers(0, n_items, n_users)
     offset = np.minimum(rng.zipf(1.6, users.size), n_items) * rng.choice([-1, 1], users.size)
     popular = rng.zipf(1.3, users.size) % n_items
     items = np.where(rng.random(users.size) < 0.7, (taste[users] + offset) % n_items, popular)
-    start = 1_700_000_000 + rng.integers(0, 150 * 86400, n_users)
+    start = 1_700_000_000 + rng.integers(0, 150 * 86400, lengths.size)
     gaps = rng.exponential(3600.0, users.size).astype(np.int64)
     first = np.r_[0, np.cumsum(lengths)[:-1]]
     within = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], lengths)[:users.size]
@@ -73,15 +84,14 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 def finish(process: subprocess.Popen, started: float) -> dict:
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    out = process.stdout.read().decode()
-    err = process.stderr.read().decode()
+    out, err = process.communicate()
     if process.returncode != 0:
-        raise SystemExit(f"{' '.join(process.args)} failed:\n{err[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
+        raise SystemExit(f"{process.args[-1]} failed:\n{err.decode()[-3000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
     result["wall_s"] = time.perf_counter() - started
-    result["peak_mb"] = usage.ru_maxrss / 1024
+    peaks = [int(line.split()[1]) for line in err.decode().splitlines()
+             if line.startswith("PEAK_KB ")]
+    result["peak_mb"] = peaks[-1] / 1024
     return result
 
 
@@ -96,9 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000_000)
     parser.add_argument("--users", type=int, default=500_000)
-    parser.add_argument("--items", type=int, default=20_000)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="seqvae-scale-"))
@@ -115,6 +125,14 @@ def main() -> None:
         ingest["rows_per_s"] = ingest["rows_read"] / ingest["wall_s"]
         results["ingest"] = ingest
         print(f"  {ingest['rows_per_s']:,.0f} rows/s, peak {ingest['peak_mb']:,.0f} MB", flush=True)
+        # the same users and items, a quarter of the events: memory should not follow the size
+        small = work / "quarter.csv"
+        generate(small, args.events // 4, args.users, args.items)
+        quarter = measure([*SEQVAE, "ingest", str(small), "--out", str(work / "store-q"), "--json"])
+        quarter["rows_per_s"] = quarter["rows_read"] / quarter["wall_s"]
+        results["ingest_quarter"] = quarter
+        shutil.rmtree(work / "store-q")
+        small.unlink()
 
         train = [*SEQVAE, "train", str(work / "store"), "--epochs", "1", "--steps-per-epoch",
                  str(args.steps), "--batch-size", str(args.batch_size), "--eval-users", "2000",
@@ -157,16 +175,20 @@ def main() -> None:
 
 def write_table(r: dict) -> None:
     m, i, one, two, s = r["machine"], r["ingest"], r["train_1"], r["train_2"], r["score"]
+    q = r["ingest_quarter"]
     lines = [
         f"Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, {m['date']}. "
         f"Generated log: {i['rows_read']:,} events, {i['users']:,} users, {i['items']:,} items, "
         f"CSV of {r['log']['bytes'] / 1e6:,.0f} MB. Each command in a fresh process; memory is "
-        "its peak resident set (memory-mapped store pages it touched included).",
+        "its peak resident set (`VmHWM`, pages of the memory-mapped files it had mapped "
+        "included).",
         "",
         "| stage | result | wall s | peak memory |",
         "|---|---:|---:|---:|",
         f"| ingest (`seqvae ingest`, CSV → store) | {i['rows_per_s']:,.0f} events/s "
         f"| {i['wall_s']:.1f} | {i['peak_mb']:,.0f} MB |",
+        f"| ingest, a quarter of the events (same users and items) "
+        f"| {q['rows_per_s']:,.0f} events/s | {q['wall_s']:.1f} | {q['peak_mb']:,.0f} MB |",
         f"| train, 1 process ({one['batches']} batches of {r['settings']['batch_size']}) "
         f"| {one['events_per_s']:,.0f} events/s | {one['train_s']:.1f} | {one['peak_mb']:,.0f} MB |",
         f"| train, 2 local workers (same global batch) | {two['events_per_s']:,.0f} events/s "

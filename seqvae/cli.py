@@ -325,7 +325,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from seqvae.bundle import check_target, save
     from seqvae.ondisk import SequenceStore, build_store, fit_store, is_store
-    from seqvae.training import SeqVAEConfig, evaluate_holdout, is_chief
+    from seqvae.training import SeqVAEConfig, evaluate_holdout, is_chief, remove_checkpoint
 
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
                           encoder=args.encoder, beta_cap=args.beta_cap, seed=args.seed,
@@ -339,6 +339,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     hooks = {"on_batch": progress.batch if progress else None,
              "on_epoch": progress.epoch if progress else None,
              "strategy": strategy, "checkpoint_dir": checkpoint}
+    if is_store(args.log):
+        shaped = [flag for flag, value, default in (
+            ("--min-rating", args.min_rating, None), ("--k-core", args.k_core, 0),
+            ("--min-item-count", args.min_item_count, 1)) if value != default]
+        if shaped:
+            raise ValueError(f"{', '.join(shaped)} shaped the store when it was built; pass "
+                             "them to `seqvae ingest` (nothing was trained)")
+    elif args.out_of_core and args.strategy == "multi-worker":
+        raise ValueError("build the store once with `seqvae ingest LOG --out STORE`, then run "
+                         "`seqvae train STORE --strategy multi-worker` on every worker")
     temporary = None
     try:
         if is_store(args.log) or args.out_of_core:
@@ -374,7 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result["out"] = str(save(recommender, out, metrics=metrics, data={
             "source": report.source, "columns": report.columns, "users": sequences.n_users,
             "items": sequences.item_vocab.size - 2, "events": sequences.n_events}))
-        shutil.rmtree(checkpoint, ignore_errors=True)  # the run is complete
+        remove_checkpoint(checkpoint)  # the run is complete
     if args.json:
         print(json.dumps(result))
     elif chief:

@@ -27,8 +27,10 @@ the number of events. Every row read is accounted for in the `IngestReport`, as 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import json
 import math
 import os
@@ -101,6 +103,8 @@ class StoreOptions:
         for name in ("chunk_bytes", "chunk_rows", "block_events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` should be positive. Received: {getattr(self, name)}")
+        if self.chunk_bytes > 1 << 30:
+            raise ValueError(f"`chunk_bytes` should be at most 1 GiB. Received: {self.chunk_bytes}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +160,18 @@ class SequenceStore:
         )
 
 
+def stable_order(keys: np.ndarray) -> np.ndarray:
+    """`np.argsort(keys, kind="stable")` for non-negative integer keys below 2**32, as two
+    passes of NumPy's radix sort on 16-bit halves (linear time; a direct stable sort of 32-bit
+    keys is a comparison sort)."""
+    keys = np.asarray(keys)
+    if keys.size == 0 or int(keys.max()) < 1 << 16:
+        return np.argsort(keys.astype(np.uint16), kind="stable")
+    low = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    high = np.argsort((keys[low] >> 16).astype(np.uint16), kind="stable")
+    return low[high]
+
+
 def is_store(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir() and (Path(path) / "store.json").exists()
 
@@ -180,21 +196,25 @@ def user_blocks(lengths: np.ndarray, block_events: int) -> list[tuple[int, int]]
 
 
 class _Tokens:
-    """Ids -> codes, new ids getting the next code."""
+    """Ids -> codes, new ids getting the next code. A dict, updated in place: a chunk costs
+    a lookup per distinct id in it, not a rebuild of the table."""
 
     def __init__(self) -> None:
-        self.index = pd.Index([], dtype=object)
+        self.table: dict[str, int] = {}
 
     def codes(self, ids: pd.Index) -> np.ndarray:
-        position = self.index.get_indexer(ids)
-        new = position < 0
-        if new.any():
-            position[new] = len(self.index) + np.arange(int(new.sum()))
-            self.index = self.index.append(pd.Index(ids[new], dtype=object))
-        return position
+        table = self.table
+        setdefault = table.setdefault
+        return np.fromiter((setdefault(token, len(table)) for token in ids), dtype=np.int64,
+                           count=len(ids))
+
+    @property
+    def index(self) -> pd.Index:
+        """Every id, by code."""
+        return pd.Index(list(self.table), dtype=object)
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.table)
 
 
 def _global_codes(column: pa.ChunkedArray, tokens: _Tokens) -> np.ndarray:
@@ -203,14 +223,38 @@ def _global_codes(column: pa.ChunkedArray, tokens: _Tokens) -> np.ndarray:
     return table[local]
 
 
+class _Malformed:
+    """Rows the CSV reader skipped: how many, and the first lines."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.pending = 0
+        self.lines: list[int] = []
+
+    def add(self, line: int) -> None:
+        self.count += 1
+        self.pending += 1
+        if line > 0 and len(self.lines) < 5:
+            self.lines.append(line)
+
+    def take_pending(self) -> int:
+        pending, self.pending = self.pending, 0
+        return pending
+
+
 @dataclass
 class _Source:
     name: str
     format: str
     details: dict[str, Any]
     warnings: list[str]
-    chunks: Callable[[bool], Iterator[tuple[pa.Table, np.ndarray]]]  # (all_text) -> chunks
-    malformed: list[int]  # lines of rows the CSV reader skipped
+    # (read every column as text, encoding) -> chunks of the file with their line numbers
+    chunks: Callable[[bool, str], Iterator[tuple[pa.Table, np.ndarray]]]
+    malformed: _Malformed
+    encoding: str = "utf-8"
 
 
 def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _Source:
@@ -219,7 +263,9 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
         raise LogFormatError(name, "the file does not exist", fix=f"check the path {str(path)!r}")
     if path.is_dir():
         return _parquet_source(path, name, sizes)
-    with pa.input_stream(str(path), compression="detect") as stream:
+    with path.open("rb") as handle:  # gzip by its magic bytes, whatever the name
+        compression = "gzip" if handle.read(2) == b"\x1f\x8b" else None
+    with pa.input_stream(str(path), compression=compression) as stream:
         head = stream.read(256 * 1024)
     fmt: str = options.format
     if fmt == "auto":
@@ -237,52 +283,92 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
     if layout is None:
         raise LogFormatError(name, "one sequence per line is not read out of core",
                              fix="convert the log to one event per row (user, item, ...)")
-    malformed: list[int] = []
+    malformed = _Malformed()
 
     def on_invalid(row: Any) -> str:
-        malformed.append(int(row.number) if row.number and row.number > 0 else -1)
+        malformed.add(int(row.number) if row.number and row.number > 0 else -1)
         return "skip"
 
-    def chunks(all_text: bool) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        malformed.clear()
-        types = {n: pa.string() for n in layout.names if all_text or n not in layout.infer}
-        reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
-            read_options=pacsv.ReadOptions(
-                column_names=layout.names, skip_rows=1 if layout.header else 0,
-                block_size=sizes.chunk_bytes,
-                encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding),
-            parse_options=pacsv.ParseOptions(delimiter=layout.sep, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types=types, null_values=list(NULL_TEXTS),
-                                                 strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=True))
+    def chunks(all_text: bool, encoding: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Pieces of about `chunk_bytes` cut at line ends, each parsed by pyarrow's
+        multi-threaded reader (pyarrow's streaming reader parses one block at a time, ~2.5x
+        slower); column types are fixed by the first piece."""
+        malformed.reset()
+        types: dict[str, pa.DataType] = {
+            n: pa.string() for n in layout.names if all_text or n not in layout.infer}
         line = 2 if layout.header else 1
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            lines = np.arange(line, line + table.num_rows, dtype=np.int64)
-            line += table.num_rows + sum(1 for n in malformed if n >= line)
-            yield table, lines
+        first = True
+        with pa.input_stream(str(path), compression=compression) as stream:
+            rest = b""
+            while True:
+                data = stream.read(sizes.chunk_bytes)
+                buffer = rest + data
+                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
+                if data and cut == 0:  # no line end yet: read on
+                    rest = buffer
+                    continue
+                piece, rest = buffer[:cut], buffer[cut:]
+                if not piece:
+                    break
+                if len(piece) < 4096 and not piece.strip():  # blank lines only
+                    if not data:
+                        break
+                    continue
+                table = pacsv.read_csv(
+                    io.BytesIO(piece),
+                    read_options=pacsv.ReadOptions(
+                        column_names=layout.names, skip_rows=1 if layout.header and first else 0,
+                        block_size=max(1 << 20, min(sizes.chunk_bytes // 4, 16 << 20)),
+                        encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding),
+                    parse_options=pacsv.ParseOptions(delimiter=layout.sep,
+                                                     invalid_row_handler=on_invalid),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=types, null_values=list(NULL_TEXTS),
+                        strings_can_be_null=True, quoted_strings_can_be_null=True))
+                if first:
+                    types = {field.name: field.type for field in table.schema
+                             if not pa.types.is_null(field.type)}
+                    first = False
+                lines = np.arange(line, line + table.num_rows, dtype=np.int64)
+                # rows skipped in this piece shift the next piece's lines (approximate within)
+                line += table.num_rows + malformed.take_pending()
+                yield table, lines
+                if not data:
+                    break
 
-    return _Source(name, "delimited", layout.details, warnings, chunks, malformed)
+    return _Source(name, "delimited", layout.details, warnings, chunks, malformed, encoding)
 
 
 def _parquet_source(path: Path, name: str, sizes: StoreOptions) -> _Source:
-    def chunks(all_text: bool) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        if path.is_dir():
-            import pyarrow.dataset as ds
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))
+                   ) if path.is_dir() else [path]
+    if not files:
+        raise LogFormatError(name, "the folder holds no Parquet files",
+                             fix="give the folder of the log's Parquet parts")
 
-            batches = ds.dataset(str(path), format="parquet").to_batches(
-                batch_size=sizes.chunk_rows)
-        else:
-            batches = pq.ParquetFile(str(path)).iter_batches(batch_size=sizes.chunk_rows)
+    def chunks(all_text: bool, encoding: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
         line = 1
-        for batch in batches:
-            table = pa.Table.from_batches([batch])
-            table = table.rename_columns(_unique_names(table.column_names))
-            yield table, np.arange(line, line + table.num_rows, dtype=np.int64)
-            line += table.num_rows
+        columns: list[str] | None = None
+        for file in files:  # one part at a time, each checked against the first
+            parquet = pq.ParquetFile(str(file))
+            try:
+                names = _unique_names(parquet.schema_arrow.names)
+                if columns is None:
+                    columns = names
+                elif names != columns:
+                    raise LogFormatError(
+                        f"{name}/{file.relative_to(path)}" if path.is_dir() else name,
+                        f"this part's columns ({', '.join(names)}) differ from the first "
+                        f"part's ({', '.join(columns)})",
+                        fix="write every part of the log with the same columns")
+                for batch in parquet.iter_batches(batch_size=sizes.chunk_rows):
+                    table = pa.Table.from_batches([batch]).rename_columns(names)
+                    yield table, np.arange(line, line + table.num_rows, dtype=np.int64)
+                    line += table.num_rows
+            finally:
+                parquet.close()
 
-    return _Source(name, "parquet", {}, [], chunks, [])
+    return _Source(name, "parquet", {}, [], chunks, _Malformed())
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,16 +391,47 @@ class _Columns:
             np.ascontiguousarray(values, dtype=self.dtypes[name]).tofile(self.handles[name])
         self.rows += len(next(iter(arrays.values())))
 
-    def close(self) -> dict[str, np.ndarray]:
+    def close(self) -> dict[str, Any]:
         for handle in self.handles.values():
             handle.close()
-        return {name: self.open(name) for name in self.dtypes}
+        return self.readers()
+
+    def readers(self) -> dict[str, Any]:
+        return {name: _ColumnFile(self.directory / f"{name}.bin", self.dtypes[name], self.rows)
+                for name in self.dtypes}
 
     def open(self, name: str, mode: Any = "r") -> np.ndarray:
         if self.rows == 0:
             return np.zeros(0, dtype=self.dtypes[name])
         return np.memmap(self.directory / f"{name}.bin", dtype=self.dtypes[name], mode=mode,
                          shape=(self.rows,))
+
+
+class _ColumnFile:
+    """A column file read piecewise, so that its pages do not stay mapped (and counted in the
+    process's memory) after use: a slice is one `fromfile`, an index array goes through a memory
+    map opened for that call only."""
+
+    def __init__(self, path: Path, dtype: Any, rows: int) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.shape = (rows,)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        rows = self.shape[0]
+        if isinstance(key, slice):
+            lo, hi, _ = key.indices(rows)
+            if hi <= lo:
+                return np.zeros(0, dtype=self.dtype)
+            return np.fromfile(self.path, dtype=self.dtype, count=hi - lo,
+                               offset=lo * self.dtype.itemsize)
+        index = np.asarray(key)
+        if index.size == 0:
+            return np.zeros(0, dtype=self.dtype)
+        mapped = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(rows,))
+        values = np.array(mapped[index])
+        del mapped
+        return values
 
 
 @dataclass
@@ -372,9 +489,14 @@ def build_store(
         raise StoreError(f"{target} exists and is not a sequence store; choose another --out "
                          "(nothing was written)")
     reports: list[IngestReport] = []
-    atomic_directory(target, lambda staging: reports.append(_build(
-        Path(source), staging, options, sequence_options, min_value, sizes,
-        progress or (lambda stage, done: None))))
+    try:
+        atomic_directory(target, lambda staging: reports.append(_build(
+            Path(source), staging, options, sequence_options, min_value, sizes,
+            progress or (lambda stage, done: None))))
+    except pa.ArrowException as exc:  # e.g. Parquet parts whose column types clash
+        raise LogFormatError(Path(source).name, f"pyarrow cannot read it ({exc})",
+                             fix="check that every part of the log has the same column types"
+                             ) from None
     return SequenceStore.open(target), reports[0]
 
 
@@ -385,13 +507,24 @@ def _build(path: Path, out: Path, options: IngestOptions, sequence_options: Sequ
     source = _open_source(path, options, sizes)
     work = out / "work"
     work.mkdir()
-    try:
-        raw, state, report = _read(source, work, options, progress, all_text=False)
-    except pa.ArrowInvalid:
-        # a column looked numeric in the first chunk and is not: read every column as text
-        shutil.rmtree(work)
-        work.mkdir()
-        raw, state, report = _read(source, work, options, progress, all_text=True)
+    # a column that looked numeric in the first chunk and is not: read every column as text;
+    # text that is not UTF-8 after the part looked at first: read it as Latin-1 (as read_log)
+    attempts = [(False, source.encoding), (True, source.encoding)]
+    if options.encoding is None and source.encoding in ("utf-8", "utf-8-sig"):
+        attempts.append((True, "latin-1"))
+    for number, (all_text, encoding) in enumerate(attempts):
+        try:
+            raw, state, report = _read(source, work, options, progress, all_text, encoding)
+            break
+        except pa.ArrowInvalid as exc:
+            if number == len(attempts) - 1:
+                raise LogFormatError(source.name, f"pyarrow cannot read it ({exc})",
+                                     fix="check the delimiter and encoding (--sep, --encoding), "
+                                     "or read it in memory (without --out-of-core)") from None
+            shutil.rmtree(work)
+            work.mkdir()
+    if encoding == "latin-1" and source.encoding != "latin-1":
+        report.warnings.append("the file is not valid UTF-8; read as Latin-1")
     if min_value is not None and not state.roles["value"]:
         raise LogFormatError(source.name, "--min-rating needs a value (rating) column and none "
                              "was found", fix="name it with --value COLUMN")
@@ -417,8 +550,50 @@ def _build(path: Path, out: Path, options: IngestOptions, sequence_options: Sequ
     return report
 
 
+def _prefetched(items: Iterator[Any]) -> Iterator[Any]:
+    """`items`, the next one produced on a thread while the caller works on the current one
+    (pyarrow parses without the GIL: parsing and encoding overlap). Errors reach the caller."""
+    import queue
+    import threading
+
+    slot: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slot.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slot.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            slot.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="seqvae-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slot.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # let the producer see `stop` and leave
+            with contextlib.suppress(queue.Empty):
+                slot.get_nowait()
+            thread.join(timeout=0.1)
+
+
 def _read(source: _Source, work: Path, options: IngestOptions,
-          progress: Callable[[str, int], None], all_text: bool
+          progress: Callable[[str, int], None], all_text: bool, encoding: str
           ) -> tuple[_Columns, _ReadState, IngestReport]:
     """Pass 1: chunks -> column files of codes; row-wise policies applied and reported."""
     report = IngestReport(source=source.name, format=source.format,
@@ -427,28 +602,32 @@ def _read(source: _Source, work: Path, options: IngestOptions,
     state: _ReadState | None = None
     raw: _Columns | None = None
     decimal = "," if report.details.get("decimal") == "comma" else "."
-    for table, lines in source.chunks(all_text):
+    for table, lines in _prefetched(source.chunks(all_text, encoding)):
         if state is None:
             overrides = options.role_overrides()
             roles = detect_roles(table, overrides, source.name)
             report.columns = dict(roles)
             report.source_columns = list(table.column_names)
             state = _ReadState(_Tokens(), _Tokens(), _Tokens(), np.zeros(0, np.int64), roles)
-            raw = _Columns(work, {"user": np.int32, "item": np.int32, "event": np.int32,
-                                  "micros": np.float64, "value": np.float64, "line": np.int64})
+            columns = {"user": np.int32, "item": np.int32, "event": np.int32,
+                       "micros": np.float64, "value": np.float64, "line": np.int64}
+            absent = {name for name, role in (("micros", "timestamp"), ("value", "value"))
+                      if not roles[role]}
+            raw = _Columns(work, {name: dtype for name, dtype in columns.items()
+                                  if name not in absent})
         assert raw is not None
         _read_chunk(table, lines, state, raw, report, options, decimal, source.name)
         progress("read", report.rows_read)
     if state is None or raw is None:
         raise LogFormatError(source.name, "the file has no data rows",
                              fix="export the rows of the log too")
-    if source.malformed:
-        known = [n for n in source.malformed if n > 0]
-        report.rows_read += len(source.malformed)
-        report.rows_kept += len(source.malformed)
-        report.drop("malformed", len(source.malformed), known[:5])
-        report.warnings.append(f"{len(source.malformed):,} rows do not have the header's number "
-                               "of fields; skipped")
+    skipped = source.malformed.count
+    if skipped:
+        report.rows_read += skipped
+        report.rows_kept += skipped
+        report.drop("malformed", skipped, source.malformed.lines)
+        report.warnings.append(f"{skipped:,} rows do not have the header's number of fields; "
+                               "skipped (read in memory, such rows are padded or cut instead)")
     _finish_read(state, report, options, source.name)
     return raw, state, report
 
@@ -459,7 +638,8 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
     missing_columns = [c for c in roles.values() if c and c not in table.column_names]
     if missing_columns:
         raise LogFormatError(name, f"a part of the log lacks the column {missing_columns[0]!r}",
-                             lines=[int(lines[0])], fix="give every part of the log the same columns")
+                             lines=[int(n) for n in lines[:1]],
+                             fix="give every part of the log the same columns")
     n = table.num_rows
     report.rows_read += n
     report.rows_kept += n
@@ -531,8 +711,9 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
                                   state.value_counts.add(chunk_counts, fill_value=0))
 
     rows = np.flatnonzero(keep)
-    raw.append(user=users[rows], item=items[rows], event=events[rows], micros=micros[rows],
-               value=values[rows], line=lines[rows])
+    by_name = {"user": users, "item": items, "event": events, "micros": micros,
+               "value": values, "line": lines}
+    raw.append(**{name: by_name[name][rows] for name in raw.dtypes})
     if len(state.users) > state.user_counts.size:
         state.user_counts = np.concatenate(
             [state.user_counts, np.zeros(len(state.users) - state.user_counts.size, np.int64)])
@@ -582,41 +763,59 @@ def _value_fill(state: _ReadState, options: IngestOptions) -> float:
     return float((low + high) / 2)
 
 
+@dataclass
+class _Partitions:
+    """Pass 2's output: the rows of each block of users (consecutive user codes, at most
+    `block_events` events), one file per block and column, in file order."""
+
+    blocks: list[tuple[int, int]]
+    directory: Path
+    dtypes: dict[str, Any]
+    counts: np.ndarray  # rows per user
+
+    def path(self, index: int, name: str) -> Path:
+        return self.directory / f"{index}.{name}.bin"
+
+    def block(self, index: int) -> dict[str, np.ndarray]:
+        """The block's columns, grouped by user (file order within a user)."""
+        columns = {name: np.fromfile(self.path(index, name), dtype=dtype)
+                   if self.path(index, name).exists() else np.zeros(0, dtype=dtype)
+                   for name, dtype in self.dtypes.items()}
+        users = columns["user"]
+        order = stable_order(users - users.min(initial=0))
+        return {name: values[order] for name, values in columns.items()}
+
+
 def _group(raw: _Columns, user_counts: np.ndarray, work: Path,
-           sizes: StoreOptions) -> dict[str, np.ndarray]:
-    """Pass 2: every row into its user's slot (users by code, file order within a user)."""
+           sizes: StoreOptions) -> _Partitions:
+    """Pass 2: route every row to the files of its block of users. The blocks come from the
+    per-user counts of pass 1, so each holds at most `block_events` rows (a longer user: a block
+    of its own) and every write is an append: memory holds one chunk."""
     columns = raw.close()
-    starts = np.cumsum(user_counts) - user_counts
-    grouped = _Columns(work / "grouped", {k: v for k, v in raw.dtypes.items() if k != "user"})
-    for name, handle in grouped.handles.items():  # files of the final size, filled below
-        handle.truncate(raw.rows * np.dtype(grouped.dtypes[name]).itemsize)
-    grouped.close()
-    grouped.rows = raw.rows
-    targets = {name: grouped.open(name, mode="r+") for name in grouped.dtypes}
-    cursor = starts.copy()
+    blocks = user_blocks(user_counts, sizes.block_events)
+    block_of_user = np.repeat(np.arange(len(blocks)), [hi - lo for lo, hi in blocks])
+    partitions = _Partitions(blocks, work / "blocks", dict(raw.dtypes), user_counts)
+    partitions.directory.mkdir()
     for lo in range(0, raw.rows, sizes.block_events):
-        users = np.asarray(columns["user"][lo:lo + sizes.block_events], dtype=np.int64)
-        order = np.argsort(users, kind="stable")
-        sorted_users = users[order]
-        run_start = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
-        rank = np.arange(users.size) - np.repeat(run_start, np.diff(np.r_[run_start, users.size]))
-        position = np.empty(users.size, dtype=np.int64)
-        position[order] = cursor[sorted_users] + rank
-        cursor += np.bincount(users, minlength=cursor.size)
-        for name, target in targets.items():
-            target[position] = columns[name][lo:lo + sizes.block_events]
-    for target in targets.values():
-        if isinstance(target, np.memmap):
-            target.flush()
-    return {name: grouped.open(name) for name in grouped.dtypes} | {"counts": user_counts}
+        block = block_of_user[columns["user"][lo:lo + sizes.block_events]]
+        order = stable_order(block)
+        block = block[order]
+        bounds = np.r_[0, np.cumsum(np.bincount(block, minlength=len(blocks)))]
+        present = np.flatnonzero(np.diff(bounds))
+        for name in raw.dtypes:
+            values = columns[name][lo:lo + sizes.block_events][order]
+            for index in present:
+                with partitions.path(int(index), name).open("ab") as handle:
+                    values[bounds[index]:bounds[index + 1]].tofile(handle)
+    return partitions
 
 
-def _order(grouped: dict[str, np.ndarray], state: _ReadState, work: Path,
+def _order(grouped: _Partitions, state: _ReadState, work: Path,
            options: IngestOptions, report: IngestReport, min_value: float | None,
-           sizes: StoreOptions, name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+           sizes: StoreOptions, name: str) -> tuple[dict[str, Any], np.ndarray]:
     """Pass 3: per block of users, the policies that need a user's other rows, then time order,
     duplicates and the rating filter."""
-    counts = grouped["counts"]
+    counts = grouped.counts
     has_time = bool(state.roles["timestamp"])
     has_value = bool(state.roles["value"])
     fill_value = _value_fill(state, options) if has_value and state.missing_values else None
@@ -626,16 +825,16 @@ def _order(grouped: dict[str, np.ndarray], state: _ReadState, work: Path,
     filled_lines: list[int] = []
     no_time_lines: list[int] = []
     n_filled = n_file_order = n_duplicates = 0
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    for u0, u1 in user_blocks(counts, sizes.block_events):
-        e0, e1 = int(offsets[u0]), int(offsets[u1])
-        users = np.repeat(np.arange(u1 - u0), counts[u0:u1])
-        items = np.asarray(grouped["item"][e0:e1], dtype=np.int64)
-        events = np.asarray(grouped["event"][e0:e1], dtype=np.int64)
-        micros = np.array(grouped["micros"][e0:e1])
-        values = np.array(grouped["value"][e0:e1])
-        lines = np.asarray(grouped["line"][e0:e1])
-        keep = np.ones(e1 - e0, dtype=bool)
+    for index, (u0, u1) in enumerate(grouped.blocks):
+        records = grouped.block(index)
+        users = records["user"].astype(np.int64) - u0
+        items = records["item"].astype(np.int64)
+        events = records["event"].astype(np.int64)
+        micros = records["micros"] if has_time else np.full(users.size, np.nan)
+        values = records["value"] if has_value else np.full(users.size, np.nan)
+        lines = records["line"]
+        del records
+        keep = np.ones(users.size, dtype=bool)
         sort_key: np.ndarray | None = None
         if has_time:
             missing = np.isnan(micros)
@@ -659,7 +858,7 @@ def _order(grouped: dict[str, np.ndarray], state: _ReadState, work: Path,
             users, items, events, micros, values, lines = (
                 column[keep] for column in (users, items, events, micros, values, lines))
             sort_key = sort_key[keep] if sort_key is not None else None
-        order = time_order(users, sort_key)
+        order = _time_order_of_block(users, sort_key)
         if options.drop_duplicates:
             dup = _duplicates_in_order(order, users, sort_key, functools.partial(
                 _row_codes, [users, items, events], micros if has_time else None,
@@ -702,6 +901,14 @@ def _order(grouped: dict[str, np.ndarray], state: _ReadState, work: Path,
     return ordered.close(), kept_counts
 
 
+def _time_order_of_block(users: np.ndarray, times: np.ndarray | None) -> np.ndarray:
+    """`time_order` of a block, whose rows are grouped by user in file order already: nothing
+    to sort when the file was in time order within each user (most exports are)."""
+    if times is None or bool(np.all((np.diff(times) >= 0) | (np.diff(users) != 0))):
+        return np.arange(users.size)
+    return time_order(users, times)
+
+
 def _row_codes(ids: list[np.ndarray], micros: np.ndarray | None, values: np.ndarray | None,
                rows: np.ndarray) -> list[np.ndarray]:
     """The columns that make two rows duplicates, as integer codes (as `read_log` compares)."""
@@ -712,10 +919,15 @@ def _row_codes(ids: list[np.ndarray], micros: np.ndarray | None, values: np.ndar
 
 def _segment_users(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """User (row) of each event lo..hi-1, from CSR offsets."""
-    return np.searchsorted(offsets, np.arange(lo, hi), side="right") - 1
+    if hi <= lo:
+        return np.zeros(0, dtype=np.int64)
+    first = int(np.searchsorted(offsets, lo, side="right")) - 1
+    last = int(np.searchsorted(offsets, hi - 1, side="right")) - 1
+    counts = np.diff(np.clip(offsets[first:last + 2], lo, hi))
+    return np.repeat(np.arange(first, last + 1), counts)
 
 
-def _k_core(ordered: dict[str, np.ndarray], counts: np.ndarray, n_items: int, k: int,
+def _k_core(ordered: dict[str, Any], counts: np.ndarray, n_items: int, k: int,
             work: Path, report: IngestReport, sizes: StoreOptions, name: str
             ) -> tuple[np.ndarray | None, np.ndarray]:
     """Pass 4 (k > 1): drop users and items with fewer than k events until none is left.
@@ -762,7 +974,7 @@ def _k_core(ordered: dict[str, np.ndarray], counts: np.ndarray, n_items: int, k:
     return keep, user_count
 
 
-def _write(ordered: dict[str, np.ndarray], keep: np.ndarray | None,
+def _write(ordered: dict[str, Any], keep: np.ndarray | None,
            segment_counts: np.ndarray, counts_after: np.ndarray, state: _ReadState, out: Path,
            sequence_options: SequenceOptions, sizes: StoreOptions, name: str) -> None:
     """Pass 5: vocabularies, users in order of first appearance, final arrays.
@@ -805,9 +1017,24 @@ def _write(ordered: dict[str, np.ndarray], keep: np.ndarray | None,
     lengths = counts_after[user_order]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     total = int(offsets[-1])
-    arrays = {key: np.lib.format.open_memmap(out / f"{key}.npy", mode="w+", dtype=dtype,
-                                             shape=(total,))
-              for key, dtype in _ARRAYS.items()}
+    data_offset = {}
+    for key, dtype in _ARRAYS.items():
+        created = np.lib.format.open_memmap(out / f"{key}.npy", mode="w+", dtype=dtype,
+                                            shape=(total,))
+        data_offset[key] = created.offset
+        del created
+
+    def put(key: str, start: int, values: np.ndarray | int, count: int) -> None:
+        """Write events start..start+count of an output through a map of that range only."""
+        if count == 0:
+            return
+        dtype = np.dtype(_ARRAYS[key])
+        target = np.memmap(out / f"{key}.npy", dtype=dtype, mode="r+", shape=(count,),
+                           offset=data_offset[key] + start * dtype.itemsize)
+        target[:] = values
+        target.flush()
+        del target
+
     has_time = bool(state.roles["timestamp"])
     for u0, u1 in user_blocks(segment_counts[user_order], sizes.block_events):
         rows = user_order[u0:u1]
@@ -817,20 +1044,17 @@ def _write(ordered: dict[str, np.ndarray], keep: np.ndarray | None,
         e0, e1 = int(offsets[u0]), int(offsets[u1])
         micros = fill_file_order_times(np.asarray(ordered["micros"][take]),
                                        np.repeat(np.arange(u1 - u0), lengths[u0:u1]))
-        arrays["items"][e0:e1] = item_map[np.asarray(ordered["item"][take])]
-        arrays["events"][e0:e1] = event_map[np.asarray(ordered["event"][take])]
-        arrays["timestamps"][e0:e1] = micros if has_time else 0
-        arrays["event_index"][e0:e1] = np.arange(e0, e1)
+        put("items", e0, item_map[np.asarray(ordered["item"][take])], e1 - e0)
+        put("events", e0, event_map[np.asarray(ordered["event"][take])], e1 - e0)
+        put("timestamps", e0, micros if has_time else 0, e1 - e0)
+        put("event_index", e0, np.arange(e0, e1), e1 - e0)
         first = np.zeros(e1 - e0, dtype=bool)
         first[(offsets[u0:u1] - e0)[lengths[u0:u1] > 0]] = True
         gap = np.full(e1 - e0, np.nan)
         if has_time:
             gap[1:] = np.diff(micros) / 1e6
             gap[first] = np.nan
-        arrays["gaps"][e0:e1] = gap_buckets(gap, sequence_options.time_buckets)
-    for array in arrays.values():
-        array.flush()
-    del arrays
+        put("gaps", e0, gap_buckets(gap, sequence_options.time_buckets), e1 - e0)
     np.save(out / "offsets.npy", offsets)
     pq.write_table(pa.table({"user": pa.array(state.users.index[user_order].astype(str),
                                               pa.string())}), out / "users.parquet")

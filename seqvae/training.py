@@ -387,12 +387,20 @@ def _make_step(model: Any, optimizer: Any, strategy: Any, clipnorm: float) -> Ca
 
 
 def is_chief(strategy: Any) -> bool:
-    """Whether this process writes files: the only one, or worker 0 of a cluster."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker"
-                                             and resolver.task_id == 0)
+    """Whether this process writes files: the only one, or the cluster's chief (TensorFlow's
+    rule: the "chief" task if TF_CONFIG names one, else worker 0)."""
+    return bool(getattr(getattr(strategy, "extended", None), "should_checkpoint", True))
+
+
+def _agree(strategy: Any, value: float, operation: str = "MEAN") -> float:
+    """`value` reduced across workers ("SUM" or "MEAN"), so that every worker takes the same
+    decision from it; the value itself when there is one replica."""
+    if strategy.num_replicas_in_sync == 1:
+        return value
+    import tensorflow as tf
+
+    per_replica = strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(strategy.reduce(operation, per_replica, axis=None))
 
 
 def local_cluster(workers: int) -> list[str]:
@@ -410,43 +418,65 @@ def local_cluster(workers: int) -> list[str]:
             for i in range(workers)]
 
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+CHECKPOINT_FILE = "checkpoint.npz"
 
 
-def _fingerprint(config: SeqVAEConfig, train: Sequences, n_workers: int) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed (the epoch limit may grow)."""
+def _fingerprint(config: SeqVAEConfig, train: Sequences, source: BatchSource,
+                 n_workers: int) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (the epoch limit may grow): the settings,
+    the data (a digest of the vocabularies and of every user's length and last item), how the
+    batches are cut, and the number of workers."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (json.dumps([train.item_vocab.to_json(), train.event_vocab.to_json()]).encode(),
+                 np.ascontiguousarray(train.offsets).tobytes(),
+                 np.ascontiguousarray(train.items[train.offsets[1:] - 1]).tobytes()
+                 if train.n_events else b""):
+        digest.update(part)
     settings = {k: v for k, v in config.to_dict().items() if k != "epochs"}
-    return {"config": settings, "items": train.item_vocab.size, "users": train.n_users,
-            "events": train.n_events, "event_types": train.event_vocab.size,
-            "workers": n_workers}
+    return {"config": settings, "data": digest.hexdigest(), "users": train.n_users,
+            "events": train.n_events, "source": type(source).__name__,
+            "block_events": getattr(source, "block_events", None), "workers": n_workers}
 
 
 def _save_checkpoint(directory: Path, state: dict[str, Any],
                      arrays: dict[str, list[np.ndarray]]) -> None:
-    """Everything needed to continue after `state["epoch"]`, written atomically."""
+    """Everything needed to continue after `state["epoch"]`: one file, written under a
+    temporary name and renamed, so a reader sees the previous checkpoint or this one."""
     directory.mkdir(parents=True, exist_ok=True)
     flat: dict[str, Any] = {f"{name}/{i}": value for name, values in arrays.items()
-            for i, value in enumerate(values)}
-    for name, write in (("state.npz", lambda f: np.savez(f, **flat)),
-                        ("state.json", lambda f: f.write(json.dumps(state).encode()))):
-        temporary = directory / f".{name}.tmp"
-        with temporary.open("wb") as handle:
-            write(handle)
-        os.replace(temporary, directory / name)
+                            for i, value in enumerate(values)}
+    temporary = directory / f".{CHECKPOINT_FILE}.tmp"
+    with temporary.open("wb") as handle:
+        np.savez(handle, state=np.array(json.dumps(state)), **flat)
+    os.replace(temporary, directory / CHECKPOINT_FILE)
+
+
+def remove_checkpoint(directory: str | os.PathLike[str]) -> None:
+    """Delete what `_save_checkpoint` wrote (and the folder, if nothing else is in it)."""
+    directory = Path(directory)
+    for name in (CHECKPOINT_FILE, f".{CHECKPOINT_FILE}.tmp"):
+        (directory / name).unlink(missing_ok=True)
+    if directory.is_dir() and not any(directory.iterdir()):
+        directory.rmdir()
 
 
 def _load_checkpoint(directory: Path, fingerprint: dict[str, Any]
                      ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]] | None:
-    if not (directory / "state.json").exists():
+    if not (directory / CHECKPOINT_FILE).exists():
         return None
-    state = json.loads((directory / "state.json").read_text())
-    if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
-        raise TrainingDataError(
-            f"the checkpoint in {directory} belongs to another run (other settings, data or "
-            "number of workers); delete it, or pass another --checkpoint-dir, to start afresh")
-    with np.load(directory / "state.npz", allow_pickle=False) as stored:
+    with np.load(directory / CHECKPOINT_FILE, allow_pickle=False) as stored:
+        state = json.loads(str(stored["state"]))
+        if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
+            raise TrainingDataError(
+                f"the checkpoint in {directory} belongs to another run (other settings, data or "
+                "number of workers); delete it, or pass another --checkpoint-dir, to start "
+                "afresh")
         arrays: dict[str, list[np.ndarray]] = {}
-        for key in sorted(stored.files, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
+        names = [k for k in stored.files if k != "state"]
+        for key in sorted(names, key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
             arrays.setdefault(key.split("/")[0], []).append(stored[key])
     return state, arrays
 
@@ -548,8 +578,15 @@ def train_from(
     step = 0
     first_epoch = 1
     checkpoint = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(config, train, strategy.num_replicas_in_sync)
-    if checkpoint is not None and (found := _load_checkpoint(checkpoint, fingerprint)):
+    fingerprint = _fingerprint(config, train, source, strategy.num_replicas_in_sync)
+    found = _load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+    resume_from = found[0]["epoch"] if found else 0
+    mean = _agree(strategy, resume_from)
+    if _agree(strategy, (resume_from - mean) ** 2) > 0:  # not every worker found the same
+        raise TrainingDataError(
+            f"the workers found different checkpoints in {checkpoint} (this one: epoch "
+            f"{resume_from}); put --checkpoint-dir on storage every worker reads")
+    if found:
         state, arrays = found
         for variable, value in zip(model.variables, arrays["variables"], strict=True):
             variable.assign(value)  # weights, β and the dropout / sampling seeds' states
@@ -586,6 +623,10 @@ def train_from(
                 break
         train_seconds = time.perf_counter() - epoch_start
         validation_scores = evaluate_holdout(recommender, validation, config.eval_k)
+        # the workers' scores agree; averaging makes their early-stopping decisions identical
+        # even where float results could differ in the last bit
+        validation_scores = {name: _agree(strategy, value)
+                             for name, value in validation_scores.items()}
         loss, reconstruction, kl = sums / max(done, 1)
         record = EpochRecord(epoch=epoch, loss=float(loss), reconstruction_loss=float(reconstruction),
                              kl_loss=float(kl), beta=float(model.beta.numpy()),

@@ -170,3 +170,40 @@ def test_store_batches_cover_the_in_memory_training_windows(tmp_path):
     assert len(epoch) == source.batches_per_epoch >= expected.batches_per_epoch
     assert windows(source.epoch(2)) == windows(epoch)  # every epoch: the same windows
     assert [b["items"].shape for b in source.epoch(2)] != [b["items"].shape for b in epoch]
+
+
+def test_encodings_compression_and_parts_are_handled_or_refused_clearly(tmp_path):
+    # Latin-1 text first met long after the head the encoding is guessed from
+    rows = [f"u{i % 90},item-{i % 70},{1_700_000_000 + i}" for i in range(20_000)]
+    rows[15_000] = "u1,caf\xe9,1700015000"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(("user,item,ts\n" + "\n".join(rows) + "\n").encode("latin-1"))
+    memory, _ = in_memory(latin, IngestOptions(), SequenceOptions())
+    store, report = build_store(latin, tmp_path / "s-latin", sizes=TINY)
+    assert "café" in store.item_vocab
+    assert any("Latin-1" in w for w in report.warnings)
+    assert_same(memory, store.sequences())
+
+    # gzip recognised by its bytes, not its name
+    import gzip
+
+    packed = tmp_path / "log.dat"
+    packed.write_bytes(gzip.compress(("user,item,ts\n" + "\n".join(rows[:3000]) + "\n").encode()))
+    store, _ = build_store(packed, tmp_path / "s-gzip", sizes=TINY)
+    assert store.n_events == 3000
+
+    # Parquet parts that disagree: the part is named
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pd.DataFrame({"user": ["a", "b"], "item": ["x", "y"]}).to_parquet(parts / "p0.parquet")
+    pd.DataFrame({"customer": ["a"], "item": ["z"]}).to_parquet(parts / "p1.parquet")
+    with pytest.raises(LogFormatError, match=r"p1\.parquet.*differ"):
+        build_store(parts, tmp_path / "s-parts")
+
+    # rows with the wrong number of fields: skipped and counted, every row accounted for
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("user,item,ts\n" + "\n".join(rows[:50]) + "\nu1,x\n"
+                      + "\n".join(rows[50:100]) + "\n")
+    store, report = build_store(ragged, tmp_path / "s-ragged")
+    assert report.dropped == {"malformed": 1} and report.balanced
+    assert store.n_events == 100

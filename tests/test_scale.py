@@ -84,7 +84,8 @@ def test_a_stopped_run_resumes_from_its_checkpoint_as_if_never_stopped(small_spl
     checkpoint = tmp_path / "checkpoint"
     fit(small_split, SeqVAEConfig(**{**config.to_dict(), "epochs": 2}),
         checkpoint_dir=checkpoint)
-    assert json.loads((checkpoint / "state.json").read_text())["epoch"] == 2
+    with np.load(checkpoint / "checkpoint.npz") as stored:  # one file: state and arrays
+        assert json.loads(str(stored["state"]))["epoch"] == 2
     epochs_run = []
     resumed, history = fit(small_split, config, checkpoint_dir=checkpoint,
                            on_epoch=lambda record: epochs_run.append(record.epoch))
@@ -107,14 +108,19 @@ def test_ingest_then_train_from_the_store_and_recommend(sample_events, tmp_path,
                  "--chunk-mb", "0.5"])
     ingested = json.loads(capsys.readouterr().out)
     assert code == 0 and ingested["users"] == 2000 and ingested["rows_read"] == ingested["events"]
+    mine = tmp_path / "mine"  # a checkpoint folder that holds other files too
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
     code = main(["train", str(tmp_path / "store"), "--out", str(tmp_path / "model"), "--epochs",
-                 "1", "--eval-users", "300", "--block-events", "20000", "--json", "--quiet"])
+                 "1", "--eval-users", "300", "--block-events", "20000", "--json", "--quiet",
+                 "--checkpoint-dir", str(mine)])
     trained = json.loads(capsys.readouterr().out)
     assert code == 0 and trained["epochs"] == 1
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["evaluated_users"] == 300
     model = load(tmp_path / "model")
     assert model.history_.n_events == ingested["events"]
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]  # only the checkpoint went
     code = main(["recommend", str(tmp_path / "model"), "--user", str(model.history_.users[0]),
                  "--json"])
     assert code == 0 and len(json.loads(capsys.readouterr().out)["items"]) == 10
@@ -123,4 +129,9 @@ def test_ingest_then_train_from_the_store_and_recommend(sample_events, tmp_path,
     code = main(["train", str(sample_events), "--out", str(tmp_path / "model2"), "--epochs", "1",
                  "--out-of-core", "--eval-users", "300", "--json", "--quiet"])
     assert code == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model2", "store"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model", "model2", "store"]
+
+    # options that shape a store belong to `seqvae ingest`
+    code = main(["train", str(tmp_path / "store"), "--out", str(tmp_path / "m3"), "--k-core",
+                 "3"])
+    assert code == 2 and "seqvae ingest" in capsys.readouterr().err
