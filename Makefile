@@ -54,6 +54,7 @@ bench: setup
 	"$(PY)" benchmarks/dashboard.py
 	"$(PY)" benchmarks/latent.py
 	"$(PY)" benchmarks/quality.py --cap beauty-p1=15
+	"$(PY)" benchmarks/scale.py
 
 sample: setup
 	"$(VENV)/bin/seqvae" sample --out sample_data/events.csv

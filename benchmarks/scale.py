@@ -110,9 +110,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--stages", default="train1,train2,score",
+                        help="which of train1, train2, score to run after the ingest (the "
+                        "others keep their results from benchmarks/scale.json)")
     args = parser.parse_args()
+    stages = set(args.stages.split(","))
     work = Path(tempfile.mkdtemp(prefix="seqvae-scale-"))
-    results: dict = {"settings": vars(args)}
+    previous = HERE / "scale.json"
+    results: dict = json.loads(previous.read_text()) if previous.exists() else {}
+    results["settings"] = vars(args)
     try:
         log = work / "events.csv"
         print(f"generating {args.events:,} events in {log} …", flush=True)
@@ -137,31 +143,41 @@ def main() -> None:
         train = [*SEQVAE, "train", str(work / "store"), "--epochs", "1", "--steps-per-epoch",
                  str(args.steps), "--batch-size", str(args.batch_size), "--eval-users", "2000",
                  "--block-events", "1000000", "--json", "--quiet"]
-        print("train, one process …", flush=True)
-        one = measure([*train, "--out", str(work / "model-1")])
-        one.update(training_rate(work / "model-1"))
-        results["train_1"] = one
-        print(f"  {one['events_per_s']:,.0f} events/s, peak {one['peak_mb']:,.0f} MB", flush=True)
+        if stages & {"train1", "score"}:
+            print("train, one process …", flush=True)
+            one = measure([*train, "--out", str(work / "model-1")])
+            one.update(training_rate(work / "model-1"))
+            results["train_1"] = one
+            print(f"  {one['events_per_s']:,.0f} events/s, peak {one['peak_mb']:,.0f} MB",
+                  flush=True)
 
-        print("train, two local workers …", flush=True)
-        started = time.perf_counter()
-        processes = [subprocess.Popen(
-            [*train, "--out", str(work / "model-2"), "--strategy", "multi-worker"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config})
-            for tf_config in local_cluster(2)]
-        two = [finish(p, started) for p in processes]
-        rate = training_rate(work / "model-2")
-        results["train_2"] = {**two[0], **rate, "peak_mb_per_worker": [w["peak_mb"] for w in two]}
-        print(f"  {rate['events_per_s']:,.0f} events/s, peak per worker "
-              f"{[round(w['peak_mb']) for w in two]} MB", flush=True)
+        if "train2" in stages:
+            # each worker gets half of the cores (TensorFlow sizes its thread pool to all of
+            # them otherwise, and two workers on one machine would fight over them)
+            threads = str(max(1, (os.cpu_count() or 2) // 2))
+            print(f"train, two local workers ({threads} thread(s) each) …", flush=True)
+            started = time.perf_counter()
+            processes = [subprocess.Popen(
+                [*train, "--out", str(work / "model-2"), "--strategy", "multi-worker"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_config,
+                     "TF_NUM_INTRAOP_THREADS": threads})
+                for tf_config in local_cluster(2)]
+            two = [finish(p, started) for p in processes]
+            rate = training_rate(work / "model-2")
+            results["train_2"] = {**two[0], **rate, "threads_per_worker": int(threads),
+                                  "peak_mb_per_worker": [w["peak_mb"] for w in two]}
+            print(f"  {rate['events_per_s']:,.0f} events/s, peak per worker "
+                  f"{[round(w['peak_mb']) for w in two]} MB", flush=True)
 
-        print("batch scoring …", flush=True)
-        score = measure([*SEQVAE, "recommend", str(work / "model-1"), "--all", "--out",
-                         str(work / "recs.parquet"), "--json"])
-        score["users_per_s"] = score["users"] / score["seconds"]
-        results["score"] = score
-        print(f"  {score['users_per_s']:,.0f} users/s, peak {score['peak_mb']:,.0f} MB", flush=True)
+        if "score" in stages:
+            print("batch scoring …", flush=True)
+            score = measure([*SEQVAE, "recommend", str(work / "model-1"), "--all", "--out",
+                             str(work / "recs.parquet"), "--json"])
+            score["users_per_s"] = score["users"] / score["seconds"]
+            results["score"] = score
+            print(f"  {score['users_per_s']:,.0f} users/s, peak {score['peak_mb']:,.0f} MB",
+                  flush=True)
     finally:
         if args.keep:
             print(f"data kept in {work}")
@@ -191,7 +207,8 @@ def write_table(r: dict) -> None:
         f"| {q['rows_per_s']:,.0f} events/s | {q['wall_s']:.1f} | {q['peak_mb']:,.0f} MB |",
         f"| train, 1 process ({one['batches']} batches of {r['settings']['batch_size']}) "
         f"| {one['events_per_s']:,.0f} events/s | {one['train_s']:.1f} | {one['peak_mb']:,.0f} MB |",
-        f"| train, 2 local workers (same global batch) | {two['events_per_s']:,.0f} events/s "
+        f"| train, 2 local workers, {two.get('threads_per_worker', '?')} thread(s) each "
+        f"(same global batch) | {two['events_per_s']:,.0f} events/s "
         f"| {two['train_s']:.1f} | {' + '.join(f'{p:,.0f}' for p in two['peak_mb_per_worker'])} MB |",
         f"| batch scoring (`recommend --all`, top 10) | {s['users_per_s']:,.0f} users/s "
         f"| {s['seconds']:.1f} | {s['peak_mb']:,.0f} MB |",
