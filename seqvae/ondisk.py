@@ -400,12 +400,6 @@ class _Columns:
         return {name: _ColumnFile(self.directory / f"{name}.bin", self.dtypes[name], self.rows)
                 for name in self.dtypes}
 
-    def open(self, name: str, mode: Any = "r") -> np.ndarray:
-        if self.rows == 0:
-            return np.zeros(0, dtype=self.dtypes[name])
-        return np.memmap(self.directory / f"{name}.bin", dtype=self.dtypes[name], mode=mode,
-                         shape=(self.rows,))
-
 
 class _ColumnFile:
     """A column file read piecewise, so that its pages do not stay mapped (and counted in the
