@@ -363,10 +363,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             recommender, history, test_holdout = fit_store(
                 store, config, eval_users=args.eval_users, block_events=args.block_events,
                 **hooks)
-            sequences = store.sequences()
             report = store.report
         else:
-            recommender, history, test_holdout, sequences, report = _fit_in_memory(
+            recommender, history, test_holdout, report = _fit_in_memory(
                 args, config, hooks)
     finally:
         if temporary is not None:
@@ -377,6 +376,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
         "validation": history.best_validation, "test": test,
         "workers": getattr(strategy, "num_replicas_in_sync", 1)}
+    sequences = recommender.history_  # every user's full sequence, as saved with the model
     if chief:
         metrics = {"protocol": "leave-one-out", "best_epoch": history.best_epoch,
                    "validation": history.best_validation, "test": test,
@@ -407,7 +407,7 @@ def _fit_in_memory(args: argparse.Namespace, config: Any, hooks: dict[str, Any])
     sequences = encode(log, _sequence_options(args), report)
     split = leave_one_out(sequences)
     recommender, history = fit(split, config, history_sequences=sequences, **hooks)
-    return recommender, history, split.test, sequences, report
+    return recommender, history, split.test, report
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:

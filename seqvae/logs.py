@@ -1239,6 +1239,11 @@ def stable_argsort_ids(values: np.ndarray) -> np.ndarray:
 
 def time_order(users: np.ndarray, times: np.ndarray | None) -> np.ndarray:
     """Rows sorted by user, then time, then file order (a stable sort)."""
+    if users.size < 2 or bool((users[1:] >= users[:-1]).all()):
+        step_in_time = True if times is None else (times[1:] >= times[:-1]) | (
+            users[1:] != users[:-1])
+        if bool(np.all(step_in_time)):
+            return np.arange(users.size)  # grouped by user and in time order already
     if times is None or times.size < 2 or bool((times[1:] >= times[:-1]).all()):
         # no times, or rows already in time order (most exports): sorting by user is enough
         return stable_argsort_ids(users)

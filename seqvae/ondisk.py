@@ -67,6 +67,7 @@ from seqvae.logs import (
     _unique_names,
     detect_roles,
     fill_within_users,
+    stable_argsort_ids,
     time_order,
 )
 from seqvae.sequences import (
@@ -158,18 +159,6 @@ class SequenceStore:
             options=SequenceOptions(**self.meta["sequence_options"]),
             **arrays,
         )
-
-
-def stable_order(keys: np.ndarray) -> np.ndarray:
-    """`np.argsort(keys, kind="stable")` for non-negative integer keys below 2**32, as two
-    passes of NumPy's radix sort on 16-bit halves (linear time; a direct stable sort of 32-bit
-    keys is a comparison sort)."""
-    keys = np.asarray(keys)
-    if keys.size == 0 or int(keys.max()) < 1 << 16:
-        return np.argsort(keys.astype(np.uint16), kind="stable")
-    low = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
-    high = np.argsort((keys[low] >> 16).astype(np.uint16), kind="stable")
-    return low[high]
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
@@ -776,7 +765,7 @@ class _Partitions:
                    if self.path(index, name).exists() else np.zeros(0, dtype=dtype)
                    for name, dtype in self.dtypes.items()}
         users = columns["user"]
-        order = stable_order(users - users.min(initial=0))
+        order = stable_argsort_ids(users - users.min(initial=0))
         return {name: values[order] for name, values in columns.items()}
 
 
@@ -792,7 +781,7 @@ def _group(raw: _Columns, user_counts: np.ndarray, work: Path,
     partitions.directory.mkdir()
     for lo in range(0, raw.rows, sizes.block_events):
         block = block_of_user[columns["user"][lo:lo + sizes.block_events]]
-        order = stable_order(block)
+        order = stable_argsort_ids(block)
         block = block[order]
         bounds = np.r_[0, np.cumsum(np.bincount(block, minlength=len(blocks)))]
         present = np.flatnonzero(np.diff(bounds))
@@ -852,7 +841,7 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
             users, items, events, micros, values, lines = (
                 column[keep] for column in (users, items, events, micros, values, lines))
             sort_key = sort_key[keep] if sort_key is not None else None
-        order = _time_order_of_block(users, sort_key)
+        order = time_order(users, sort_key)
         if options.drop_duplicates:
             dup = _duplicates_in_order(order, users, sort_key, functools.partial(
                 _row_codes, [users, items, events], micros if has_time else None,
@@ -893,14 +882,6 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
         raise LogFormatError(name, f"no event has a value of at least {min_value:g}",
                              fix="lower --min-rating")
     return ordered.close(), kept_counts
-
-
-def _time_order_of_block(users: np.ndarray, times: np.ndarray | None) -> np.ndarray:
-    """`time_order` of a block, whose rows are grouped by user in file order already: nothing
-    to sort when the file was in time order within each user (most exports are)."""
-    if times is None or bool(np.all((np.diff(times) >= 0) | (np.diff(users) != 0))):
-        return np.arange(users.size)
-    return time_order(users, times)
 
 
 def _row_codes(ids: list[np.ndarray], micros: np.ndarray | None, values: np.ndarray | None,
