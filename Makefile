@@ -53,7 +53,7 @@ bench: setup
 	"$(PY)" benchmarks/train_speed.py
 	"$(PY)" benchmarks/dashboard.py
 	"$(PY)" benchmarks/latent.py
-	"$(PY)" benchmarks/quality.py --cap beauty-p1=15
+	"$(PY)" benchmarks/quality.py
 	"$(PY)" benchmarks/scale.py
 
 sample: setup

@@ -40,12 +40,17 @@ SETTINGS = {
     "ml100k-p2": {"path": DATA / "ml-100k" / "u.data", "protocol": "holdout-users",
                   "ks": [20, 50, 100], "min_rating": 4.0, "min_length": 5},
 }
-MODELS = ["pop", "itemknn", "ease", "multvae", "seqvae"]
+MODELS = ["pop", "itemknn", "ease", "multvae", "sasrec", "seqvae"]
 # published full-ranking reference numbers (../shared/datasets/README.md)
 REFERENCES = {
-    "beauty-p1": [("ICLRec (WWW 2022), authors' README", {
-        "HR@5": 0.0500, "NDCG@5": 0.0326, "HR@10": 0.0744, "NDCG@10": 0.0403,
-        "HR@20": 0.1058, "NDCG@20": 0.0483})],
+    "beauty-p1": [
+        ("ICLRec (WWW 2022), authors' README", {
+            "HR@5": 0.0500, "NDCG@5": 0.0326, "HR@10": 0.0744, "NDCG@10": 0.0403,
+            "HR@20": 0.1058, "NDCG@20": 0.0483}),
+        ("SASRec + CE, RecBole 1.2.1 on a 2-core machine (issue 12)", {
+            "HR@20": 0.1246, "NDCG@20": 0.0647}),
+        ("BSARec (AAAI 2024), authors' logs", {"HR@20": 0.1391, "NDCG@20": 0.0703}),
+    ],
 }
 
 MEASURE = r"""
@@ -95,7 +100,7 @@ def table(setting: str, rows: list[dict], ks: list[int], caps: dict[str, int]) -
         params = result["params"]
         chosen = ", ".join(f"{k}={params[k]}" for k in ("l2", "neighbours", "epochs")
                            if k in params)
-        if result["model"] == "seqvae" and setting in caps:
+        if result["model"] in ("seqvae", "sasrec") and setting in caps:
             chosen += f" (limit {caps[setting]})"
         cells = [f"{result['metrics'][c]:.4f}" if not c.startswith("AvgPopularity")
                  else f"{result['metrics'][c]:.0f}" for c in columns]
@@ -112,10 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--epochs", type=int, default=30, help="the SeqVAE's epoch limit")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="the epoch limit of the SeqVAE and its twin")
     parser.add_argument("--cap", action="append", default=[], metavar="SETTING=EPOCHS")
     parser.add_argument("--seqvae", default="{}", metavar="JSON",
-                        help="SeqVAEConfig fields for the SeqVAE (default: its defaults), e.g. "
+                        help="SeqVAEConfig fields for the SeqVAE and its twin (default: its "
+                        "defaults), e.g. "
                         "'{\"latent_dim\": 64}' — a setting chosen on validation")
     args = parser.parse_args()
     seqvae = json.loads(args.seqvae)

@@ -18,8 +18,9 @@ PROTOCOLS = {
     "holdout-users": "unseen users: 80% of their events in, the rest predicted",
     "time-cut": "one global time: predict what happens after it",
 }
-MODEL_NAMES = {"seqvae": "SeqVAE", "multvae": "Mult-VAE (no order)", "ease": "EASE",
-               "itemknn": "item-KNN", "pop": "most popular"}
+MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec (the SeqVAE without its latent)",
+               "multvae": "Mult-VAE (no order)", "ease": "EASE", "itemknn": "item-KNN",
+               "pop": "most popular"}
 
 
 def settings_ui(dataset: state.Dataset) -> None:
@@ -34,7 +35,8 @@ def settings_ui(dataset: state.Dataset) -> None:
     model_in_use = state.model()
     config = (model_in_use.recommender.config_ if model_in_use is not None
               else SeqVAEConfig(epochs=state.DASHBOARD_EPOCHS))
-    c.caption(f"The SeqVAE is trained afresh on the split with "
+    c.caption(f"The SeqVAE and its twin without the latent (SASRec) are trained afresh on "
+              "the split with "
               f"{'the model in use’s' if model_in_use else 'the Train page’s default'} settings "
               f"(at most {config.epochs} epochs); every choice is made on validation and the "
               "test part is scored once per model.")

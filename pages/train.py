@@ -31,17 +31,24 @@ def knobs_ui() -> SeqVAEConfig | None:
     max_len = c.select_slider("Sequence length", [10, 20, 30, 50, 100, 200],
                               value=defaults.max_len, key="knob_max_len",
                               help="How many recent events represent a user.")
-    beta = d.select_slider("β cap (KL weight)", [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5],
+    beta = d.select_slider("β cap (KL weight)", [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
                            value=defaults.beta_cap, key="knob_beta",
                            help="Higher pulls users toward the prior: smoother, less detailed.")
-    encoder = e.selectbox("Encoder", ["gru", "lstm"], key="knob_encoder")
+    encoder = e.selectbox("Encoder", ["attention", "gru", "lstm"], key="knob_encoder",
+                          help="attention: causal self-attention (the default, strongest on the "
+                          "benchmarks); gru / lstm: recurrent.")
     with st.expander("Advanced"):
         f, g, h, i, j = st.columns(5)
         hidden = f.select_slider("Hidden width", [32, 64, 128, 256], value=defaults.hidden_dim,
-                                 key="knob_hidden")
-        batch = g.select_slider("Batch size", [16, 32, 64, 128, 256], value=defaults.batch_size,
-                                key="knob_batch")
-        rate = h.select_slider("Learning rate", [0.001, 0.002, 0.005, 0.01, 0.02],
+                                 key="knob_hidden",
+                                 help="The recurrent state, or the attention blocks' "
+                                 "feed-forward width.")
+        batch = g.select_slider("Batch size", [0, 32, 64, 128, 256, 512],
+                                value=defaults.batch_size, key="knob_batch",
+                                format_func=lambda b: "auto" if b == 0 else str(b),
+                                help="Windows per batch; auto: from the data (64 on the sample, "
+                                "256 on large logs).")
+        rate = h.select_slider("Learning rate", [0.001, 0.002, 0.004, 0.005, 0.01, 0.02],
                                value=defaults.learning_rate, key="knob_lr")
         patience = i.number_input("Patience (epochs)", 1, 50, value=defaults.patience,
                                   key="knob_patience")

@@ -32,7 +32,9 @@ import numpy as np
 from seqvae.errors import SeqVAEError
 from seqvae.sequences import SequenceOptions, Sequences, Vocabulary
 
-FORMAT_VERSION = 1
+# 2: the tied-embedding SeqVAE with a choice of encoder (attention / GRU / LSTM); directories of
+# format 1 (a GRU with separate output item vectors) are refused with a message to retrain
+FORMAT_VERSION = 2
 FILES = ("model.keras", "vocab.json", "config.json", "history.json", "metrics.json",
          "histories.npz", "users.json")
 
@@ -141,6 +143,13 @@ def load(directory: str | os.PathLike[str]) -> Any:
             raise BundleError(f"{root / name} is missing; this is not a complete seqvae model "
                               "directory")
     manifest = _read_json(root, "manifest.json")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{root / 'manifest.json'} says model format {version!r}; this seqvae reads format "
+            f"{FORMAT_VERSION} (format 1 came before the attention encoder and tied item "
+            "embeddings, and its network cannot be rebuilt); retrain the model with "
+            "`seqvae train` or the dashboard's Train page")
     expected = manifest.get("sha256", {}) if isinstance(manifest, dict) else {}
     for name in FILES:
         if expected.get(name) != _sha256(root / name):

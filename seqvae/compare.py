@@ -24,7 +24,10 @@ from seqvae.sequences import Sequences
 from seqvae.splits import Split, holdout_users, leave_one_out, time_cut
 
 PROTOCOLS = ("leave-one-out", "holdout-users", "time-cut")
-MODELS = ("seqvae", "multvae", "ease", "itemknn", "pop")
+MODELS = ("seqvae", "sasrec", "multvae", "ease", "itemknn", "pop")
+# "sasrec" is the SeqVAE's deterministic twin: the same network and training, no sampling and
+# no KL; whatever the starting configuration says, "seqvae" is the variational one
+VARIATIONAL = {"seqvae": True, "sasrec": False}
 # the grids searched on validation
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "pop": [{}],
@@ -130,12 +133,16 @@ def compare(
         say(f"{name}: fitting")
         started = time.perf_counter()
         tried: list[dict[str, Any]] = []
-        if name == "seqvae":
+        if name in ("seqvae", "sasrec"):
             from seqvae.training import fit
 
-            config = replace(seqvae_config or SeqVAEConfig(), eval_k=select_k)
-            recommender, history = fit(split, config, cancel=cancel, on_epoch=lambda r: say(
-                f"seqvae: epoch {r.epoch}, validation {selection} {r.validation[selection]:.4f}"))
+            config = replace(seqvae_config or SeqVAEConfig(), eval_k=select_k,
+                             variational=VARIATIONAL[name])
+            def said(record: Any, model: str = name) -> None:
+                say(f"{model}: epoch {record.epoch}, validation {selection} "
+                    f"{record.validation[selection]:.4f}")
+
+            recommender, history = fit(split, config, cancel=cancel, on_epoch=said)
             validation = history.best_validation
             params = {**config.to_dict(), "epochs": history.best_epoch}
             tried = [{"epoch": e.epoch, selection: e.validation[selection]}

@@ -1,21 +1,27 @@
 """The sequential variational autoencoder (SeqVAE) in Keras 3.
 
 A user's behaviour sequence becomes, at every step, a Gaussian over a small latent space; the
-decoder turns a latent point into scores over all items. Follows SVAE (Sachdeva et al., "Sequential
-Variational Autoencoders for Collaborative Filtering", WSDM 2019) with Mult-VAE's multinomial
-likelihood (Liang et al., "Variational Autoencoders for Collaborative Filtering", WWW 2018):
+decoder turns a latent point into scores over all items through the same item embedding table
+that embeds the inputs. The encoder is a causal self-attention stack as in SASRec (Kang &
+McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018), or a GRU / LSTM as in SVAE
+(Sachdeva et al., WSDM 2019); the latent sits at every position as in ContrastVAE (Wang et al.,
+CIKM 2022); the likelihood is the full softmax over items (Mult-VAE's multinomial, Liang et al.
+2018), which Klenitskiy & Vasilev (RecSys 2023) show is what makes such encoders strong:
 
-    e_t   = Emb_item(i_t) + Emb_event(a_t) + Emb_gap(g_t)            (B, L, E), dropout
-    h_t   = GRU/LSTM(e_1..e_t)                                       (B, L, H), padding masked
-    μ_t, log σ²_t = W_μ h_t, clip(W_σ h_t)                           (B, L, Z)
+    e_t   = E[i_t] + Emb_event(a_t) + Emb_gap(g_t) (+ P[t], attention)   (B, L, D), dropout
+    h_t   = Attention blocks / GRU / LSTM over e_1..e_t                  (B, L, D or H), causal
+    μ_t, log σ²_t = W_μ h_t, clip(W_σ h_t)                               (B, L, Z)
     z_t   = μ_t + σ_t · ε,  ε ~ N(0, I)   (training);   z_t = μ_t (inference)
-    u_t   = tanh(W_d z_t)                                            (B, L, D)
-    s_t   = u_t · Vᵀ + b                                             (B, L, n_items)
+    u_t   = W_d z_t                                                      (B, L, D)
+    s_t   = u_t · Eᵀ + b                                                 (B, L, n_items)
 
-so the score of an item is the similarity of the user's decoded latent and the item's vector V_j.
-The loss at step t is the multinomial negative log-likelihood of the next `next_k` items plus
-β · KL(N(μ_t, σ_t²) ‖ N(0, I)), averaged over real (unpadded) steps; β is a `keras.Variable`
-that `seqvae.training.KLAnnealing` raises from 0 to a cap.
+E is tied: the score of item j for a user is the similarity of the user's decoded latent and the
+item's own embedding. The loss at step t is the softmax cross-entropy of the next item (or the
+multinomial NLL of the next `next_k` items) plus β · KL(N(μ_t, σ_t²) ‖ N(0, I)), averaged over
+real (unpadded) steps; β is a `keras.Variable` that the training loop
+(`seqvae.training.train_from`) raises linearly from 0 to a cap. With ``variational=False`` the
+same network is trained without noise or KL (z = μ): the deterministic twin ("sasrec" with the
+attention encoder), to measure what the latent costs or buys.
 
 Every layer here is registered with Keras and serialisable; there is no `Lambda` layer, so
 `model.keras` loads with ``safe_mode=True``.
@@ -49,14 +55,19 @@ class GaussianLatent(layers.Layer):
     """
 
     def __init__(self, latent_dim: int, log_var_min: float = -8.0, log_var_max: float = 4.0,
-                 seed: int | None = None, **kwargs: Any) -> None:
+                 seed: int | None = None, log_var_init: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.log_var_min = log_var_min
         self.log_var_max = log_var_max
         self.seed = seed
+        self.log_var_init = log_var_init
         self.mean_dense = layers.Dense(latent_dim, name="mean")
-        self.log_var_dense = layers.Dense(latent_dim, name="log_var")
+        # the log-variance starts at `log_var_init` (its bias): below 0, training starts with
+        # z close to μ and the KL term widens σ where the next item does not need precision
+        self.log_var_dense = layers.Dense(
+            latent_dim, name="log_var",
+            bias_initializer=keras.initializers.Constant(log_var_init))
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -81,7 +92,7 @@ class GaussianLatent(layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "log_var_min": self.log_var_min, "log_var_max": self.log_var_max,
-                "seed": self.seed}
+                "seed": self.seed, "log_var_init": self.log_var_init}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -140,6 +151,91 @@ class _LossTracking:
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class TiedItemScorer(layers.Layer):
+    """(u, E) -> u · Eᵀ + b: scores against the input item embedding table E (n_items, D), tied
+    weights, so an item's input and output representations are one vector. Only the bias b
+    belongs to this layer. Padding and out-of-vocabulary ids never score."""
+
+    def __init__(self, n_items: int, n_reserved: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.n_items = n_items
+        self.n_reserved = n_reserved
+        self.supports_masking = True  # the mask passes through; scores are per step
+
+    def build(self, input_shape: Any = None) -> None:
+        self.item_bias = self.add_weight(name="item_bias", shape=(self.n_items,),
+                                         initializer="zeros")
+
+    def call(self, user_vectors: Any, table: Any) -> Any:
+        logits = ops.matmul(user_vectors, ops.transpose(table)) + self.item_bias
+        reserved = ops.cast(ops.arange(self.n_items) < self.n_reserved, logits.dtype)
+        return logits + reserved * NEG_INF
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "n_items": self.n_items, "n_reserved": self.n_reserved}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CausalAttentionBlock(layers.Layer):
+    """One pre-norm transformer block over a right-padded sequence (B, L, D):
+
+        x = x + Dropout(MultiHeadAttention(LN(x)))     query t sees keys 1..t that are not padding
+        x = x + Dropout(W_2 GELU(W_1 LN(x)))           (D -> ffn_dim -> D)
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"`embed_dim` ({dim}) should be a multiple of `n_heads`. "
+                             f"Received: `n_heads`={heads}")
+        self.dim = dim
+        self.heads = heads
+        self.ffn_dim = ffn_dim
+        self.dropout_rate = dropout
+        self.seed = seed
+        self.attention_norm = layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
+        self.attention = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout,
+                                                   seed=seed, name="attention")
+        self.attention_dropout = layers.Dropout(dropout, seed=seed + 1, name="attention_dropout")
+        self.ffn_norm = layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
+        self.ffn_in = layers.Dense(ffn_dim, activation="gelu", name="ffn_in")
+        self.ffn_out = layers.Dense(dim, name="ffn_out")
+        self.ffn_dropout = layers.Dropout(dropout, seed=seed + 2, name="ffn_dropout")
+
+    def build(self, input_shape: Any) -> None:
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.ffn_norm.build(input_shape)
+        self.ffn_in.build(input_shape)
+        self.ffn_out.build((*input_shape[:-1], self.ffn_dim))
+
+    def call(self, x: Any, attention_mask: Any, training: bool | None = None) -> Any:
+        normed = self.attention_norm(x)
+        attended = self.attention(normed, normed, attention_mask=attention_mask,
+                                  training=training)
+        x = x + self.attention_dropout(attended, training=training)
+        hidden = self.ffn_out(self.ffn_in(self.ffn_norm(x)))
+        return x + self.ffn_dropout(hidden, training=training)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
+                "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed}
+
+
+def causal_padding_mask(mask: Any) -> Any:
+    """(B, L) bool "is a real event" -> (B, L, L) bool: query t may attend to key s when s <= t
+    and s is real. Sequences are right-padded, so key 0 is always allowed: no row is empty."""
+    length = ops.shape(mask)[1]
+    positions = ops.arange(length)
+    causal = ops.expand_dims(positions, 1) >= ops.expand_dims(positions, 0)  # (L, L)
+    return ops.logical_and(ops.expand_dims(causal, 0), ops.expand_dims(mask, 1))
+
+
+ENCODERS = ("attention", "gru", "lstm")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SeqVAE(_LossTracking, keras.Model):
     """The sequential VAE. Inputs are a dict of int32 tensors of shape (B, L), right-padded with 0:
     ``items``, ``events``, ``gaps``; training batches also carry ``targets`` (B, L, next_k), the
@@ -147,6 +243,19 @@ class SeqVAE(_LossTracking, keras.Model):
 
     ``call`` returns a dict: ``mean`` and ``log_var`` (B, L, Z), ``logits`` (B, L, n_items) and
     ``mask`` (B, L).
+
+    Args:
+        n_items, n_events, n_gaps: vocabulary sizes (reserved ids included).
+        embed_dim: D, the width of the embeddings, of the attention blocks and of the item
+            vectors the scores are taken against.
+        hidden_dim: the recurrent state (GRU / LSTM), or the attention blocks' feed-forward width.
+        latent_dim: Z, the size of the user representation μ.
+        encoder: "attention", "gru" or "lstm".
+        n_blocks, n_heads: attention blocks and heads per block (attention only).
+        max_len: the longest window (the learned position table's size; attention only).
+        dropout: on the embeddings and inside the attention blocks.
+        variational: sample z and add the KL term (False: the deterministic twin, z = μ).
+        seed: seeds every dropout and the sampling.
     """
 
     def __init__(
@@ -156,15 +265,20 @@ class SeqVAE(_LossTracking, keras.Model):
         n_gaps: int,
         embed_dim: int = 64,
         hidden_dim: int = 128,
-        latent_dim: int = 32,
-        encoder: str = "gru",
-        dropout: float = 0.2,
+        latent_dim: int = 64,
+        encoder: str = "attention",
+        n_blocks: int = 2,
+        n_heads: int = 1,
+        max_len: int = 50,
+        dropout: float = 0.5,
+        variational: bool = True,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if encoder not in ("gru", "lstm"):
-            raise ValueError(f"`encoder` should be 'gru' or 'lstm'. Received: `encoder`={encoder!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"`encoder` should be one of {', '.join(map(repr, ENCODERS))}. "
+                             f"Received: `encoder`={encoder!r}")
         self.n_items = n_items
         self.n_events = n_events
         self.n_gaps = n_gaps
@@ -172,59 +286,122 @@ class SeqVAE(_LossTracking, keras.Model):
         self.hidden_dim = hidden_dim
         self.latent_dim = latent_dim
         self.encoder_kind = encoder
+        self.n_blocks = n_blocks
+        self.n_heads = n_heads
+        self.max_len = max_len
         self.dropout_rate = dropout
+        self.variational = variational
         self.seed = seed
         self.item_embedding = layers.Embedding(n_items, embed_dim, name="item_embedding")
         self.event_embedding = layers.Embedding(n_events, embed_dim, name="event_embedding")
         self.gap_embedding = layers.Embedding(n_gaps, embed_dim, name="gap_embedding")
         self.input_dropout = layers.Dropout(dropout, seed=seed, name="input_dropout")
-        rnn = layers.GRU if encoder == "gru" else layers.LSTM
-        self.recurrent = rnn(hidden_dim, return_sequences=True, name=encoder)
-        self.latent = GaussianLatent(latent_dim, seed=seed + 1, name="latent")
-        self.decoder_hidden = layers.Dense(hidden_dim, activation="tanh", name="decoder_hidden")
-        self.decoder_dropout = layers.Dropout(dropout, seed=seed + 2, name="decoder_dropout")
-        self.scorer = ItemScorer(n_items, hidden_dim, name="item_scorer")
+        self.blocks: list[CausalAttentionBlock] = []
+        if encoder == "attention":
+            self.position_embedding = layers.Embedding(max_len, embed_dim,
+                                                       name="position_embedding")
+            self.input_norm = layers.LayerNormalization(epsilon=1e-6, name="input_norm")
+            self.blocks = [CausalAttentionBlock(embed_dim, n_heads, hidden_dim, dropout,
+                                                seed=seed + 10 + 3 * b, name=f"block_{b}")
+                           for b in range(n_blocks)]
+            self.output_norm = layers.LayerNormalization(epsilon=1e-6, name="output_norm")
+        else:
+            rnn = layers.GRU if encoder == "gru" else layers.LSTM
+            self.recurrent = rnn(hidden_dim, return_sequences=True, name=encoder)
+        # σ starts at e^-2 ≈ 0.14: a latent that starts as the prior's σ = 1 drowns μ in noise
+        # and collapses to the prior before it learns (measured on Beauty: docs/model.md)
+        self.latent = GaussianLatent(latent_dim, seed=seed + 1, log_var_init=-4.0, name="latent")
+        self.decoder = layers.Dense(embed_dim, name="decoder")
+        self.scorer = TiedItemScorer(n_items, name="item_scorer")
         self._init_tracking()
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def encode_steps(self, inputs: dict[str, Any], training: bool | None = None) -> tuple[Any, ...]:
-        """-> (mean, log_var, z, mask) at every step."""
+    def encode_hidden(self, inputs: dict[str, Any], training: bool | None = None
+                      ) -> tuple[Any, Any]:
+        """-> (h, mask): the encoder's state after every step (B, L, ·) and (B, L) bool."""
         items = inputs["items"]
         mask = ops.not_equal(items, 0)
         embedded = (self.item_embedding(items) + self.event_embedding(inputs["events"])
                     + self.gap_embedding(inputs["gaps"]))
+        if self.encoder_kind == "attention":
+            positions = ops.arange(ops.shape(items)[1])
+            embedded = self.input_norm(embedded + self.position_embedding(positions)[None])
+            hidden = self.input_dropout(embedded, training=training)
+            hidden = hidden * ops.cast(mask, hidden.dtype)[..., None]
+            attention_mask = causal_padding_mask(mask)
+            for block in self.blocks:
+                hidden = block(hidden, attention_mask, training=training)
+            return self.output_norm(hidden), mask
         embedded = self.input_dropout(embedded, training=training)
-        hidden = self.recurrent(embedded, mask=mask, training=training)
-        mean, log_var, z = self.latent(hidden, training=training, noise=inputs.get("noise"))
+        return self.recurrent(embedded, mask=mask, training=training), mask
+
+    def encode_steps(self, inputs: dict[str, Any], training: bool | None = None) -> tuple[Any, ...]:
+        """-> (mean, log_var, z, mask) at every step. The twin (``variational=False``) never
+        samples: z = μ in training too."""
+        hidden, mask = self.encode_hidden(inputs, training=training)
+        mean, log_var, z = self.latent(hidden, training=training and self.variational,
+                                       noise=inputs.get("noise"))
         return mean, log_var, z, mask
 
     def decode(self, z: Any, training: bool | None = None) -> Any:
         """Latent points (..., Z) -> item logits (..., n_items)."""
-        user_vectors = self.decoder_dropout(self.decoder_hidden(z), training=training)
-        return self.scorer(user_vectors)
+        # no dropout on the decoded vector: it is the score's query, and noise there only blurs
+        # every item's logit (measured: docs/model.md)
+        return self.scorer(self.decoder(z), self.item_embedding.embeddings)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> dict[str, Any]:
+        """A batch that carries ``negatives`` (the sampled softmax) gets the decoded vectors
+        ``decoded`` (B, L, D) instead of the full ``logits``, which it never needs."""
         mean, log_var, z, mask = self.encode_steps(inputs, training=training)
-        return {"mean": mean, "log_var": log_var, "logits": self.decode(z, training=training),
-                "mask": mask}
+        out = {"mean": mean, "log_var": log_var, "mask": mask}
+        if "negatives" in inputs:
+            out["decoded"] = self.decoder(z)
+        else:
+            out["logits"] = self.decode(z, training=training)
+        return out
+
+    def sampled_nll(self, x: dict[str, Any], decoded: Any) -> Any:
+        """Per step (B, L): the cross-entropy of the next item against the batch's shared
+        negatives (S,), every logit log-Q corrected; a negative that is the step's own target
+        is left out (an "accidental hit")."""
+        table = self.item_embedding.embeddings
+        bias = self.scorer.item_bias
+        target = x["targets"][..., 0]  # (B, L)
+        target_logit = (ops.sum(decoded * ops.take(table, target, axis=0), axis=-1)
+                        + ops.take(bias, target) - x["target_log_q"])
+        negatives = x["negatives"]
+        negative_logits = (ops.matmul(decoded, ops.transpose(ops.take(table, negatives, axis=0)))
+                           + ops.take(bias, negatives) - x["negative_log_q"])  # (B, L, S)
+        hit = ops.equal(ops.expand_dims(target, -1), negatives)
+        negative_logits = ops.where(hit, NEG_INF, negative_logits)
+        logits = ops.concatenate([ops.expand_dims(target_logit, -1), negative_logits], axis=-1)
+        return ops.logsumexp(logits, axis=-1) - target_logit
 
     # ---- loss -------------------------------------------------------------------------------
 
     def loss_terms(self, x: dict[str, Any], y_pred: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """-> (total, reconstruction, KL): the multinomial NLL of the next items and the KL,
+        """-> (total, reconstruction, KL): the cross-entropy of the next item(s) and the KL,
         summed over real steps and divided by the number of such steps.
 
         That number is ``x["n_steps"]`` when the batch carries it: the count over the *whole*
         batch when the batch is split across workers, so that the workers' losses (and
-        gradients) add up to those of the undivided batch.
+        gradients) add up to those of the undivided batch. The twin's KL is reported (it is
+        what the KL of its μ would be) but not added.
         """
         targets = x["targets"]  # (B, L, K)
-        log_probs = ops.log_softmax(y_pred["logits"], axis=-1)  # (B, L, V)
         target_mask = ops.cast(ops.not_equal(targets, 0), "float32")
-        picked = ops.take_along_axis(log_probs, targets, axis=-1)  # (B, L, K)
         n_targets = ops.sum(target_mask, axis=-1)
-        step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
+        if "decoded" in y_pred:
+            step_nll = self.sampled_nll(x, y_pred["decoded"])
+        elif targets.shape[-1] == 1:  # the fused sparse softmax cross-entropy
+            step_nll = ops.sparse_categorical_crossentropy(targets[..., 0], y_pred["logits"],
+                                                           from_logits=True)
+        else:
+            logits = y_pred["logits"]  # (B, L, V)
+            log_probs = ops.log_softmax(logits, axis=-1)
+            picked = ops.take_along_axis(log_probs, targets, axis=-1)  # (B, L, K)
+            step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
         step_kl = gaussian_kl(y_pred["mean"], y_pred["log_var"])
         step_mask = ops.cast(y_pred["mask"], "float32") * ops.cast(n_targets > 0, "float32")
         if "n_steps" in x:
@@ -233,14 +410,14 @@ class SeqVAE(_LossTracking, keras.Model):
             n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
         kl = ops.sum(step_kl * step_mask) / n_steps
-        total = reconstruction + self.beta * kl
+        total = reconstruction + self.beta * kl if self.variational else reconstruction
         if self.losses:
             total = total + ops.sum(self.losses)
         return total, reconstruction, kl
 
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
                      sample_weight: Any = None, training: bool = True) -> Any:
-        """Multinomial NLL of the next items + β · KL, averaged over real steps."""
+        """Cross-entropy of the next items + β · KL, averaged over real steps."""
         total, reconstruction, kl = self.loss_terms(x, y_pred)
         self.loss_tracker.update_state(total)
         self.reconstruction_tracker.update_state(reconstruction)
@@ -257,7 +434,11 @@ class SeqVAE(_LossTracking, keras.Model):
             "hidden_dim": self.hidden_dim,
             "latent_dim": self.latent_dim,
             "encoder": self.encoder_kind,
+            "n_blocks": self.n_blocks,
+            "n_heads": self.n_heads,
+            "max_len": self.max_len,
             "dropout": self.dropout_rate,
+            "variational": self.variational,
             "seed": self.seed,
         }
 

@@ -37,7 +37,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -1103,10 +1103,12 @@ def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_
         full (memory-mapped) sequence.
     """
     from seqvae.splits import leave_one_out
-    from seqvae.training import SeqVAEConfig, train_from
+    from seqvae.training import SeqVAEConfig, auto_batch_size, train_from
 
     config = config or SeqVAEConfig()
     sequences = store.sequences()
+    if not config.batch_size:  # about one window per user with a next item to learn
+        config = replace(config, batch_size=auto_batch_size(int((sequences.lengths >= 4).sum())))
     if sequences.item_vocab.size - 2 < 2:
         raise TrainingDataError("the store has fewer than two items; a recommender needs two")
     eligible = np.flatnonzero(sequences.lengths >= 3)

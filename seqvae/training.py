@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,30 +34,44 @@ CLIP_NORM = 5.0
 class SeqVAEConfig:
     """Every hyperparameter of a SeqVAE and its training."""
 
-    # size of the item / event-type / time-gap embeddings (summed)
+    # "attention" (causal self-attention, SASRec-style), "gru" or "lstm"
+    encoder: str = "attention"
+    # width of the item / event-type / time-gap (and position) embeddings, of the attention
+    # blocks, and of the item vectors the scores are taken against (tied to the input table)
     embed_dim: int = 64
-    # recurrent state and decoder width (the items' vectors have this size)
+    # the recurrent state (gru / lstm), or the attention blocks' feed-forward width
     hidden_dim: int = 128
-    # size of the user representation μ
-    latent_dim: int = 32
-    # "gru" or "lstm"
-    encoder: str = "gru"
-    # dropout on the embeddings and on the decoder
-    dropout: float = 0.1
+    # size of the user representation μ (per position)
+    latent_dim: int = 64
+    # attention blocks, and heads per block (attention only)
+    n_blocks: int = 2
+    n_heads: int = 1
+    # False: the deterministic twin (no sampling, no KL; z = μ) that measures what the latent
+    # costs or buys
+    variational: bool = True
+    # dropout on the embeddings and inside the attention blocks
+    dropout: float = 0.5
+    # 0: full softmax over every item at every step; N: sampled softmax against N negatives
+    # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
+    negatives: int = 0
     # the multinomial likelihood covers the next `next_k` items after each step
     next_k: int = 1
     # training windows: length and stride (the most recent `max_len` events represent a user)
     max_len: int = 50
     stride: int = 25
-    batch_size: int = 64
+    # windows per batch; 0: from the data, `auto_batch_size` (256 on Beauty, 64 on the sample)
+    batch_size: int = 0
     # upper bound on epochs; early stopping usually ends sooner
     epochs: int = 30
-    learning_rate: float = 1e-2
+    learning_rate: float = 4e-3
+    # "constant", or "cosine": decay to a tenth of `learning_rate` by the last of `epochs`
+    lr_schedule: str = "constant"
     # AdamW's decoupled weight decay
     weight_decay: float = 1e-4
-    # β rises linearly from 0 to `beta_cap` over `anneal_epochs`; a small cap leaves the latent
-    # room to carry what the next item needs (a cap of 0.2 collapsed it on the sample log)
-    beta_cap: float = 0.05
+    # β rises linearly from 0 to `beta_cap` over `anneal_epochs`. The KL is summed over the
+    # latent's dimensions at every step, so even 0.01 outweighed what the next item gained from
+    # a precise μ on Beauty and collapsed the KL to ~6 nats (docs/model.md); 0.001 keeps it
+    beta_cap: float = 0.001
     anneal_epochs: float = 3.0
     # stop when validation NDCG@`eval_k` has not improved for `patience` epochs
     patience: int = 3
@@ -69,17 +83,34 @@ class SeqVAEConfig:
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "hidden_dim", "latent_dim", "next_k", "max_len", "stride",
-                     "batch_size", "epochs", "eval_k"):
+                     "epochs", "eval_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` should be a positive integer. Received: `{name}`={value!r}")
-        if self.encoder not in ("gru", "lstm"):
-            raise ValueError(f"`encoder` should be 'gru' or 'lstm'. Received: `encoder`={self.encoder!r}")
+        if self.encoder not in ("attention", "gru", "lstm"):
+            raise ValueError("`encoder` should be 'attention', 'gru' or 'lstm'. "
+                             f"Received: `encoder`={self.encoder!r}")
+        for name in ("n_blocks", "n_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` should be a positive integer. Received: `{name}`={value!r}")
+        if self.encoder == "attention" and self.embed_dim % self.n_heads:
+            raise ValueError(f"`embed_dim` ({self.embed_dim}) should be a multiple of `n_heads`. "
+                             f"Received: `n_heads`={self.n_heads}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError("`lr_schedule` should be 'constant' or 'cosine'. "
+                             f"Received: `lr_schedule`={self.lr_schedule!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise ValueError("`batch_size` should be a positive integer, or 0 to choose it from "
+                             f"the data. Received: `batch_size`={self.batch_size!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` should be in [0, 1). Received: `dropout`={self.dropout}")
         for name in ("learning_rate", "weight_decay", "beta_cap", "anneal_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` should be >= 0. Received: `{name}`={getattr(self, name)}")
+        if not isinstance(self.negatives, int) or self.negatives < 0:
+            raise ValueError("`negatives` should be 0 (full softmax) or a positive integer. "
+                             f"Received: `negatives`={self.negatives!r}")
         if self.patience < 1:
             raise ValueError(f"`patience` should be >= 1. Received: `patience`={self.patience}")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int)
@@ -210,6 +241,17 @@ class TrainingBatches:
         return sum(math.ceil(b["items"].shape[0] / self.batch_size) for b in self.buckets)
 
 
+def auto_batch_size(n_windows: int) -> int:
+    """The batch size `batch_size=0` stands for: the power of two nearest ``n_windows / 32``,
+    between 32 and 256 — large batches where the data is large (each step's cost is mostly the
+    softmax over the catalogue, cheaper per window in big batches), and at least ~32 steps per
+    epoch where it is small (the sample log's 2,700 windows learned too slowly in batches of
+    256: validation NDCG@10 0.030 after 3 epochs against 0.067 in batches of 64)."""
+    if n_windows <= 0:
+        return 32
+    return int(min(256, max(32, 2 ** round(math.log2(n_windows / 32)))))
+
+
 def make_batches(train: Sequences, config: SeqVAEConfig) -> TrainingBatches:
     windows = train.windows(config.max_len, config.stride)
     targets = train.next_items(windows, config.next_k)
@@ -230,7 +272,8 @@ def make_batches(train: Sequences, config: SeqVAEConfig) -> TrainingBatches:
             "gaps": windows.gaps[chosen, :bound],
             "targets": targets[chosen, :bound],
         })
-    return TrainingBatches(buckets, config.batch_size, int(useful.sum()),
+    n_windows = int(useful.sum())
+    return TrainingBatches(buckets, config.batch_size or auto_batch_size(n_windows), n_windows,
                            int(lengths[useful].sum()))
 
 
@@ -297,37 +340,78 @@ class MemoryBatches:
         yield from self.batches.epoch(epoch_rng(self.seed, number))
 
 
+@dataclass(frozen=True)
+class NegativeSampler:
+    """Negatives for the sampled softmax: `count` item ids per batch, drawn with replacement
+    from the training popularity Q, with log(count · Q) for the log-Q correction (Bengio &
+    Senécal 2008; Yi et al., RecSys 2019): subtracting it from every candidate's logit makes the
+    sampled softmax an unbiased estimate of the full one's gradient in expectation."""
+
+    count: int
+    cumulative: np.ndarray  # (n_items,) cumulative Q; reserved ids have Q = 0
+    log_expected: np.ndarray  # (n_items,) float32 log(count · Q), 0 where Q = 0
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, count: int) -> NegativeSampler:
+        counts = np.asarray(counts, dtype=np.float64).copy()
+        counts[:2] = 0.0  # padding and OOV are never candidates
+        q = counts / max(counts.sum(), 1.0)
+        with np.errstate(divide="ignore"):
+            log_expected = np.where(q > 0, np.log(count * q), 0.0).astype(np.float32)
+        return cls(count, np.cumsum(q), log_expected)
+
+    def draw(self, rng: np.random.Generator, targets: np.ndarray) -> dict[str, np.ndarray]:
+        negatives = np.searchsorted(self.cumulative, rng.random(self.count) * self.cumulative[-1],
+                                    side="right")
+        negatives = np.minimum(negatives, self.cumulative.size - 1).astype(np.int32)
+        return {"negatives": negatives, "negative_log_q": self.log_expected[negatives],
+                "target_log_q": self.log_expected[targets[..., 0]]}
+
+
+# keys of a batch that every replica receives whole (not split by rows)
+SHARED_KEYS = ("n_steps", "negatives", "negative_log_q")
+
+
 def _complete(batch: dict[str, np.ndarray], rng: np.random.Generator,
-              latent_dim: int) -> dict[str, Any]:
+              latent_dim: int, sampler: NegativeSampler | None = None) -> dict[str, Any]:
     """Add what the step needs besides the data: ε for every cell (drawn here, per example, so
-    that splitting a batch across workers does not change it) and the batch's number of
-    predicted steps (each worker divides its sum by the whole batch's count)."""
+    that splitting a batch across workers does not change it), the batch's number of predicted
+    steps (each worker divides its sum by the whole batch's count) and, for the sampled
+    softmax, the batch's shared negatives."""
     shape = batch["items"].shape
-    return {**batch,
-            "noise": rng.standard_normal((*shape, latent_dim), dtype=np.float32),
-            "n_steps": np.float32((batch["targets"] != 0).any(axis=-1).sum())}
+    out = {**batch,
+           "noise": rng.standard_normal((*shape, latent_dim), dtype=np.float32),
+           "n_steps": np.float32((batch["targets"] != 0).any(axis=-1).sum())}
+    if sampler is not None:
+        out.update(sampler.draw(rng, batch["targets"]))
+    return out
 
 
 def shard(batch: dict[str, Any], index: int, count: int) -> dict[str, Any]:
     """Worker `index` of `count`'s contiguous share of a global batch's rows (may be empty);
-    scalars (the batch's step count) are kept whole."""
+    what all rows share (the batch's step count, the negatives) is kept whole."""
     rows = batch["items"].shape[0]
     lo, hi = index * rows // count, (index + 1) * rows // count
-    return {key: value[lo:hi] if value.ndim else value for key, value in batch.items()}
+    return {key: value if key in SHARED_KEYS else value[lo:hi] for key, value in batch.items()}
 
 
 def _signature(config: SeqVAEConfig) -> dict[str, Any]:
     import tensorflow as tf
 
     cells = tf.TensorSpec((None, None), tf.int32)
-    return {"items": cells, "events": cells, "gaps": cells,
-            "targets": tf.TensorSpec((None, None, config.next_k), tf.int32),
-            "noise": tf.TensorSpec((None, None, config.latent_dim), tf.float32),
-            "n_steps": tf.TensorSpec((), tf.float32)}
+    signature = {"items": cells, "events": cells, "gaps": cells,
+                 "targets": tf.TensorSpec((None, None, config.next_k), tf.int32),
+                 "noise": tf.TensorSpec((None, None, config.latent_dim), tf.float32),
+                 "n_steps": tf.TensorSpec((), tf.float32)}
+    if config.negatives:
+        signature.update(negatives=tf.TensorSpec((config.negatives,), tf.int32),
+                         negative_log_q=tf.TensorSpec((config.negatives,), tf.float32),
+                         target_log_q=tf.TensorSpec((None, None), tf.float32))
+    return signature
 
 
 def _distributed_batches(source: BatchSource, epoch: int, config: SeqVAEConfig,
-                         strategy: Any) -> Any:
+                         strategy: Any, sampler: NegativeSampler | None = None) -> Any:
     """The epoch as a `tf.data` pipeline per worker (prefetched, so the next batch is prepared
     while the current one trains); each replica gets its share of every global batch."""
     import tensorflow as tf
@@ -343,7 +427,7 @@ def _distributed_batches(source: BatchSource, epoch: int, config: SeqVAEConfig,
         def generate() -> Iterator[dict[str, np.ndarray]]:
             rng = epoch_rng(config.seed, epoch, stream=1)
             for batch in source.epoch(epoch):
-                complete = _complete(batch, rng, config.latent_dim)
+                complete = _complete(batch, rng, config.latent_dim, sampler)
                 for replica in range(first, first + local):
                     yield shard(complete, replica, replicas)
 
@@ -372,7 +456,9 @@ def _make_step(model: Any, optimizer: Any, strategy: Any, clipnorm: float) -> Ca
         with tf.GradientTape() as tape:
             outputs = model(batch, training=True)
             total, reconstruction, kl = model.loss_terms(batch, outputs)
-        gradients = tape.gradient(total, variables)
+        # the twin's log-variance takes no part in its loss: a zero gradient, not None
+        gradients = [tf.zeros(v.shape, v.dtype) if g is None else g
+                     for g, v in zip(tape.gradient(total, variables), variables, strict=True)]
         if bound:
             gradients = [tf.clip_by_norm(g, bound) for g in gradients]
         optimizer.apply_gradients(zip(gradients, variables, strict=True))  # sums replicas
@@ -518,6 +604,7 @@ def fit(
     batches = make_batches(split.train, config)
     if batches.n_windows == 0:
         raise TrainingDataError("no training window has a next item to predict")
+    config = replace(config, batch_size=batches.batch_size)  # recorded as used
     return train_from(MemoryBatches(batches, config.seed), split.train, split.validation,
                       config, history_sequences=history_sequences, on_batch=on_batch,
                       on_epoch=on_epoch, cancel=cancel, strategy=strategy,
@@ -555,15 +642,33 @@ def train_from(
             hidden_dim=config.hidden_dim,
             latent_dim=config.latent_dim,
             encoder=config.encoder,
+            n_blocks=config.n_blocks,
+            n_heads=config.n_heads,
+            max_len=config.max_len,
             dropout=config.dropout,
+            variational=config.variational,
             seed=config.seed,
         )
-        optimizer = keras.optimizers.AdamW(learning_rate=config.learning_rate,
+        learning_rate: Any = config.learning_rate
+        if config.lr_schedule == "cosine":  # a function of the optimiser's step: resumes exactly
+            steps = source.batches_per_epoch
+            if config.steps_per_epoch is not None:
+                steps = min(steps, config.steps_per_epoch)
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                config.learning_rate, decay_steps=max(1, steps * config.epochs), alpha=0.1)
+        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
                                            weight_decay=config.weight_decay)
         model.compile(optimizer=optimizer)
         model.build_for_inputs()
         optimizer.build(model.trainable_variables)
     step_fn = _make_step(model, optimizer, strategy, CLIP_NORM)
+    sampler = None
+    if config.negatives:
+        if config.next_k != 1:
+            raise ValueError("the sampled softmax (`negatives` > 0) predicts the next item only; "
+                             f"set `next_k`=1. Received: `next_k`={config.next_k}")
+        sampler = NegativeSampler.from_counts(
+            np.bincount(train.items, minlength=train.item_vocab.size), config.negatives)
     recommender = SeqVAERecommender(model, config, train.item_vocab, train.event_vocab,
                                     history_sequences if history_sequences is not None else train)
     history = TrainingHistory()
@@ -603,7 +708,7 @@ def train_from(
         epoch_start = time.perf_counter()
         sums = np.zeros(3)
         done = events = 0
-        for batch in _distributed_batches(source, epoch, config, strategy):
+        for batch in _distributed_batches(source, epoch, config, strategy, sampler):
             beta = config.beta_cap * min(1.0, step / anneal_steps)
             model.beta.assign(beta)
             *losses, n_steps = (float(v) for v in step_fn(batch))

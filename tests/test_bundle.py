@@ -124,3 +124,13 @@ def test_save_never_overwrites_a_folder_that_is_not_a_model(saved, tmp_path):
         save(saved[0], folder)
     assert (folder / "thesis.txt").read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_model_directory_of_the_earlier_format_is_refused_with_what_to_do(saved, tmp_path):
+    _, directory = saved
+    old = copy_of(directory, tmp_path)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"format 1.*retrain"):
+        seqvae.load(old)

@@ -11,7 +11,16 @@ from seqvae.errors import TrainingDataError
 from seqvae.logs import read_log
 from seqvae.sequences import encode
 from seqvae.splits import leave_one_out
-from seqvae.training import CancelToken, SeqVAEConfig, evaluate_holdout, fit, make_batches
+from seqvae.training import (
+    CancelToken,
+    NegativeSampler,
+    SeqVAEConfig,
+    auto_batch_size,
+    evaluate_holdout,
+    fit,
+    make_batches,
+    shard,
+)
 
 TINY = SeqVAEConfig(embed_dim=16, hidden_dim=32, latent_dim=8, max_len=12, stride=6,
                     batch_size=32, epochs=12, patience=12, learning_rate=1e-2, seed=1)
@@ -143,11 +152,70 @@ def test_batches_are_bucketed_by_length():
     assert all(b["targets"].shape[2] == 1 for b in batches.buckets)
 
 
+@pytest.mark.parametrize("encoder", ["gru", "lstm"])
+def test_the_recurrent_encoders_learn_the_cycle_too(encoder):
+    sequences = cyclic_log(n_users=160, length=12, seed=2)
+    config = SeqVAEConfig(**{**TINY.to_dict(), "encoder": encoder, "dropout": 0.1, "epochs": 8,
+                             "patience": 8})
+    _, history = fit(leave_one_out(sequences), config)
+    assert history.best_validation["NDCG@10"] > 0.8
+
+
+def test_the_twin_and_the_sampled_softmax_learn_the_cycle():
+    sequences = cyclic_log(n_users=160, length=12, seed=2)
+    split = leave_one_out(sequences)
+    twin = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "variational": False}))[1]
+    assert twin.best_validation["NDCG@10"] > 0.9
+    # 8 of the 40 items as negatives per batch, popularity-drawn and log-Q corrected
+    sampled = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "negatives": 8}))[1]
+    assert sampled.best_validation["NDCG@10"] > 0.8
+
+
+def test_negative_sampler_draws_by_popularity_and_never_a_reserved_id():
+    # counts: ids 0 and 1 reserved, item 2 seen 30 times, item 3 10 times, item 4 never
+    sampler = NegativeSampler.from_counts(np.array([5, 5, 30, 10, 0]), count=4)
+    drawn = sampler.draw(np.random.default_rng(0), np.array([[[2], [3]]]))
+    assert drawn["negatives"].shape == (4,) and set(drawn["negatives"]) <= {2, 3}
+    many = np.concatenate([sampler.draw(np.random.default_rng(i), np.zeros((1, 1, 1), int))
+                           ["negatives"] for i in range(500)])
+    assert (many == 2).mean() == pytest.approx(0.75, abs=0.03)  # Q(2) = 30 / 40
+    # log(count · Q): log(4 · 0.75) for item 2, log(4 · 0.25) = 0 for item 3
+    assert sampler.log_expected[2] == pytest.approx(np.log(3.0))
+    assert sampler.log_expected[3] == pytest.approx(0.0, abs=1e-7)
+    np.testing.assert_allclose(drawn["target_log_q"], [[np.log(3.0), 0.0]], atol=1e-6)
+
+
+def test_shared_negatives_are_not_split_across_workers():
+    batch = {"items": np.arange(8).reshape(4, 2), "n_steps": np.float32(8),
+             "negatives": np.array([5, 6, 7]), "negative_log_q": np.zeros(3, np.float32)}
+    share = shard(batch, 1, 2)
+    assert share["items"].tolist() == [[4, 5], [6, 7]]
+    assert share["negatives"].tolist() == [5, 6, 7] and share["n_steps"] == 8
+
+
+def test_auto_batch_size_follows_the_data():
+    # the power of two nearest windows / 32, from 32 to 256
+    assert auto_batch_size(22_363) == 256  # Beauty
+    assert auto_batch_size(2_700) == 64  # the sample (84 -> 64)
+    assert auto_batch_size(100) == 32 and auto_batch_size(0) == 32
+    sequences = cyclic_log(n_users=50, length=30)
+    split = leave_one_out(sequences)
+    assert make_batches(split.train, SeqVAEConfig()).batch_size == 32
+    recommender, _ = fit(split, SeqVAEConfig(embed_dim=8, hidden_dim=8, latent_dim=4, epochs=1))
+    assert recommender.config_.batch_size == 32  # recorded as used
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="`latent_dim`"):
         SeqVAEConfig(latent_dim=0)
     with pytest.raises(ValueError, match="`encoder`"):
         SeqVAEConfig(encoder="cnn")
+    with pytest.raises(ValueError, match="`n_heads`"):
+        SeqVAEConfig(embed_dim=64, n_heads=3)
+    with pytest.raises(ValueError, match="`negatives`"):
+        SeqVAEConfig(negatives=-1)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        SeqVAEConfig(batch_size=-4)
 
 
 def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample_events):

@@ -1,0 +1,87 @@
+"""The search behind the SeqVAE's defaults: train one setting, record validation scores only.
+
+    python benchmarks/model_search.py beauty-p1 '{"encoder": "attention", "batch_size": 256}'
+    python benchmarks/model_search.py beauty-slice '{...}' --note "why this run"
+
+Settings: ``beauty-p1``, ``ml100k-p1`` (as in `quality.py`), ``beauty-slice`` (the first 4,000
+users of Beauty, for quick directions) and ``sample`` (the bundled generated log). The split is
+the quality benchmark's (seed 0); the test part is never scored here. Every run appends one line
+to `benchmarks/model_search.jsonl`: the setting, every `SeqVAEConfig` field, each epoch's
+validation NDCG/HR at the selection K and its seconds, the best epoch and the time to reach it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = ROOT.parent / "shared" / "datasets"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SETTINGS = {
+    "beauty-p1": (DATA / "amazon-beauty" / "Beauty.txt", None, 20),
+    "beauty-slice": (DATA / "amazon-beauty" / "Beauty.txt", 4000, 20),
+    "ml100k-p1": (DATA / "ml-100k" / "u.data", None, 20),
+    "sample": (ROOT / "sample_data" / "events.csv", None, 10),
+}
+
+
+def load_split(setting: str):
+    from seqvae.compare import make_split
+    from seqvae.logs import read_log
+    from seqvae.sequences import encode
+
+    path, users, _ = SETTINGS[setting]
+    log, report = read_log(path)
+    sequences = encode(log, report=report)
+    if users is not None:
+        sequences = sequences.subset_users(range(users))
+    return make_split(sequences, "leave-one-out", seed=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("setting", choices=sorted(SETTINGS))
+    parser.add_argument("config", nargs="?", default="{}", help="SeqVAEConfig fields as JSON")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    from seqvae.training import SeqVAEConfig, fit
+
+    k = SETTINGS[args.setting][2]
+    config = replace(SeqVAEConfig(), eval_k=k, **json.loads(args.config))
+    split = load_split(args.setting)
+    started = time.perf_counter()
+    epochs: list[dict] = []
+
+    def on_epoch(record) -> None:
+        epochs.append({"epoch": record.epoch, "seconds": round(time.perf_counter() - started, 1),
+                       "train_seconds": round(record.train_seconds, 1),
+                       "loss": round(record.loss, 4), "kl": round(record.kl_loss, 3),
+                       **{m: round(v, 5) for m, v in record.validation.items()}})
+        print(json.dumps(epochs[-1]), flush=True)
+
+    _, history = fit(split, config, on_epoch=on_epoch)
+    best = history.best_epoch
+    line = {"setting": args.setting, "note": args.note, "config": config.to_dict(),
+            "best_epoch": best, "best": history.best_validation,
+            "seconds_to_best": next(e["seconds"] for e in epochs if e["epoch"] == best),
+            "seconds": round(history.seconds, 1), "epochs": epochs,
+            "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
+            "date": time.strftime("%Y-%m-%d")}
+    with (HERE / "model_search.jsonl").open("a") as out:
+        out.write(json.dumps(line) + "\n")
+    print(f"best epoch {best}: {history.best_validation} "
+          f"({line['seconds_to_best']:.0f} s to best, {line['seconds']:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()
