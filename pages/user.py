@@ -118,31 +118,46 @@ def similar_users_ui(recommender, user: str) -> None:
 
 def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> None:
     st.caption("Edit the sequence and see the recommendations change — no retraining: the model "
-               "encodes the edited sequence as a new user.")
+               "encodes the edited sequence as a new user, with its event types and times.")
     all_items = list(recommender.item_vocab_.tokens)
     label_of = dict(zip(all_items, labels_for(all_items, metadata), strict=True))
     unique_history = list(dict.fromkeys(history_items))
-    left, right = st.columns(2)
+    left, middle, right = st.columns([2, 2, 1])
     removed = left.multiselect("Remove from the history", unique_history,
                                format_func=lambda i: label_of.get(i, i), key="whatif_remove")
-    added = right.multiselect("Add at the end", all_items, format_func=lambda i: label_of.get(i, i),
-                              key="whatif_add")
-    if not removed and not added:
-        return
-    edited = [i for i in history_items if i not in set(removed)] + list(added)
-    if not edited:
+    added = middle.multiselect("Add at the end", all_items,
+                               format_func=lambda i: label_of.get(i, i), key="whatif_add")
+    # the user's most common event type is what an added item becomes unless chosen otherwise
+    history = recommender.history_
+    own = history.of_user(int(history.user_position([user])[0]))["events"]
+    event_types = list(recommender.event_vocab_.tokens)
+    counts = np.bincount(own, minlength=recommender.event_vocab_.size)[2:]
+    event = right.selectbox("Added as", event_types, index=int(np.argmax(counts)),
+                            key="whatif_event")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # items come from the model's vocabulary
+        edited = recommender.edited_sequence(user, remove=removed, add=added, add_event=event)
+    if edited.n_events == 0:
         st.warning("The edited sequence is empty: nothing to recommend from.")
         return
     before, _ = recommender.recommend([user], k=10)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        after, scores = recommender.recommend([edited], k=10)
-    was = set(before[0])
+    after, scores = recommender.recommend_sequences(edited, k=10)
+    if not removed and not added:
+        st.caption("No edit yet: these are the user's own recommendations. Added items follow "
+                   "the last event by the user's median gap between events.")
+    was = {item: rank for rank, item in enumerate(before[0], start=1)}
+
+    def change(rank: int, item: str) -> str:
+        if item not in was:
+            return "new"
+        moved = was[item] - rank
+        return f"up {moved}" if moved > 0 else f"down {-moved}" if moved < 0 else ""
+
     st.dataframe(pd.DataFrame({
-        "rank": np.arange(1, 11),
+        "rank": np.arange(1, after.shape[1] + 1),
         "item": labels_for(after[0], metadata),
         "score": np.round(scores[0], 3),
-        "change": ["new" if i not in was else "" for i in after[0]],
+        "change": [change(rank, item) for rank, item in enumerate(after[0], start=1)],
     }), hide_index=True)
 
 

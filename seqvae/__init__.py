@@ -10,7 +10,7 @@ from typing import Any
 
 from seqvae.errors import LogFormatError, NotFittedError, SeqVAEError, TrainingDataError
 from seqvae.logs import EventLog, IngestOptions, IngestReport, read_log, read_metadata
-from seqvae.sequences import SequenceOptions, Sequences, encode
+from seqvae.sequences import SequenceOptions, Sequences, encode, encode_user
 from seqvae.splits import Split, holdout_users, leave_one_out, time_cut
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ def fit(*args: Any, **kwargs: Any) -> Any:
 
 __all__ = [
     "EventLog", "IngestOptions", "IngestReport", "LogFormatError", "NotFittedError",
-    "SeqVAEError", "SequenceOptions", "Sequences", "Split", "TrainingDataError", "encode", "fit",
-    "holdout_users", "leave_one_out", "load", "read_log", "read_metadata", "time_cut",
+    "SeqVAEError", "SequenceOptions", "Sequences", "Split", "TrainingDataError", "encode",
+    "encode_user", "fit", "holdout_users", "leave_one_out", "load", "read_log", "read_metadata",
+    "time_cut",
 ]

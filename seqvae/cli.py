@@ -330,14 +330,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
                           encoder=args.encoder, beta_cap=args.beta_cap, seed=args.seed,
                           batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          hidden_dim=args.hidden_dim, dropout=args.dropout,
-                          steps_per_epoch=args.steps_per_epoch)
+                          embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
+                          n_blocks=args.blocks, n_heads=args.heads,
+                          variational=not args.deterministic, negatives=args.negatives,
+                          dropout=args.dropout, steps_per_epoch=args.steps_per_epoch)
     out = check_target(args.out)
     chief = strategy is None or is_chief(strategy)
     checkpoint = Path(args.checkpoint_dir or f"{out}.checkpoint")
     progress = ProgressBar() if not args.quiet and chief else None
+    board = None
+    if args.tensorboard:
+        from seqvae.tensorboard import TensorBoardLogger
+
+        board = TensorBoardLogger(args.tensorboard, strategy)
     hooks = {"on_batch": progress.batch if progress else None,
-             "on_epoch": progress.epoch if progress else None,
+             "on_epoch": _each(progress.epoch if progress else None, board),
              "strategy": strategy, "checkpoint_dir": checkpoint}
     if is_store(args.log):
         shaped = [flag for flag, value, default in (
@@ -370,6 +377,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
+        if board is not None:
+            board.close()
     test = evaluate_holdout(recommender, test_holdout, config.eval_k)
     result: dict[str, Any] = {
         "epochs": len(history.epochs), "best_epoch": history.best_epoch,
@@ -395,6 +404,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _each(*hooks: Any) -> Any:
+    """One hook that calls each of `hooks` that is set, in order (None when none is)."""
+    chosen = [hook for hook in hooks if hook is not None]
+    if not chosen:
+        return None
+
+    def call(value: Any) -> None:
+        for hook in chosen:
+            hook(value)
+
+    return call
+
+
 def _fit_in_memory(args: argparse.Namespace, config: Any, hooks: dict[str, Any]) -> tuple[Any, ...]:
     from seqvae.logs import keep_positive, read_log
     from seqvae.sequences import encode
@@ -414,30 +436,26 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from seqvae.bundle import load
 
+    if args.log is not None:
+        others = [flag for flag, given in (("--user", args.user is not None),
+                                           ("--items", bool(args.items)), ("--all", args.all))
+                  if given]
+        if others:
+            raise ValueError(f"--log recommends for the users of the log; leave out "
+                             f"{' and '.join(others)}")
+        shaped = [flag for flag, value, default in (("--k-core", args.k_core, 0),
+                                                    ("--min-item-count", args.min_item_count, 1))
+                  if value != default]
+        if shaped:
+            raise ValueError(f"{', '.join(shaped)} shaped the model's vocabulary when it was "
+                             "trained; a new log is encoded with that vocabulary as it is")
     recommender = load(args.model)
+    if args.log is not None:
+        return _recommend_log(recommender, args)
     if args.all:
-        from seqvae.export import write_all_recommendations
-
         if not args.out:
             raise ValueError("--all needs --out FILE.parquet (or .csv)")
-        bar = None if args.json else ProgressBar()
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None and bar.live:
-                bar.stream.write(f"\rscored {done:,} / {total:,} users")
-
-        started = time.perf_counter()
-        path = write_all_recommendations(recommender, args.out, k=args.k,
-                                         exclude_seen=not args.include_seen, progress=progress)
-        seconds = time.perf_counter() - started
-        n_users = recommender.history_.n_users
-        if args.json:
-            print(json.dumps({"out": str(path), "users": n_users, "k": args.k,
-                              "seconds": round(seconds, 2)}))
-        else:
-            print(f"\rtop {args.k} for {n_users:,} users written to {path} "
-                  f"({n_users / max(seconds, 1e-9):,.0f} users/s)")
-        return 0
+        return _write_recommendations(recommender, args, recommender.history_)
     if args.items:
         query: Any = [[item.strip() for item in args.items.split(",") if item.strip()]]
         label = "the given items"
@@ -451,13 +469,85 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise ValueError(f"{exc.args[0]} is not in the model's users; pass --items to recommend "
                          "for a new sequence") from None
-    rows = [{"rank": r + 1, "item": str(i), "score": float(s)}
-            for r, (i, s) in enumerate(zip(ids[0], scores[0], strict=True)) if np.isfinite(s)]
+    rows = _ranked(ids[0], scores[0])
     if args.json:
         print(json.dumps({"user": args.user, "items": rows}, ensure_ascii=False))
     else:
         print(f"top {len(rows)} for {label}")
         _print_table([(f"{row['rank']:>2}. {row['item']}", f"{row['score']:.3f}") for row in rows])
+    return 0
+
+
+def _ranked(ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+    """One user's ranked items as JSON rows; items that cannot be recommended (-inf) left out."""
+    return [{"rank": r + 1, "item": str(i), "score": float(s)}
+            for r, (i, s) in enumerate(zip(ids, scores, strict=True)) if np.isfinite(s)]
+
+
+def _write_recommendations(recommender: Any, args: argparse.Namespace, sequences: Any) -> int:
+    """`--out`: every user of `sequences`, streamed to Parquet or CSV in chunks."""
+    from seqvae.export import write_all_recommendations
+
+    bar = None if args.json else ProgressBar()
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None and bar.live:
+            bar.stream.write(f"\rscored {done:,} / {total:,} users")
+
+    started = time.perf_counter()
+    path = write_all_recommendations(recommender, args.out, k=args.k,
+                                     exclude_seen=not args.include_seen, progress=progress,
+                                     sequences=sequences)
+    seconds = time.perf_counter() - started
+    n_users = sequences.n_users
+    if args.json:
+        print(json.dumps({"out": str(path), "users": n_users, "k": args.k,
+                          "seconds": round(seconds, 2)}))
+    else:
+        print(f"\rtop {args.k} for {n_users:,} users written to {path} "
+              f"({n_users / max(seconds, 1e-9):,.0f} users/s)")
+    return 0
+
+
+SHOWN_USERS = 5  # users the human table of `recommend --log` shows
+
+
+def _recommend_log(recommender: Any, args: argparse.Namespace) -> int:
+    """`recommend MODEL --log FILE`: every user of FILE scored from FILE's events alone, as a
+    new user, encoded exactly as the training data was (`fold_in`)."""
+    import warnings
+
+    from seqvae.logs import read_log
+
+    log, report = read_log(args.log, options_from_args(args))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sequences = recommender.fold_in(log)
+    for note in [*report.warnings, *(str(w.message) for w in caught)]:
+        print(f"warning: {' '.join(note.split())}", file=sys.stderr)
+    if sequences.n_users == 0:
+        raise ValueError(f"{report.source}: no user has an item the model knows; nothing to "
+                         "recommend from (is it the same kind of log the model was trained on?)")
+    if args.out:
+        return _write_recommendations(recommender, args, sequences)
+    exclude_seen = not args.include_seen
+    if args.json:
+        ids, scores = recommender.recommend_sequences(sequences, args.k, exclude_seen)
+        print(json.dumps({"source": report.source, "k": args.k, "recommendations": [
+            {"user": str(user), "items": _ranked(ids[row], scores[row])}
+            for row, user in enumerate(sequences.users)]}, ensure_ascii=False))
+        return 0
+    shown = sequences.subset_users(np.arange(min(SHOWN_USERS, sequences.n_users)))
+    ids, scores = recommender.recommend_sequences(shown, args.k, exclude_seen)
+    for row, user in enumerate(shown.users):
+        rows = _ranked(ids[row], scores[row])
+        events = int(shown.lengths[row])
+        print(f"top {len(rows)} for {user} ({events:,} event{'s' if events != 1 else ''} of "
+              f"{report.source})")
+        _print_table([(f"{r['rank']:>2}. {r['item']}", f"{r['score']:.3f}") for r in rows])
+    if sequences.n_users > shown.n_users:
+        print(f"… and {sequences.n_users - shown.n_users:,} more users; --out FILE.parquet "
+              "(or .csv) writes every one, --json prints them")
     return 0
 
 
@@ -544,6 +634,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from seqvae.training import SeqVAEConfig  # light: TensorFlow loads only when training
+
     parser = argparse.ArgumentParser(
         prog="seqvae",
         description="Learn, explore and use representations of users from behaviour logs.",
@@ -574,19 +666,44 @@ def build_parser() -> argparse.ArgumentParser:
                            "early stopping watches) and save the model directory.")
     train.add_argument("log", help="the log to train on")
     train.add_argument("--out", required=True, help="the model directory to write")
-    train.add_argument("--epochs", type=int, default=30, help="at most this many epochs (30)")
-    train.add_argument("--latent-dim", type=int, default=32, help="size of μ (32)")
-    train.add_argument("--hidden-dim", type=int, default=128, help="recurrent width (128)")
-    train.add_argument("--max-len", type=int, default=50, help="events per window (50)")
-    train.add_argument("--encoder", choices=["gru", "lstm"], default="gru", help="(gru)")
-    train.add_argument("--beta-cap", type=float, default=0.05, help="KL weight cap (0.05)")
-    train.add_argument("--batch-size", type=int, default=64, help="(64)")
-    train.add_argument("--learning-rate", type=float, default=1e-2, help="(0.01)")
+    defaults = SeqVAEConfig()
+    train.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help=f"at most this many epochs ({defaults.epochs})")
+    train.add_argument("--encoder", choices=["attention", "gru", "lstm"],
+                       default=defaults.encoder, help=f"({defaults.encoder})")
+    train.add_argument("--latent-dim", type=int, default=defaults.latent_dim,
+                       help=f"size of μ ({defaults.latent_dim})")
+    train.add_argument("--embed-dim", type=int, default=defaults.embed_dim,
+                       help=f"embedding and attention width ({defaults.embed_dim})")
+    train.add_argument("--hidden-dim", type=int, default=defaults.hidden_dim,
+                       help="recurrent width, or the attention blocks' feed-forward width "
+                       f"({defaults.hidden_dim})")
+    train.add_argument("--blocks", type=int, default=defaults.n_blocks,
+                       help=f"attention blocks ({defaults.n_blocks})")
+    train.add_argument("--heads", type=int, default=defaults.n_heads,
+                       help=f"attention heads per block ({defaults.n_heads})")
+    train.add_argument("--max-len", type=int, default=defaults.max_len,
+                       help=f"events per window ({defaults.max_len})")
+    train.add_argument("--beta-cap", type=float, default=defaults.beta_cap,
+                       help=f"KL weight cap ({defaults.beta_cap})")
+    train.add_argument("--deterministic", action="store_true",
+                       help="train the twin without the latent's noise and KL (SASRec)")
+    train.add_argument("--negatives", type=int, default=defaults.negatives,
+                       help="sampled softmax against this many negatives per batch (0: the "
+                       "full softmax over every item)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="windows per batch (0: chosen from the data)")
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                       help=f"({defaults.learning_rate})")
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    train.add_argument("--dropout", type=float, default=0.1, help="(0.1)")
+    train.add_argument("--dropout", type=float, default=defaults.dropout,
+                       help=f"({defaults.dropout})")
     train.add_argument("--min-rating", type=float, default=None,
                        help="keep only events whose value (rating) is at least this")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="write each epoch's losses, β, validation metrics and seconds as "
+                       "TensorBoard scalars to DIR (`tensorboard --logdir DIR` to view)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     scale = train.add_argument_group("large logs and several machines (docs/scaling.md)")
     scale.add_argument("--out-of-core", action="store_true",
@@ -626,18 +743,25 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=cmd_ingest)
 
     recommend = sub.add_parser("recommend", help="recommend items from a saved model",
-                               description="Top-K items for a known user, or for a new sequence "
-                               "of items (no retraining).")
+                               description="Top-K items for a known user, for a new sequence "
+                               "of items, or for every user of a new log from the log's events "
+                               "alone (no retraining).")
     recommend.add_argument("model", help="a model directory written by `seqvae train`")
     recommend.add_argument("--user", help="a user id the model knows")
-    recommend.add_argument("--items", help="comma-separated item ids: a new user's sequence")
+    recommend.add_argument("--items", help="comma-separated item ids: a new user's sequence "
+                           "(no event types or times; --log keeps them)")
+    recommend.add_argument("--log", metavar="FILE",
+                           help="a behaviour log: every user in it is scored from its events "
+                           "(items, event types, times) as a new user, encoded as the training "
+                           "data was; read with the reading flags below")
     recommend.add_argument("--k", type=int, default=10, help="how many items (10)")
     recommend.add_argument("--include-seen", action="store_true",
                            help="also recommend items already in the sequence")
     recommend.add_argument("--all", action="store_true",
                            help="every user of the model, written to --out in chunks")
-    recommend.add_argument("--out", help="with --all: FILE.parquet or FILE.csv")
+    recommend.add_argument("--out", help="with --all or --log: FILE.parquet or FILE.csv")
     recommend.add_argument("--json", action="store_true", help="print one JSON object")
+    add_reading_flags(recommend)
     recommend.set_defaults(func=cmd_recommend)
 
     evaluate = sub.add_parser(
@@ -651,9 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="leave-one-out: last item per user (P1); holdout-users: unseen "
                           "users, first 80%% of their events in, the rest predicted (P2); "
                           "time-cut: one global time (default: leave-one-out)")
-    evaluate.add_argument("--models", default="seqvae,multvae,ease,itemknn,pop",
-                          help="comma-separated, from seqvae, multvae, ease, itemknn, pop "
-                          "(default: all)")
+    evaluate.add_argument("--models", default="seqvae,sasrec,multvae,ease,itemknn,pop",
+                          help="comma-separated, from seqvae, sasrec (the SeqVAE without its "
+                          "latent), multvae, ease, itemknn, pop (default: all)")
     evaluate.add_argument("--k", default="10,20", help="cut-offs, e.g. 10,20,100 (default 10,20)")
     evaluate.add_argument("--select-k", type=int, default=None,
                           help="choices are made on validation NDCG at this K (default: the "

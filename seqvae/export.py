@@ -137,17 +137,19 @@ def user_embeddings(recommender: Any, sequences: Any = None) -> tuple[pd.DataFra
 
 def write_all_recommendations(recommender: Any, path: str | os.PathLike[str], k: int = 10,
                               exclude_seen: bool = True, chunk_users: int = 2048,
-                              progress: Callable[[int, int], None] | None = None) -> Path:
-    """Top-`k` items of every user of the model's history, `chunk_users` at a time, streamed to
-    Parquet or CSV (columns ``user``, ``rank``, ``item``, ``score``). Memory stays at one
-    chunk's score matrix whatever the number of users; the file appears only when complete."""
+                              progress: Callable[[int, int], None] | None = None,
+                              sequences: Any = None) -> Path:
+    """Top-`k` items of every user of `sequences` (default: the model's history; or new users,
+    `recommender.fold_in(log)`), `chunk_users` at a time, streamed to Parquet or CSV (columns
+    ``user``, ``rank``, ``item``, ``score``). Memory stays at one chunk's score matrix whatever
+    the number of users; the file appears only when complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fmt = table_format(path)
     if fmt not in ("parquet", "csv"):
         raise ValueError("recommendations are written as .parquet or .csv")
-    history = recommender.history_
+    history = recommender.history_ if sequences is None else sequences
     users = np.asarray(history.users, dtype=object)
     schema = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
                         ("score", pa.float32())])

@@ -9,13 +9,28 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from seqvae.errors import NotFittedError
-from seqvae.sequences import GAP_FIRST, OOV, PAD, Sequences, Vocabulary
+from seqvae.sequences import (
+    GAP_FIRST,
+    OOV,
+    PAD,
+    SequenceOptions,
+    Sequences,
+    Vocabulary,
+    encode_user,
+    time_gaps,
+)
+
+if TYPE_CHECKING:
+    from seqvae.logs import EventLog
+
+
+DAY_MICROS = 86_400 * 1_000_000  # an appended event's gap when a user has no gap to go by
 
 
 @dataclass
@@ -28,7 +43,8 @@ class Batch:
 class BaseRecommender(ABC):
     """The recommender contract every model here keeps (the SeqVAE and the baselines).
 
-    Subclasses implement `score`; `recommend`, `users_history` and `raw_sequences` are shared.
+    Subclasses implement `score`; `recommend`, `users_history`, the fold-in of new users
+    (`fold_in`, `recommend_log`, `user_sequence`) and `raw_sequences` are shared.
 
     Attributes:
         item_vocab_, event_vocab_: the vocabularies of the data the model was fitted on; item
@@ -75,17 +91,227 @@ class BaseRecommender(ABC):
         Raises:
             KeyError: a user id that is not in the history.
         """
-        from seqvae.evaluation import top_k
-
         if k < 1:
             raise ValueError(f"`k` should be a positive integer. Received: `k`={k}")
         raw = [u for u in users if isinstance(u, list | tuple | np.ndarray)]
         if raw and len(raw) != len(users):
             raise ValueError("`users` should be all user ids or all raw sequences, not a mix")
         sequences = self.raw_sequences(raw) if raw else self.users_history([str(u) for u in users])
-        scores = self.score(sequences, exclude_seen=exclude_seen)
-        best = top_k(scores, k)
-        return self.item_vocab_.token(best), np.take_along_axis(scores, best, axis=1)
+        return self.recommend_sequences(sequences, k, exclude_seen)
+
+    def recommend_sequences(
+        self,
+        sequences: Sequences,
+        k: int = 10,
+        exclude_seen: bool = True,
+        chunk_users: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` items for each user of `sequences`: ``(item_ids, scores)``, (n_users, k) each.
+
+        Scored `chunk_users` at a time, so memory holds one chunk's (chunk, n_items) scores.
+        With `exclude_seen`, items of a user's sequence score -inf; fewer than `k` finite scores
+        leave -inf at the end of the row.
+        """
+        from seqvae.evaluation import top_k
+
+        if k < 1:
+            raise ValueError(f"`k` should be a positive integer. Received: `k`={k}")
+        ids: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        for start in range(0, sequences.n_users, chunk_users):
+            rows = np.arange(start, min(start + chunk_users, sequences.n_users))
+            chunk = self.score(sequences.subset_users(rows), exclude_seen=exclude_seen)
+            best = top_k(chunk, k)
+            ids.append(best)
+            scores.append(np.take_along_axis(chunk, best, axis=1))
+        if not ids:
+            width = min(k, self.item_vocab_.size)
+            return self.item_vocab_.token(np.zeros((0, width), np.int64)), np.zeros((0, width),
+                                                                                   np.float32)
+        return self.item_vocab_.token(np.concatenate(ids)), np.concatenate(scores)
+
+    # ---- new users: fold-in ---------------------------------------------------------------
+
+    def encoding_options(self) -> SequenceOptions:
+        """The options the training data was encoded with (time buckets, minimum item count),
+        without k-core filtering: a new log's users are encoded, never filtered away."""
+        if self.history_ is None:
+            return SequenceOptions()
+        options = self.history_.options
+        return SequenceOptions(min_item_count=options.min_item_count,
+                               time_buckets=options.time_buckets)
+
+    def fold_in(self, log: EventLog) -> Sequences:
+        """A new behaviour log's users, encoded exactly as the training data was: the model's
+        vocabularies, its time buckets, events in time order, each event's own type and the gap
+        since the user's previous event. No retraining; a stored user's own rows give back that
+        user's stored arrays, so `recommend_log` then gives that user's recommendations.
+
+        A log without an event-type column gives every event the model's most common type (as
+        `raw_sequences` does). Items the model does not know: see `user_sequence`.
+
+        Args:
+            log: from `seqvae.logs.read_log` (with the same reading options as the training log).
+
+        Returns:
+            `Sequences`, users in order of first appearance in the log.
+        """
+        from seqvae.sequences import encode
+
+        self._check_vocabularies()
+        sequences = encode(log, self.encoding_options(), item_vocab=self.item_vocab_,
+                           event_vocab=self.event_vocab_)
+        frame = log.frame
+        if not log.has_event:
+            sequences.events[:] = 2 if self.event_vocab_.size > 2 else OOV
+        else:
+            self._warn_unknown_events(frame["event"].cat.categories[
+                np.unique(frame["event"].cat.codes.to_numpy())])
+        categories = frame["item"].cat.categories
+        used = categories[np.unique(frame["item"].cat.codes.to_numpy())]
+        unknown = [str(t) for t, i in zip(used, self.item_vocab_.lookup(used), strict=True)
+                   if i == OOV]
+        return self._known_items(sequences, unknown)
+
+    def recommend_log(
+        self,
+        log: EventLog,
+        k: int = 10,
+        exclude_seen: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-`k` items for every user of a new log, from the log's events alone (`fold_in`).
+
+        Returns:
+            ``(user_ids, item_ids, scores)``: (n_users,) and (n_users, k) each; a user none of
+            whose items the model knows is left out (with a warning).
+        """
+        sequences = self.fold_in(log)
+        ids, scores = self.recommend_sequences(sequences, k, exclude_seen)
+        return np.asarray(sequences.users, dtype=object), ids, scores
+
+    def user_sequence(
+        self,
+        items: SequenceABC[Any] | np.ndarray,
+        events: SequenceABC[Any] | np.ndarray | None = None,
+        timestamps: SequenceABC[int] | np.ndarray | None = None,
+        user: str = "<new user>",
+    ) -> Sequences:
+        """One user's events (e.g. a stored user's, edited) -> `Sequences` encoded like the
+        training data (`seqvae.sequences.encode_user`); score it with `recommend_sequences`.
+
+        Unknown items: where the model was trained with ``min_item_count`` > 1, rare items were
+        encoded as out-of-vocabulary and the model learned what that id means, so an unknown
+        item is encoded the same way (and warned about). Otherwise the model never saw that id
+        as an input, so the event is left out, as if it were not there (the gaps are taken
+        between the remaining events), with a warning naming the items.
+
+        Args:
+            items: (n,) item ids.
+            events: (n,) event types; None: the model's most common event type for each.
+            timestamps: (n,) int64 epoch microseconds (as `Sequences.timestamps`); None: no
+                times (every gap "unknown").
+            user: the id the result carries.
+
+        Returns:
+            `Sequences` of that one user (none, if no item is known).
+        """
+        self._check_vocabularies()
+        sequence = encode_user(items, events, timestamps, item_vocab=self.item_vocab_,
+                               event_vocab=self.event_vocab_, options=self.encoding_options(),
+                               user=user)
+        if events is not None:
+            self._warn_unknown_events(list(events))
+        unknown = list(dict.fromkeys(
+            str(t) for t, i in zip(items, sequence.item_vocab.lookup(list(items)), strict=True)
+            if i == OOV)) if len(items) else []
+        return self._known_items(sequence, unknown)
+
+    def edited_sequence(
+        self,
+        user: Any,
+        remove: SequenceABC[Any] = (),
+        add: SequenceABC[Any] = (),
+        add_event: str | None = None,
+    ) -> Sequences:
+        """A stored user's events, edited, for "what if" questions (`user_sequence`, so that no
+        edit gives back the stored arrays and so the stored recommendations exactly).
+
+        Every event of an item in `remove` is left out; the items of `add` are appended after the
+        user's last event, one per step of the user's median gap between events (one day for a
+        user with a single event), as `add_event`.
+
+        Args:
+            user: a user id of the history.
+            remove: items whose events are left out.
+            add: items appended, in this order.
+            add_event: the event type of the appended events; None: the user's most common
+                (ties: the one most common overall).
+
+        Returns:
+            `Sequences` of that one user.
+
+        Raises:
+            KeyError: a user id that is not in the history.
+        """
+        history = self.users_history([str(user)])
+        stored = history.of_user(0)
+        items = self.item_vocab_.token(stored["items"]).astype(str)
+        events = self.event_vocab_.token(stored["events"]).astype(str)
+        keep = ~np.isin(items, [str(item) for item in remove])
+        added = [str(item) for item in add]
+        if add_event is None:
+            # argmax takes the lowest id among ties: ids are most frequent first
+            counts = np.bincount(stored["events"], minlength=self.event_vocab_.size)
+            counts[:2] = 0
+            most_common = int(np.argmax(counts)) if counts.any() else 2
+            add_event = str(self.event_vocab_.token([most_common])[0])
+        timestamps = None
+        if history.has_timestamps:
+            times = stored["timestamps"]
+            last = int(times[-1]) if times.size else 0
+            step = int(np.median(np.diff(times))) if times.size > 1 else DAY_MICROS
+            timestamps = [*times[keep].tolist(),
+                          *(last + step * (n + 1) for n in range(len(added)))]
+        return self.user_sequence([*items[keep], *added], [*events[keep], *[add_event] * len(added)],
+                                  timestamps, user=str(user))
+
+    def _check_vocabularies(self) -> None:
+        if getattr(self, "item_vocab_", None) is None:
+            raise NotFittedError("this recommender has no vocabularies; call fit first")
+
+    def _warn_unknown_events(self, events: Any) -> None:
+        names = [str(e) for e in dict.fromkeys(events) if str(e) not in self.event_vocab_]
+        if names:
+            warnings.warn(f"event type(s) unknown to the model encoded as out-of-vocabulary: "
+                          f"{', '.join(repr(n) for n in names[:5])}"
+                          + (f" and {len(names) - 5} more" if len(names) > 5 else ""),
+                          stacklevel=3)
+
+    def _known_items(self, sequences: Sequences, unknown: list[str]) -> Sequences:
+        """The rule for items outside the model's vocabulary (see `user_sequence`)."""
+        n_unknown = int((sequences.items == OOV).sum())
+        if n_unknown == 0:
+            return sequences
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        if sequences.options.min_item_count > 1:
+            warnings.warn(f"{n_unknown} event(s) of item(s) without a vector of their own in the "
+                          f"model encoded as out-of-vocabulary, as the training data's rare "
+                          f"items were: {shown}", stacklevel=3)
+            return sequences
+        warnings.warn(f"left out {n_unknown} event(s) of {len(unknown)} item(s) unknown to the "
+                      f"model: {shown}", stacklevel=3)
+        known = sequences.select(sequences.items != OOV, drop_empty_users=True)
+        if known.n_users < sequences.n_users:
+            kept = set(known.users)
+            lost = [str(u) for u in sequences.users if u not in kept]
+            warnings.warn(f"{len(lost)} user(s) have no item the model knows and get no "
+                          f"recommendations: {', '.join(repr(u) for u in lost[:5])}",
+                          stacklevel=3)
+        # the gaps between the events that remain, as if the left-out ones were not there
+        return replace(known, gaps=time_gaps(known.timestamps if known.has_timestamps else None,
+                                             known.offsets, known.options.time_buckets),
+                       event_index=np.arange(known.n_events, dtype=np.int64))
 
     def users_history(self, user_ids: SequenceABC[str]) -> Sequences:
         if self.history_ is None:
@@ -99,7 +325,9 @@ class BaseRecommender(ABC):
     def raw_sequences(self, raw: SequenceABC[Any]) -> Sequences:
         """Raw item-id lists (users the model never saw) -> `Sequences`; unknown items are left
         out with a warning. No event types or times are known: each event gets the most common
-        event type and the "unknown gap" bucket."""
+        event type and the "unknown gap" bucket, so a stored user's items given this way do not
+        give that user's recommendations; `user_sequence` and `fold_in` take the types and
+        times too."""
         parts: list[np.ndarray] = []
         unknown: list[str] = []
         for seq in raw:
@@ -288,8 +516,10 @@ class SeqVAERecommender(BaseRecommender):
         return out
 
     def item_vectors(self) -> np.ndarray:
+        """The items' vectors (n_items, D): the tied embedding table the scores are taken
+        against, so "user · item similarity" is literally the score (plus the item's bias)."""
         self._check()
-        return np.asarray(self.model_.scorer.item_vectors)
+        return np.asarray(self.model_.item_embedding.embeddings)
 
     def similar_items(self, item: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Items whose vectors are closest (cosine) to `item`'s: ``(item_ids, similarities)``."""

@@ -297,6 +297,33 @@ def gap_buckets(gap_seconds: np.ndarray, n_buckets: int) -> np.ndarray:
     return np.where(unknown, GAP_FIRST, bucket).astype(np.int32)
 
 
+def time_gaps(timestamps: np.ndarray | None, offsets: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Each event's time-gap bucket: `GAP_FIRST` for a user's first event (and for every event
+    when `timestamps` is None), else `gap_buckets` of the seconds since the user's previous event.
+
+    The one rule `encode` and `encode_user` share, so that a user's events encoded on their own
+    get the buckets they got in the training data.
+
+    Args:
+        timestamps: (n_events,) int64 epoch microseconds in each user's time order, or None.
+        offsets: (n_users + 1,) int64, as `Sequences.offsets`.
+        n_buckets: `SequenceOptions.time_buckets`.
+
+    Returns:
+        (n_events,) int32.
+    """
+    n_events = int(offsets[-1]) if len(offsets) else 0
+    if timestamps is None:
+        return np.full(n_events, GAP_FIRST, dtype=np.int32)
+    micros = np.asarray(timestamps, dtype=np.int64)
+    gap = np.empty(n_events, dtype=np.float64)
+    gap[0:1] = np.nan
+    gap[1:] = np.diff(micros) / 1e6
+    starts = np.asarray(offsets[:-1], dtype=np.int64)
+    gap[starts[starts < n_events]] = np.nan
+    return gap_buckets(gap, n_buckets)
+
+
 def rank_tokens(count: np.ndarray, first_seen: np.ndarray, min_count: int) -> np.ndarray:
     """Codes counted at least `min_count` (and at least once) times, most frequent first; ties
     in order of first appearance (`first_seen`: any key that orders codes by it). The rule of
@@ -421,26 +448,84 @@ def encode(
     offsets = np.concatenate([[0], np.cumsum(counts[first_seen])]).astype(np.int64)
     micros = fill_file_order_times(micros[order], user_codes[order])
 
-    first = np.zeros(len(order), dtype=bool)
-    first[offsets[:-1][offsets[:-1] < len(order)]] = True
-    if log.has_timestamp:
-        gap = np.empty(len(order), dtype=np.float64)
-        gap[0:1] = np.nan
-        gap[1:] = np.diff(micros) / 1e6
-        gap[first] = np.nan
-    else:
-        gap = np.full(len(order), np.nan)
-
     return Sequences(
         users=np.asarray(frame["user"].cat.categories[first_seen].astype(str), dtype=object),
         offsets=offsets,
         items=items[order].astype(np.int32),
         events=events[order].astype(np.int32),
-        gaps=gap_buckets(gap, options.time_buckets),
+        gaps=time_gaps(micros if log.has_timestamp else None, offsets, options.time_buckets),
         timestamps=micros,
         event_index=np.arange(len(order), dtype=np.int64),
         item_vocab=item_vocab,
         event_vocab=event_vocab,
         has_timestamps=log.has_timestamp,
+        options=options,
+    )
+
+
+def encode_user(
+    items: SequenceABC[Any] | np.ndarray,
+    events: SequenceABC[Any] | np.ndarray | None,
+    timestamps: SequenceABC[int] | np.ndarray | None,
+    *,
+    item_vocab: Vocabulary,
+    event_vocab: Vocabulary,
+    options: SequenceOptions | None = None,
+    user: str = "<new user>",
+) -> Sequences:
+    """One user's events -> `Sequences`, by the rules of `encode` with given vocabularies.
+
+    The events are put in time order by a stable sort (so the given order breaks ties), item
+    and event-type tokens map to the vocabularies' ids (unknown tokens to `OOV`), and the gaps
+    are `time_gaps` of the timestamps. A user's own events, taken from the `Sequences` that
+    `encode` made, come back as exactly the same arrays.
+
+    Args:
+        items: (n,) item tokens.
+        events: (n,) event-type tokens; None gives every event the vocabulary's most common
+            type (id 2; `OOV` for an empty vocabulary).
+        timestamps: (n,) int64 epoch microseconds (what `Sequences.timestamps` holds); None for
+            no times: every gap is `GAP_FIRST`, as `encode` does for a log without timestamps.
+        item_vocab, event_vocab: the vocabularies to encode with (a trained model's).
+        options: the encoding options; only `time_buckets` matters here.
+        user: the user id the result carries.
+
+    Returns:
+        `Sequences` of one user.
+
+    Raises:
+        ValueError: `events` or `timestamps` is not as long as `items`.
+    """
+    options = options or SequenceOptions()
+    tokens = [str(t) for t in items]
+    n_events = len(tokens)
+    for name, values in (("events", events), ("timestamps", timestamps)):
+        if values is not None and len(values) != n_events:
+            raise ValueError(f"`{name}` should have one entry per item ({n_events}). "
+                             f"Received: {len(values)}")
+    item_ids = item_vocab.lookup(tokens) if n_events else np.zeros(0, np.int32)
+    if events is None:
+        event_ids = np.full(n_events, 2 if event_vocab.size > 2 else OOV, np.int32)
+    else:
+        event_ids = event_vocab.lookup(list(events)) if n_events else np.zeros(0, np.int32)
+    if timestamps is None:
+        micros = np.zeros(n_events, np.int64)
+        order = np.arange(n_events)
+    else:
+        micros = np.asarray(timestamps, dtype=np.int64).reshape(n_events)
+        order = np.argsort(micros, kind="stable")
+    micros = micros[order]
+    offsets = np.array([0, n_events], dtype=np.int64)
+    return Sequences(
+        users=np.array([str(user)], dtype=object),
+        offsets=offsets,
+        items=item_ids[order].astype(np.int32),
+        events=np.asarray(event_ids)[order].astype(np.int32),
+        gaps=time_gaps(None if timestamps is None else micros, offsets, options.time_buckets),
+        timestamps=micros,
+        event_index=np.arange(n_events, dtype=np.int64),
+        item_vocab=item_vocab,
+        event_vocab=event_vocab,
+        has_timestamps=timestamps is not None,
         options=options,
     )

@@ -3,13 +3,16 @@ recommendations; every error path is a message, never an exception."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import time
 import zipfile
 
+import numpy as np
 import pytest
 
 from seqvae.sample import generate
+from seqvae.ui import state
 from tests.conftest import texts
 
 
@@ -127,3 +130,61 @@ def test_reruns_leave_the_keras_session_alone(app, monkeypatch):
     at.run()
     assert keras.backend.get_uid("seqvae_probe") == before + 1
     assert not at.exception
+
+
+@pytest.fixture(scope="module")
+def model_in_use(small_log):
+    """A tiny SeqVAE trained with the library on `small_log` (times, three event types), to put
+    in a session without going through the Train page."""
+    from seqvae.logs import read_log
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, fit
+
+    log, report = read_log(io.BytesIO(small_log), name="shop.csv")
+    sequences = encode(log, report=report)
+    recommender, history = fit(leave_one_out(sequences), SeqVAEConfig(
+        embed_dim=16, hidden_dim=16, latent_dim=8, max_len=20, epochs=1, batch_size=64),
+        history_sequences=sequences)
+    return state.ModelInUse(recommender=recommender, name="shop.csv", origin="trained in tests",
+                            created=dt.datetime.now(dt.UTC).isoformat(),
+                            validation_ndcg=history.best_validation["NDCG@10"])
+
+
+def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_use):
+    at = app
+    at.session_state[state.MODEL] = model_in_use
+    at.run()
+    at.switch_page("pages/user.py").run()
+    assert not at.exception, at.exception
+    at.text_input(key="user_query").set_value("U0001").run()
+    user = at.selectbox(key="user_pick").value
+    recommendations = frame_with(at, "because of")
+    # unedited: the user's stored events (items, event types, times) encoded again give exactly
+    # the stored recommendations, and nothing is marked as changed
+    what_if = frame_with(at, "change")
+    assert list(what_if["item"]) == list(recommendations["item"])
+    assert list(what_if["score"]) == list(recommendations["score"])
+    assert set(what_if["change"]) == {""}
+    assert any("No edit yet" in t for t in texts(at.caption))
+    # the user's most common event type is what added items become by default
+    history = model_in_use.recommender.history_
+    own = history.of_user(int(history.user_position([user])[0]))["events"]
+    vocab = model_in_use.recommender.event_vocab_
+    counts = np.bincount(own, minlength=vocab.size)
+    counts[:2] = 0  # padding and out-of-vocabulary are no event types
+    assert at.selectbox(key="whatif_event").value == vocab.token([int(np.argmax(counts))])[0]
+    # adding items changes the list without retraining: at least the scores move, and the added
+    # items, now in the sequence, are not recommended back
+    at.multiselect(key="whatif_add").set_value(["P0001", "P0002"]).run()
+    assert not at.exception
+    edited = frame_with(at, "change")
+    assert list(edited["rank"]) == list(range(1, 11))
+    assert list(edited["score"]) != list(recommendations["score"])
+    assert not edited["item"].str.contains(r"\bP000[12]\b|\(P000[12]\)").any()
+    # removing every item leaves nothing to recommend from, said as a warning
+    at.multiselect(key="whatif_add").set_value([]).run()
+    items = at.multiselect(key="whatif_remove").options
+    at.multiselect(key="whatif_remove").set_value(items).run()
+    assert not at.exception
+    assert any("empty" in t for t in texts(at.warning))

@@ -84,14 +84,15 @@ def test_console_script_and_help():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """`seqvae train` on a small generated log, through the command line."""
+    """`seqvae train` on a small generated log, through the command line (once for the module:
+    it also writes the TensorBoard scalars that `test_train_writes_tensorboard_scalars` reads)."""
     folder = tmp_path_factory.mktemp("cli")
     assert main(["sample", "--out", str(folder / "events.csv"), "--users", "120", "--items",
                  "60", "--seed", "2"]) == 0
     out = folder / "model"
     code = main(["train", str(folder / "events.csv"), "--out", str(out), "--epochs", "2",
                  "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20", "--quiet",
-                 "--json"])
+                 "--json", "--tensorboard", str(folder / "tensorboard")])
     assert code == 0
     return folder, out
 
@@ -236,3 +237,110 @@ def test_recommend_all_users_to_parquet_and_csv(trained, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "recs.csv")) == 120 * 10
     code, _, err = run_cli(capsys, "recommend", str(model), "--all")
     assert code == 2 and "--out" in err
+
+
+def own_rows(folder, users: list[str], path) -> None:
+    """The users' own rows of the training log, in file order, written as a new log."""
+    import pandas as pd
+
+    events = pd.read_csv(folder / "events.csv")
+    events[events["user_id"].isin(users)].to_csv(path, index=False)
+
+
+def test_recommend_log_of_stored_users_own_rows_is_their_recommendations(trained, tmp_path,
+                                                                          capsys):
+    folder, model = trained
+    users = ["U00001", "U00007", "U00050"]
+    own_rows(folder, users, tmp_path / "new.csv")
+    code, out, err = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                             "--k", "5", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["k"] == 5
+    assert sorted(r["user"] for r in result["recommendations"]) == users
+    for entry in result["recommendations"]:
+        code, out, _ = run_cli(capsys, "recommend", str(model), "--user", entry["user"], "--k",
+                               "5", "--json")
+        stored = json.loads(out)["items"]
+        # the same items in the same order, and the same scores (the user is encoded from the
+        # log exactly as the training data was: event types and time gaps included)
+        assert [r["item"] for r in entry["items"]] == [r["item"] for r in stored]
+        assert [r["rank"] for r in entry["items"]] == [1, 2, 3, 4, 5]
+        assert [r["score"] for r in entry["items"]] == pytest.approx(
+            [r["score"] for r in stored], abs=1e-6)
+
+
+def test_recommend_log_table_and_file(trained, tmp_path, capsys):
+    import pandas as pd
+
+    folder, model = trained
+    users = [f"U{n:05d}" for n in range(1, 8)]
+    own_rows(folder, users, tmp_path / "new.csv")
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                           "--k", "3")
+    assert code == 0
+    # the first five users, then how many more there are
+    assert out.count("top 3 for U") == 5 and "… and 2 more users" in out
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                           "--k", "3", "--out", str(tmp_path / "recs.parquet"), "--json")
+    assert code == 0 and json.loads(out)["users"] == 7
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    assert list(recs.columns) == ["user", "rank", "item", "score"]
+    assert sorted(recs["user"].unique()) == users and len(recs) == 7 * 3
+    # the file holds what --json prints
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                           "--k", "3", "--json")
+    for entry in json.loads(out)["recommendations"]:
+        rows = recs[recs["user"] == entry["user"]]
+        assert list(rows["item"]) == [r["item"] for r in entry["items"]]
+
+
+def test_recommend_log_bad_input_exits_2(trained, tmp_path, capsys):
+    folder, model = trained
+    own_rows(folder, ["U00001"], tmp_path / "new.csv")
+    code, out, err = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                             "--user", "U00001")
+    assert code == 2 and out == "" and "leave out --user" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "new.csv"),
+                           "--k-core", "5")
+    assert code == 2 and "--k-core shaped the model's vocabulary" in err
+    (tmp_path / "strangers.csv").write_text("user,item\nx,NEW1\nx,NEW2\ny,NEW1\n")
+    code, out, err = run_cli(capsys, "recommend", str(model), "--log",
+                             str(tmp_path / "strangers.csv"))
+    assert code == 2 and out == ""
+    # the warning names the unknown items, then the one-line reason
+    assert "'NEW1'" in err and err.strip().splitlines()[-1].startswith("seqvae recommend: ")
+    assert "no user has an item the model knows" in err
+    code, _, err = run_cli(capsys, "recommend", str(model), "--log", str(tmp_path / "none.csv"))
+    assert code == 2 and "none.csv" in err
+
+
+def test_train_writes_tensorboard_scalars(trained):
+    import tensorflow as tf
+
+    folder, model = trained
+    files = sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    written: dict[str, dict[int, float]] = {}
+    plugins = set()
+    for record in tf.data.TFRecordDataset(str(files[0])):
+        event = tf.compat.v1.Event.FromString(record.numpy())
+        for value in event.summary.value:
+            written.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+            plugins.add(value.metadata.plugin_data.plugin_name)
+    history = json.loads((model / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+    metrics = sorted(history[0]["validation"])
+    assert "NDCG@10" in metrics
+    assert set(written) == {"loss", "reconstruction_loss", "kl_loss", "beta", "epoch_seconds",
+                            *(f"validation/{m}" for m in metrics)}
+    assert plugins == {"scalars"}  # drawn as TensorBoard scalar charts
+    for epoch in history:
+        step = epoch["epoch"]
+        for tag in ("loss", "reconstruction_loss", "kl_loss", "beta"):
+            # written as float32: equal to the history's float64 to float32 precision
+            assert written[tag][step] == pytest.approx(epoch[tag], rel=1e-6, abs=1e-9), tag
+        for name in metrics:
+            assert written[f"validation/{name}"][step] == pytest.approx(
+                epoch["validation"][name], rel=1e-6, abs=1e-9)
+        assert written["epoch_seconds"][step] == pytest.approx(epoch["seconds"], rel=1e-6)

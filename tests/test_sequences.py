@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from seqvae.logs import IngestOptions, read_log
-from seqvae.sequences import OOV, PAD, SequenceOptions, Vocabulary, encode, gap_buckets, k_core_mask
+from seqvae.sequences import (
+    OOV,
+    PAD,
+    SequenceOptions,
+    Vocabulary,
+    encode,
+    encode_user,
+    gap_buckets,
+    k_core_mask,
+    time_gaps,
+)
 
 
 def log_of(text: str, **options):
@@ -123,3 +133,31 @@ def test_select_and_subset_keep_alignment():
     sub = seqs.subset_users(np.array([2, 0]))
     assert list(sub.users) == ["u3", "u1"] and list(sub.lengths) == [1, 3]
     assert list(seqs.user_position(["u3", "nobody"])) == [2, -1]
+
+
+def test_time_gaps_start_again_for_every_user():
+    # two users: [0 s, 1 s, 4 s] and [10 s, 10 s]; 1 s -> 2 + floor(log2 2) = 3,
+    # 3 s -> 2 + floor(log2 4) = 4, 0 s -> 2; each user's first event -> 1
+    micros = np.array([0, 1, 4, 10, 10]) * 1_000_000
+    offsets = np.array([0, 3, 5])
+    assert list(time_gaps(micros, offsets, 34)) == [1, 3, 4, 1, 2]
+    assert list(time_gaps(None, offsets, 34)) == [1, 1, 1, 1, 1]
+
+
+def test_encode_user_follows_the_rules_of_encode():
+    log, _ = log_of(LOG, timestamp_unit="s")
+    seqs = encode(log)
+    # u1 again, given out of time order: a@1000, b@1010, c@1005 -> sorted a, c, b
+    one = encode_user(["a", "b", "c"], ["view", "cart", "view"],
+                      [1000_000_000, 1010_000_000, 1005_000_000], item_vocab=seqs.item_vocab,
+                      event_vocab=seqs.event_vocab, options=seqs.options, user="u1")
+    for name in ("items", "events", "gaps", "timestamps"):
+        assert list(one.of_user(0)[name]) == list(seqs.of_user(0)[name]), name
+    # no types: the most common (id 2, "view"); no times: every gap unknown; unknown item: OOV
+    bare = encode_user(["a", "zzz"], None, None, item_vocab=seqs.item_vocab,
+                       event_vocab=seqs.event_vocab)
+    assert list(bare.items) == [2, OOV] and list(bare.events) == [2, 2]
+    assert list(bare.gaps) == [1, 1] and not bare.has_timestamps
+    with pytest.raises(ValueError, match="`events` should have one entry per item"):
+        encode_user(["a"], ["view", "cart"], None, item_vocab=seqs.item_vocab,
+                    event_vocab=seqs.event_vocab)
