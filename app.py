@@ -7,7 +7,7 @@ imported here (no TensorFlow, no UMAP), so the first page load stays fast.
 
 import streamlit as st
 
-from seqvae.ui import runtime, state
+from seqvae.ui import runtime, sessions, state
 from seqvae.ui.text import escape_markdown
 
 runtime.keep_keras_state()  # before any page imports Keras; see seqvae/ui/runtime.py
@@ -22,18 +22,27 @@ pages = [
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/leaderboard:"),
 ]
 page = st.navigation(pages)
-state.adopt_finished_training()  # a model that finished while another page was open
-if state.model() is not None:
-    runtime.warm_umap_in_background()  # once per process; the Latent page's UMAP is then quick
-
-# The page runs first, so that the sidebar shows what the page just loaded.
-page.run()
+# this session's data, model and jobs live on the server under a token in the URL, so a reload
+# of the tab finds them again (seqvae/ui/sessions.py)
+sessions.attach()
+try:
+    state.adopt_finished_training()  # a model that finished while another page was open
+    if state.model() is not None:
+        runtime.warm_umap_in_background()  # once per process; the Latent page's UMAP is quick
+    # The page runs first, so that the sidebar shows what the page just loaded.
+    page.run()
+finally:
+    sessions.save()  # also when the page stopped or reran early
 
 with st.sidebar:
     st.markdown("### seqvae")
     st.caption("User representations from behaviour logs")
+    if st.session_state.pop(sessions.EXPIRED, False):
+        st.warning("The session in this link has expired (or the server restarted): "
+                   "load the data again.")
     current = state.dataset()
     model_in_use = state.model()
+    mismatch = state.data_mismatch()
     job = st.session_state.get(state.JOB)
     if current is None:
         st.info("**Data:** none loaded yet.")
@@ -48,12 +57,14 @@ with st.sidebar:
         recommender = model_in_use.recommender
         ndcg = (f" · validation NDCG@10 {model_in_use.validation_ndcg:.3f}"
                 if model_in_use.validation_ndcg is not None else "")
-        st.success(
+        (st.warning if mismatch else st.success)(
             f"**Model:** {escape_markdown(model_in_use.name)}  \n"
             f"{model_in_use.origin}, {model_in_use.created}  \n"
             f"latent {recommender.config_.latent_dim} · {recommender.item_vocab_.size - 2:,} items "
             f"· {recommender.history_.n_users:,} users{ndcg}"
         )
+    if job is not None and job.active and model_in_use is not None:
+        st.info(f"**Training** a new model on {escape_markdown(job.dataset_name)}…")
     elif job is not None and job.active:
         st.info("**Model:** training…")
     else:
@@ -62,8 +73,12 @@ with st.sidebar:
         next_step = "load the sample or upload a log on the Data page."
     elif model_in_use is None and (job is None or not job.active):
         next_step = "train a model on the Train page."
-    elif model_in_use is None:
+    elif model_in_use is None or (mismatch and job is not None and job.active):
         next_step = "watch the training on the Train page."
+    elif mismatch:
+        next_step = f"train a model on {escape_markdown(current.name)} on the Train page."
     else:
         next_step = "open a user on the User page."
     st.caption(f"**Next:** {next_step}")
+    if mismatch:
+        st.caption(escape_markdown(mismatch))

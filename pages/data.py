@@ -146,7 +146,13 @@ def options_ui() -> None:
         except ValueError as exc:
             st.error(escape_markdown(str(exc)))
             return
-        _load(lambda: load_dataset(name, data, options), pending=(name, data))
+        def reread() -> state.Dataset:
+            new = load_dataset(name, data, options)
+            if current is not None and current.name == name:  # side files stay attached
+                new.items, new.users = current.items, current.users
+            return new
+
+        _load(reread, pending=(name, data))
         st.rerun()
 
 

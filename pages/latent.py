@@ -2,13 +2,14 @@
 
 import io
 import logging
+import time
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from seqvae import latent
+from seqvae import export, latent
 from seqvae.export import neutralise_formulas
 from seqvae.ui import runtime, state
 from seqvae.ui.text import escape_markdown, plotly_text
@@ -219,34 +220,42 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     right.dataframe(titled(movers, dataset), hide_index=True, width="stretch")
 
 
-def exports_ui(view: state.LatentView) -> None:
+def exports_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     st.subheader("Exports", anchor=False)
+    # what the files hold: redo them when the clusters, the maps or the side tables changed
+    signature = (id(view), view._clusters_key, tuple(sorted(view.coords)), view._side_key)
+    cached = st.session_state.get("latent_exports")
+    if cached is not None and cached[0] != signature:
+        cached = None
+        st.session_state.pop("latent_exports", None)
     if not st.button("Prepare the exports", key="exports_prepare"):
-        if st.session_state.get("latent_exports") is None:
-            st.caption("Users' μ, σ, map coordinates and cluster (CSV, Parquet); the vectors + "
-                       "metadata pair for TensorBoard's Embedding Projector; recommendations for "
-                       "every user (CSV).")
+        if cached is None:
+            st.caption("Users (μ, σ, map coordinates, cluster and its name, attributes; CSV and "
+                       "Parquet); the vectors + metadata pair for TensorBoard's Embedding "
+                       "Projector; every user's top 10 with titles (CSV).")
             return
     else:
-        table = view.frame[["user", "events", "dominant_event", "last_items"]].copy()
-        coords = view.coords.get("PCA-2", latent.project_pca(view.mu, 2))
-        table["x_pca"], table["y_pca"] = coords[:, 0], coords[:, 1]
-        table["cluster"] = view.clusters
-        table = pd.concat([table, pd.DataFrame(view.mu, columns=[f"mu_{i}" for i in range(
-            view.mu.shape[1])]), pd.DataFrame(view.sigma, columns=[f"sigma_{i}" for i in range(
-                view.sigma.shape[1])])], axis=1)
+        coords = dict(view.coords)
+        coords.setdefault("PCA-2", latent.project_pca(view.mu, 2))
+        names = view.cluster_names(dataset.items if dataset is not None else None)
+        table = export.user_table(view.frame, view.mu, view.sigma, coords, view.clusters,
+                                  names, mapped=view.sample_rows)
         parquet = io.BytesIO()
         table.to_parquet(parquet, index=False)
         vectors = "\n".join("\t".join(f"{v:.6g}" for v in row) for row in view.mu) + "\n"
-        meta = table[["user", "events", "cluster", "dominant_event"]].astype(str).replace(
-            {r"[\t\r\n]": " "}, regex=True)
-        recs = all_recommendations(view)
-        st.session_state["latent_exports"] = {
+        meta_columns = ["user", "events", "cluster", "cluster_name", "dominant_event",
+                        *[c for c in table.columns if c.startswith("attr:")]]
+        meta = table[meta_columns].astype(str).replace({r"[\t\r\n]": " "}, regex=True)
+        titles = (dataset.items["title"] if dataset is not None and dataset.items is not None
+                  and "title" in dataset.items.columns else None)
+        recs = export.all_recommendations(view.recommender, k=10, titles=titles)
+        cached = (signature, {
             "users.csv": csv_bytes(table), "users.parquet": parquet.getvalue(),
             "vectors.tsv": vectors.encode(),
             "metadata.tsv": neutralise_formulas(meta).to_csv(index=False, sep="\t").encode(),
-            "recommendations.csv": csv_bytes(recs)}
-    files = st.session_state["latent_exports"]
+            "recommendations.csv": csv_bytes(recs)})
+        st.session_state["latent_exports"] = cached
+    files = cached[1]
     columns = st.columns(len(files))
     mimes = {"csv": "text/csv", "parquet": "application/octet-stream", "tsv": "text/tab-separated-values"}
     for column, (name, data) in zip(columns, files.items(), strict=True):
@@ -254,17 +263,38 @@ def exports_ui(view: state.LatentView) -> None:
                                key=f"download_{name}")
 
 
-def all_recommendations(view: state.LatentView, k: int = 10) -> pd.DataFrame:
-    recommender = view.recommender
-    users = view.frame["user"].to_numpy()
-    parts = []
-    for start in range(0, len(users), 2048):
-        chunk = users[start:start + 2048]
-        ids, scores = recommender.recommend(list(chunk), k=k)
-        parts.append(pd.DataFrame({"user": np.repeat(chunk, ids.shape[1]),
-                                   "rank": np.tile(np.arange(1, ids.shape[1] + 1), len(chunk)),
-                                   "item": ids.reshape(-1), "score": scores.reshape(-1)}))
-    return pd.concat(parts, ignore_index=True)
+def umap_ui(view: state.LatentView, dims: int, place) -> str:
+    """UMAP's parameters and *Run UMAP*; every run is kept, so going back to earlier parameters
+    is instant. -> the key of the map to show (the PCA until a UMAP exists)."""
+    shown = view.umap_params.get(dims, (15, 0.1))
+    with place.form(f"umap_form_{dims}", border=False):
+        left, right = st.columns(2)
+        neighbours = left.select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=shown[0],
+                                        key=f"umap_neighbours_{dims}")
+        min_dist = right.select_slider("UMAP min. distance", [0.0, 0.05, 0.1, 0.25, 0.5],
+                                       value=shown[1], key=f"umap_min_dist_{dims}")
+        run = st.form_submit_button("Run UMAP")
+    params = (dims, int(neighbours), float(min_dist))
+    if run and not view.show_umap(*params):
+        warming = "" if runtime.umap_is_warm() else (
+            " UMAP is still compiling in the background: the first run can take ~30 s.")
+        with st.status(f"UMAP of {len(view.sample_rows):,} users (neighbours {params[1]}, "
+                       f"min. distance {params[2]})…{warming}", expanded=False) as status:
+            started = time.perf_counter()
+            view.compute_umap(*params)
+            status.update(label=f"UMAP done in {time.perf_counter() - started:.1f} s: "
+                          f"neighbours {params[1]}, min. distance {params[2]}",
+                          state="complete")
+    if f"UMAP-{dims}" not in view.coords:
+        st.info("UMAP's parameters are chosen before it runs: set them and press *Run UMAP*. "
+                "Showing PCA meanwhile.")
+        return f"PCA-{dims}"
+    current = view.umap_params[dims]
+    earlier = sorted(p[1:] for p in view.umaps if p[0] == dims and p[1:] != current)
+    st.caption(f"UMAP with neighbours {current[0]}, min. distance {current[1]}"
+               + (f"; also computed: {', '.join(f'{n}/{d}' for n, d in earlier)} (instant)"
+                  if earlier else "") + ".")
+    return f"UMAP-{dims}"
 
 
 def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
@@ -293,21 +323,8 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         else:
             e.warning(f"No user “{escape_markdown(search.strip())}”.")
     key = f"{projection}-{dims}"
-    if projection == "UMAP" and key not in view.coords:
-        with f.form("umap_form", border=False):
-            neighbours = st.select_slider("UMAP neighbours", [5, 10, 15, 30, 50], value=15)
-            min_dist = st.select_slider("UMAP min. distance", [0.0, 0.05, 0.1, 0.25, 0.5],
-                                        value=0.1)
-            run = st.form_submit_button("Run UMAP")
-        if not run:
-            warming = "" if runtime.umap_is_warm() else (
-                " (UMAP is still compiling in the background — the first run can take ~30 s)")
-            st.info("UMAP's parameters are chosen before it runs: set them and press *Run UMAP*. "
-                    f"Showing PCA meanwhile{warming}.")
-            key = f"PCA-{dims}"
-        else:
-            with st.spinner(f"UMAP of {len(view.sample_rows):,} users…"):
-                view.compute_umap(int(dims), int(neighbours), float(min_dist))
+    if projection == "UMAP":
+        key = umap_ui(view, int(dims), f)
     if key.startswith("PCA") and key not in view.coords:
         view.coords[key] = latent.project_pca(view.mu, int(dims))
     coords = view.coords[key]
@@ -335,6 +352,8 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
 
 
 st.title("Latent space")
+if (mismatch := state.data_mismatch()) is not None:
+    st.warning(escape_markdown(mismatch), icon="⚠️")
 model_in_use = state.model()
 if model_in_use is None:
     st.info("Train a model on the Train page (or upload one there) to map its users.")
@@ -350,4 +369,4 @@ else:
     st.divider()
     between_ui(view, dataset)
     st.divider()
-    exports_ui(view)
+    exports_ui(view, dataset)

@@ -68,7 +68,8 @@ def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
     busy = job is not None and job.active
     if st.button("Train", type="primary", disabled=busy or config is None, key="train_start"):
         try:
-            st.session_state[state.JOB] = jobs.start_training(dataset.log, dataset.name, config)
+            st.session_state[state.JOB] = jobs.start_training(
+                dataset.log, dataset.name, config, data_fingerprint=dataset.fingerprint)
         except SeqVAEError as exc:
             st.error(f"**Training cannot start:** {escape_markdown(exc)}", icon="⚠️")
             return
@@ -107,9 +108,16 @@ def live_ui() -> None:
             job.cancel()
             st.toast("Stopping after the current batch…")
     else:
-        if snapshot["state"] in ("done", "cancelled"):
+        if snapshot["state"] == "done":
             state.adopt_finished_training()
             st.success(f"Training finished: {escape_markdown(snapshot['message'])}.")
+        elif snapshot["state"] == "cancelled":
+            state.adopt_finished_training()
+            if job.recommender is None:
+                st.warning(f"Training cancelled before it started "
+                           f"({escape_markdown(snapshot['message'])}); no model was trained.")
+            else:
+                st.info(f"Training stopped: {escape_markdown(snapshot['message'])}.")
         elif snapshot["state"] == "failed":
             st.error(f"**Training failed:** {escape_markdown(snapshot['message'])}", icon="⚠️")
     if snapshot["epochs"]:

@@ -162,6 +162,8 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
 
 
 st.title("User")
+if (mismatch := state.data_mismatch()) is not None:
+    st.warning(escape_markdown(mismatch), icon="⚠️")
 model_in_use = state.model()
 if model_in_use is None:
     st.info("Train a model on the Train page (or upload one there) to see a user's story.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,44 +135,95 @@ def user_embeddings(recommender: Any, sequences: Any = None) -> tuple[pd.DataFra
     return pd.concat([frame, mu, sd], axis=1), mean
 
 
+def recommendation_chunks(recommender: Any, k: int = 10, exclude_seen: bool = True,
+                          chunk_users: int = 2048, sequences: Any = None,
+                          titles: pd.Series | None = None,
+                          progress: Callable[[int, int], None] | None = None
+                          ) -> Iterator[pd.DataFrame]:
+    """Top-`k` items of every user of `sequences` (default: the model's history; or new users,
+    `recommender.fold_in(log)`), one frame per `chunk_users` users: ``user``, ``rank``,
+    ``item`` (and ``title`` from `titles`, item id -> title, when given), ``score``. Items that
+    cannot be recommended (already seen, or reserved) never appear, so a user with fewer than
+    `k` candidates gets fewer rows."""
+    from seqvae.evaluation import top_k
+
+    history = recommender.history_ if sequences is None else sequences
+    users = np.asarray(history.users, dtype=object)
+    for start in range(0, users.size, chunk_users):
+        chunk = users[start:start + chunk_users]
+        scores = recommender.score(history.subset_users(np.arange(start, start + chunk.size)),
+                                   exclude_seen=exclude_seen)
+        best = top_k(scores, k)
+        best_scores = np.take_along_axis(scores, best, axis=1)
+        finite = np.isfinite(best_scores)
+        items = recommender.item_vocab_.token(best[finite]).astype(str)
+        frame = pd.DataFrame({
+            "user": np.repeat(chunk, best.shape[1])[finite.ravel()].astype(str),
+            "rank": np.tile(np.arange(1, best.shape[1] + 1, dtype=np.int32),
+                            chunk.size)[finite.ravel()],
+            "item": items})
+        if titles is not None:
+            frame["title"] = titles.reindex(items).astype(object).where(
+                lambda t: t.notna(), "").to_numpy()
+        frame["score"] = best_scores[finite].astype(np.float32)
+        if progress is not None:
+            progress(start + chunk.size, users.size)
+        yield frame
+
+
+def all_recommendations(recommender: Any, k: int = 10, sequences: Any = None,
+                        titles: pd.Series | None = None) -> pd.DataFrame:
+    """`recommendation_chunks` as one frame (for the dashboard; files: `write_all_recommendations`)."""
+    frames = list(recommendation_chunks(recommender, k, sequences=sequences, titles=titles))
+    columns = ["user", "rank", "item", *(["title"] if titles is not None else []), "score"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def user_table(frame: pd.DataFrame, mu: np.ndarray, sigma: np.ndarray,
+               coords: dict[str, np.ndarray], clusters: np.ndarray,
+               cluster_names: dict[int, str] | None = None,
+               mapped: np.ndarray | None = None) -> pd.DataFrame:
+    """The latent page's users as one table: the user columns of `frame` (id, events, dominant
+    event, last items, ``attr:*`` attributes), each projection in `coords` ("PCA-2" ->
+    ``x_pca``, ``y_pca``; "UMAP-3" -> ``x_umap3d``, ``y_umap3d``, ``z_umap3d``; NaN for users outside
+    `mapped`, the rows a sampled projection covers), the cluster and its name, μ and σ."""
+    table = frame.reset_index(drop=True).copy()
+    for name, values in sorted(coords.items()):
+        method = name.split("-")[0].lower()
+        for axis, letter in zip(range(values.shape[1]), "xyz", strict=False):
+            column = values[:, axis].astype(np.float64)
+            if mapped is not None and method != "pca":
+                keep = np.zeros(len(column), dtype=bool)
+                keep[mapped] = True
+                column = np.where(keep, column, np.nan)
+            table[f"{letter}_{method}{'3d' if values.shape[1] == 3 else ''}"] = column
+    table["cluster"] = clusters
+    if cluster_names is not None:
+        table["cluster_name"] = [cluster_names.get(int(c), "") for c in clusters]
+    mu_frame = pd.DataFrame(mu, columns=[f"mu_{i}" for i in range(mu.shape[1])])
+    sigma_frame = pd.DataFrame(sigma, columns=[f"sigma_{i}" for i in range(sigma.shape[1])])
+    return pd.concat([table, mu_frame, sigma_frame], axis=1)
+
+
 def write_all_recommendations(recommender: Any, path: str | os.PathLike[str], k: int = 10,
                               exclude_seen: bool = True, chunk_users: int = 2048,
                               progress: Callable[[int, int], None] | None = None,
                               sequences: Any = None) -> Path:
-    """Top-`k` items of every user of `sequences` (default: the model's history; or new users,
-    `recommender.fold_in(log)`), `chunk_users` at a time, streamed to Parquet or CSV (columns
-    ``user``, ``rank``, ``item``, ``score``). Memory stays at one chunk's score matrix whatever
-    the number of users; the file appears only when complete."""
+    """`recommendation_chunks` streamed to Parquet or CSV (columns ``user``, ``rank``,
+    ``item``, ``score``). Memory stays at one chunk's score matrix whatever the number of
+    users; the file appears only when complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     fmt = table_format(path)
     if fmt not in ("parquet", "csv"):
         raise ValueError("recommendations are written as .parquet or .csv")
-    history = recommender.history_ if sequences is None else sequences
-    users = np.asarray(history.users, dtype=object)
     schema = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
                         ("score", pa.float32())])
 
-    def chunks() -> Any:
-        for start in range(0, users.size, chunk_users):
-            chunk = users[start:start + chunk_users]
-            scores = recommender.score(history.subset_users(
-                np.arange(start, start + chunk.size)), exclude_seen=exclude_seen)
-            from seqvae.evaluation import top_k
-
-            best = top_k(scores, k)
-            best_scores = np.take_along_axis(scores, best, axis=1)
-            finite = np.isfinite(best_scores)
-            frame = pd.DataFrame({
-                "user": np.repeat(chunk, best.shape[1])[finite.ravel()].astype(str),
-                "rank": np.tile(np.arange(1, best.shape[1] + 1, dtype=np.int32),
-                                chunk.size)[finite.ravel()],
-                "item": recommender.item_vocab_.token(best[finite]).astype(str),
-                "score": best_scores[finite].astype(np.float32)})
-            if progress is not None:
-                progress(start + chunk.size, users.size)
-            yield frame
+    def chunks() -> Iterator[pd.DataFrame]:
+        return recommendation_chunks(recommender, k, exclude_seen, chunk_users,
+                                     sequences=sequences, progress=progress)
 
     def write(tmp: Path) -> None:
         if fmt == "parquet":

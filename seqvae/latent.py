@@ -52,15 +52,23 @@ def user_frame(sequences: Sequences, item_vocab: Any, event_vocab: Any,
     titles = None
     if items is not None and "title" in items.columns:
         titles = items["title"]
-    last = []
-    for row in range(n):
-        lo, hi = int(sequences.offsets[row]), int(sequences.offsets[row + 1])
-        ids = item_vocab.token(sequences.items[max(lo, hi - last_n):hi][::-1])
-        if titles is not None:
-            shown = titles.reindex([str(i) for i in ids])
-            ids = [str(t) if isinstance(t, str) else str(i) for i, t in zip(ids, shown,
-                                                                           strict=True)]
-        last.append(" · ".join(str(i) for i in ids))
+    # the last `last_n` items, newest first: one vectorised pass per position, not per user
+    starts, ends = sequences.offsets[:-1], sequences.offsets[1:]
+    parts = []
+    for back in range(last_n):
+        position = ends - 1 - back
+        present = position >= starts
+        labels = np.full(n, None, dtype=object)
+        if present.any():
+            ids = item_vocab.token(sequences.items[position[present]]).astype(str)
+            if titles is not None:
+                shown = titles.reindex(ids).to_numpy()
+                is_title = np.array([isinstance(t, str) for t in shown], dtype=bool)
+                ids = np.where(is_title, shown.astype(object), ids.astype(object))
+            labels[present] = ids
+        parts.append(labels)
+    last = ([" · ".join(str(p) for p in row if p is not None) for row in zip(*parts, strict=True)]
+            if n else [])
     frame["last_items"] = last
     if users is not None and len(users.columns):
         attributes = users.reindex(frame["user"])

@@ -184,8 +184,11 @@ class CausalAttentionBlock(layers.Layer):
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
-                 **kwargs: Any) -> None:
+                 norm: str = "pre", init_std: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if norm not in NORMS:
+            raise ValueError(f"`norm` should be one of {', '.join(map(repr, NORMS))}. "
+                             f"Received: `norm`={norm!r}")
         if dim % heads:
             raise ValueError(f"`embed_dim` ({dim}) should be a multiple of `n_heads`. "
                              f"Received: `n_heads`={heads}")
@@ -194,13 +197,18 @@ class CausalAttentionBlock(layers.Layer):
         self.ffn_dim = ffn_dim
         self.dropout_rate = dropout
         self.seed = seed
+        self.norm = norm
+        self.init_std = init_std
         self.attention_norm = layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
         self.attention = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout,
-                                                   seed=seed, name="attention")
+                                                   seed=seed, name="attention",
+                                                   kernel_initializer=kernel_init(init_std, seed))
         self.attention_dropout = layers.Dropout(dropout, seed=seed + 1, name="attention_dropout")
         self.ffn_norm = layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
-        self.ffn_in = layers.Dense(ffn_dim, activation="gelu", name="ffn_in")
-        self.ffn_out = layers.Dense(dim, name="ffn_out")
+        self.ffn_in = layers.Dense(ffn_dim, activation="gelu", name="ffn_in",
+                                   kernel_initializer=kernel_init(init_std, seed + 1))
+        self.ffn_out = layers.Dense(dim, name="ffn_out",
+                                    kernel_initializer=kernel_init(init_std, seed + 2))
         self.ffn_dropout = layers.Dropout(dropout, seed=seed + 2, name="ffn_dropout")
 
     def build(self, input_shape: Any) -> None:
@@ -211,6 +219,11 @@ class CausalAttentionBlock(layers.Layer):
         self.ffn_out.build((*input_shape[:-1], self.ffn_dim))
 
     def call(self, x: Any, attention_mask: Any, training: bool | None = None) -> Any:
+        if self.norm == "post":
+            attended = self.attention(x, x, attention_mask=attention_mask, training=training)
+            x = self.attention_norm(x + self.attention_dropout(attended, training=training))
+            hidden = self.ffn_out(self.ffn_in(x))
+            return self.ffn_norm(x + self.ffn_dropout(hidden, training=training))
         normed = self.attention_norm(x)
         attended = self.attention(normed, normed, attention_mask=attention_mask,
                                   training=training)
@@ -220,7 +233,27 @@ class CausalAttentionBlock(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads,
-                "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed}
+                "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed,
+                "norm": self.norm, "init_std": self.init_std}
+
+
+# where each attention block normalises: "pre" (LN before each sub-layer, one LN at the end)
+# or "post" (LN after each residual sum, as in the original transformer and SASRec)
+NORMS = ("pre", "post")
+
+
+def kernel_init(std: float, seed: int) -> Any:
+    """Keras' default (Glorot uniform) for std 0, else N(0, std²) truncated at 2σ."""
+    if not std:
+        return "glorot_uniform"
+    return keras.initializers.TruncatedNormal(stddev=std, seed=seed)
+
+
+def embedding_init(std: float, seed: int) -> Any:
+    """Keras' default (uniform ±0.05) for std 0, else N(0, std²) truncated at 2σ."""
+    if not std:
+        return "uniform"
+    return keras.initializers.TruncatedNormal(stddev=std, seed=seed)
 
 
 def causal_padding_mask(mask: Any) -> Any:
@@ -273,6 +306,8 @@ class SeqVAE(_LossTracking, keras.Model):
         dropout: float = 0.5,
         variational: bool = True,
         seed: int = 0,
+        block_norm: str = "pre",
+        init_std: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -292,26 +327,39 @@ class SeqVAE(_LossTracking, keras.Model):
         self.dropout_rate = dropout
         self.variational = variational
         self.seed = seed
-        self.item_embedding = layers.Embedding(n_items, embed_dim, name="item_embedding")
-        self.event_embedding = layers.Embedding(n_events, embed_dim, name="event_embedding")
-        self.gap_embedding = layers.Embedding(n_gaps, embed_dim, name="gap_embedding")
+        self.block_norm = block_norm
+        self.init_std = init_std
+        self.item_embedding = layers.Embedding(
+            n_items, embed_dim, name="item_embedding",
+            embeddings_initializer=embedding_init(init_std, seed + 2))
+        self.event_embedding = layers.Embedding(
+            n_events, embed_dim, name="event_embedding",
+            embeddings_initializer=embedding_init(init_std, seed + 3))
+        self.gap_embedding = layers.Embedding(
+            n_gaps, embed_dim, name="gap_embedding",
+            embeddings_initializer=embedding_init(init_std, seed + 4))
         self.input_dropout = layers.Dropout(dropout, seed=seed, name="input_dropout")
         self.blocks: list[CausalAttentionBlock] = []
         if encoder == "attention":
-            self.position_embedding = layers.Embedding(max_len, embed_dim,
-                                                       name="position_embedding")
+            self.position_embedding = layers.Embedding(
+                max_len, embed_dim, name="position_embedding",
+                embeddings_initializer=embedding_init(init_std, seed + 5))
             self.input_norm = layers.LayerNormalization(epsilon=1e-6, name="input_norm")
             self.blocks = [CausalAttentionBlock(embed_dim, n_heads, hidden_dim, dropout,
-                                                seed=seed + 10 + 3 * b, name=f"block_{b}")
+                                                seed=seed + 10 + 3 * b, norm=block_norm,
+                                                init_std=init_std, name=f"block_{b}")
                            for b in range(n_blocks)]
-            self.output_norm = layers.LayerNormalization(epsilon=1e-6, name="output_norm")
+            # a post-norm stack already ends on a LayerNormalization
+            self.output_norm = (layers.LayerNormalization(epsilon=1e-6, name="output_norm")
+                                if block_norm == "pre" else None)
         else:
             rnn = layers.GRU if encoder == "gru" else layers.LSTM
             self.recurrent = rnn(hidden_dim, return_sequences=True, name=encoder)
         # σ starts at e^-2 ≈ 0.14: a latent that starts as the prior's σ = 1 drowns μ in noise
         # and collapses to the prior before it learns (measured on Beauty: docs/model.md)
         self.latent = GaussianLatent(latent_dim, seed=seed + 1, log_var_init=-4.0, name="latent")
-        self.decoder = layers.Dense(embed_dim, name="decoder")
+        self.decoder = layers.Dense(embed_dim, name="decoder",
+                                    kernel_initializer=kernel_init(init_std, seed + 7))
         self.scorer = TiedItemScorer(n_items, name="item_scorer")
         self._init_tracking()
 
@@ -332,7 +380,7 @@ class SeqVAE(_LossTracking, keras.Model):
             attention_mask = causal_padding_mask(mask)
             for block in self.blocks:
                 hidden = block(hidden, attention_mask, training=training)
-            return self.output_norm(hidden), mask
+            return (self.output_norm(hidden) if self.output_norm is not None else hidden), mask
         embedded = self.input_dropout(embedded, training=training)
         return self.recurrent(embedded, mask=mask, training=training), mask
 
@@ -440,6 +488,8 @@ class SeqVAE(_LossTracking, keras.Model):
             "dropout": self.dropout_rate,
             "variational": self.variational,
             "seed": self.seed,
+            "block_norm": self.block_norm,
+            "init_std": self.init_std,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

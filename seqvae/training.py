@@ -51,6 +51,10 @@ class SeqVAEConfig:
     variational: bool = True
     # dropout on the embeddings and inside the attention blocks
     dropout: float = 0.5
+    # attention blocks: "pre" (LayerNorm before each sub-layer) or "post" (after each residual)
+    block_norm: str = "pre"
+    # 0: Keras' default initialisers; s: embeddings and kernels drawn from N(0, s²), truncated
+    init_std: float = 0.0
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -97,6 +101,11 @@ class SeqVAEConfig:
         if self.encoder == "attention" and self.embed_dim % self.n_heads:
             raise ValueError(f"`embed_dim` ({self.embed_dim}) should be a multiple of `n_heads`. "
                              f"Received: `n_heads`={self.n_heads}")
+        if self.block_norm not in ("pre", "post"):
+            raise ValueError("`block_norm` should be 'pre' or 'post'. "
+                             f"Received: `block_norm`={self.block_norm!r}")
+        if self.init_std < 0:
+            raise ValueError(f"`init_std` should be >= 0. Received: `init_std`={self.init_std}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError("`lr_schedule` should be 'constant' or 'cosine'. "
                              f"Received: `lr_schedule`={self.lr_schedule!r}")
@@ -648,6 +657,8 @@ def train_from(
             dropout=config.dropout,
             variational=config.variational,
             seed=config.seed,
+            block_norm=config.block_norm,
+            init_std=config.init_std,
         )
         learning_rate: Any = config.learning_rate
         if config.lr_schedule == "cosine":  # a function of the optimiser's step: resumes exactly

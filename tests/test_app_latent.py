@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -111,14 +112,24 @@ def test_exports_are_complete_and_formula_safe(app, trained):
     at = open_page(app, trained)
     at.button(key="exports_prepare").click().run()
     assert not at.exception
-    files = at.session_state["latent_exports"]
+    files = at.session_state["latent_exports"][1]
     users = pd.read_csv(io.BytesIO(files["users.csv"]))
-    assert len(users) == 120 and {"mu_7", "sigma_7", "cluster", "x_pca"} <= set(users.columns)
+    assert len(users) == 120
+    assert {"mu_7", "sigma_7", "cluster", "cluster_name", "x_pca"} <= set(users.columns)
+    view = at.session_state[state.LATENT][1]
+    np.testing.assert_allclose(users[[f"mu_{i}" for i in range(8)]].to_numpy(), view.mu,
+                               rtol=1e-5, atol=1e-6)
+    names = view.cluster_names()
+    assert users["cluster_name"].tolist() == [names[int(c)] for c in view.clusters]
     assert "'=SUM(A1:A9)" in set(users["user"])  # neutralised in CSV
     parquet = pd.read_parquet(io.BytesIO(files["users.parquet"]))
     assert "=SUM(A1:A9)" in set(parquet["user"])  # values kept in Parquet
-    recs = pd.read_csv(io.BytesIO(files["recommendations.csv"]))
+    assert "attr:segment" in users.columns  # the user attributes travel with the export
+    recs = pd.read_csv(io.BytesIO(files["recommendations.csv"]), dtype={"item": str})
     assert len(recs) == 120 * 10 and recs.groupby("user")["rank"].max().eq(10).all()
+    dataset, _ = trained
+    assert recs["title"].tolist() == dataset.items["title"].reindex(recs["item"]).tolist()
+    assert np.isfinite(recs["score"]).all()
     vectors = files["vectors.tsv"].decode().splitlines()
     metadata = files["metadata.tsv"].decode().splitlines()
     assert len(vectors) == 120 and len(metadata) == 121
@@ -133,3 +144,36 @@ def test_umap_runs_on_request_with_its_parameters(app, trained):
     view = at.session_state[state.LATENT][1]
     coords = view.coords["UMAP-2"]
     assert coords.shape == (120, 2) and coords.std() > 0
+    first = coords.copy()
+    # the form stays: re-run with other parameters, both maps are kept
+    at.select_slider(key="umap_neighbours_2").set_value(5)
+    at.button[[b.label for b in at.button].index("Run UMAP")].click().run(timeout=300)
+    assert not at.exception, at.exception
+    assert set(view.umaps) == {(2, 15, 0.1), (2, 5, 0.1)}
+    assert not np.allclose(view.coords["UMAP-2"], first)
+    assert any("UMAP done" in s.label for s in at.status), [s.label for s in at.status]
+    # back to the first parameters: the cached map, without computing again
+    view.compute_umap = None  # would fail if called
+    at.select_slider(key="umap_neighbours_2").set_value(15)
+    at.button[[b.label for b in at.button].index("Run UMAP")].click().run()
+    assert not at.exception, at.exception
+    np.testing.assert_array_equal(view.coords["UMAP-2"], first)
+    assert any("also computed: 5/0.1" in c.value for c in at.caption)
+
+
+def test_side_files_attached_after_the_map_was_drawn_are_used(app, trained):
+    dataset, model = trained
+    bare = state.Dataset(name=dataset.name, data=dataset.data, log=dataset.log,
+                         report=dataset.report, options=dataset.options)
+    app.session_state[state.DATASET] = bare
+    app.session_state[state.MODEL] = model
+    app.run()
+    app.switch_page("pages/latent.py").run()
+    assert "segment" not in app.selectbox(key="latent_colour").options
+    bare.items, bare.users = dataset.items, dataset.users  # as the Data page attaches them
+    app.run()
+    assert not app.exception, app.exception
+    assert "segment" in app.selectbox(key="latent_colour").options
+    view = app.session_state[state.LATENT][1]
+    titles = set(dataset.items["title"].astype(str))
+    assert any(part in titles for part in view.frame["last_items"].iloc[0].split(" · "))

@@ -36,13 +36,18 @@ class _Job:
     started: float | None = None
     finished: float | None = None
     cancel_token: CancelToken = field(default_factory=CancelToken)
+    # who stopped it, for the page: the analyst, or the server when the session went away
+    cancel_reason: str = "stopped by you"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def active(self) -> bool:
         return self.state in ("queued", "running")
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "stopped by you") -> None:
+        with self._lock:
+            if not self.cancel_token.cancelled:
+                self.cancel_reason = reason
         self.cancel_token.cancel()
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -64,7 +69,8 @@ class _Job:
         while not _SLOTS.acquire(timeout=0.5):
             if self.cancel_token.cancelled:
                 with self._lock:
-                    self.state, self.message = "cancelled", "cancelled while waiting for a free slot"
+                    self.state = "cancelled"
+                    self.message = f"{self.cancel_reason} while waiting for a free slot"
                     self.finished = time.monotonic()
                 return False
         with self._lock:
@@ -79,6 +85,7 @@ class TrainingJob(_Job):
 
     dataset_name: str
     config: SeqVAEConfig
+    data_fingerprint: str = ""  # the `Dataset.fingerprint` of the log it trains on
     progress: BatchProgress | None = None
     epochs: list[EpochRecord] = field(default_factory=list)
     recommender: Any = None
@@ -126,7 +133,8 @@ def prepare_split(log: EventLog) -> tuple[Any, Any]:
     return sequences, split
 
 
-def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig) -> TrainingJob:
+def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
+                   data_fingerprint: str = "") -> TrainingJob:
     """Check the data, then train on a background thread. Raises `SeqVAEError` at once when the
     data cannot train a model (so the page says why before anything starts)."""
     sequences, split = prepare_split(log)
@@ -135,7 +143,8 @@ def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig) -> Tr
     # training step fail with "SymbolicTensor has no attribute handle" and not since).
     import keras  # noqa: F401
 
-    job = TrainingJob(dataset_name=dataset_name, config=config)
+    job = TrainingJob(dataset_name=dataset_name, config=config,
+                      data_fingerprint=data_fingerprint)
     thread = threading.Thread(target=_run, args=(job, sequences, split), daemon=True,
                               name=f"seqvae-training-{id(job)}")
     thread.start()
@@ -157,8 +166,8 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
             job.history = history
             job.test_metrics = test
             job.state = "cancelled" if history.cancelled else "done"
-            job.message = (f"stopped by you after epoch {len(history.epochs)}; kept the best "
-                           f"epoch ({history.best_epoch})" if history.cancelled else
+            job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept the "
+                           f"best epoch ({history.best_epoch})" if history.cancelled else
                            f"best epoch {history.best_epoch} of {len(history.epochs)}")
     except Exception as exc:  # reported on the page, never a traceback there
         job._failed("training", exc)
@@ -220,11 +229,11 @@ def _evaluate(job: EvaluationJob, sequences: Any, split: Any, config: SeqVAEConf
             job.result = result
             done = [r.model for r in result.results]
             job.state = "cancelled" if job.cancel_token.cancelled else "done"
-            job.message = (f"stopped by you; finished: {', '.join(done) or 'none'}"
+            job.message = (f"{job.cancel_reason}; finished: {', '.join(done) or 'none'}"
                            if job.cancel_token.cancelled else f"{len(done)} models compared")
     except EvaluationCancelled:
         with job._lock:
-            job.state, job.message = "cancelled", "stopped by you"
+            job.state, job.message = "cancelled", job.cancel_reason
     except Exception as exc:  # reported on the page, never a traceback there
         job._failed("evaluation", exc)
     finally:

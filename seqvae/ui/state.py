@@ -6,6 +6,7 @@ data. Pages read and write state only through these helpers.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,15 @@ class Dataset:
     options: IngestOptions
     items: Any = None  # item metadata DataFrame (index: item id), when given
     users: Any = None  # user attributes DataFrame (index: user id), when given
+    # what the log is: the file's bytes and the reading options (a model trained on this log
+    # carries it, so every page can say when the model in use belongs to other data)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            digest = hashlib.sha256(self.data)
+            digest.update(repr(self.options).encode())
+            self.fingerprint = digest.hexdigest()[:16]
 
 
 def dataset() -> Dataset | None:
@@ -88,6 +98,8 @@ class ModelInUse:
     origin: str  # "trained in this session" or "uploaded"
     created: str  # when it was trained or loaded, ISO-8601 (UTC)
     validation_ndcg: float | None
+    data_name: str | None = None  # the log it was trained on, when trained in this session
+    data_fingerprint: str | None = None  # that log's `Dataset.fingerprint`
 
 
 def model() -> ModelInUse | None:
@@ -124,7 +136,35 @@ def adopt_finished_training() -> None:
         origin="trained in this session",
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         validation_ndcg=best.get(f"NDCG@{job.config.eval_k}"),
+        data_name=job.dataset_name,
+        data_fingerprint=job.data_fingerprint or None,
     ))
+
+
+def data_mismatch() -> str | None:
+    """A sentence when the model in use does not belong to the data loaded now, else None."""
+    current, in_use = dataset(), model()
+    if in_use is None:
+        return None
+    if in_use.data_fingerprint is None:  # uploaded: compare its users with the log's
+        if current is None:
+            return None
+        history = in_use.recommender.history_
+        users = current.log.frame["user"].cat.categories
+        if len(users) == history.n_users and (history.user_position(users[:1000]) >= 0).all():
+            return None
+        return (f"The model in use was uploaded and its {history.n_users:,} users are not "
+                f"those of {current.name} ({len(users):,} users): its map and recommendations "
+                "are its own users'.")
+    if current is None:
+        return f"The model in use was trained on {in_use.data_name}; that log is not loaded now."
+    if current.fingerprint != in_use.data_fingerprint:
+        same_name = current.name == in_use.data_name
+        return (f"The model in use was trained on {in_use.data_name}"
+                + (" as read with other settings" if same_name else "")
+                + f", not on the data loaded now ({current.name}): its users, map and "
+                "recommendations are that log's. Train on the Train page for this one.")
+    return None
 
 
 class LatentView:
@@ -132,24 +172,42 @@ class LatentView:
     model; projections and clusters cached as the analyst asks for them."""
 
     def __init__(self, recommender: Any, dataset: Dataset | None, limit: int = 20_000) -> None:
-        from seqvae.latent import user_frame
-
         self.recommender = recommender
         self.sequences = recommender.history_
         self.item_vocab = recommender.item_vocab_
         self.event_vocab = recommender.event_vocab_
         self.mu, log_var = recommender.encode(self.sequences)
         self.sigma = np.exp(0.5 * log_var)
-        self.frame = user_frame(self.sequences, self.item_vocab, self.event_vocab,
-                                items=dataset.items if dataset is not None else None,
-                                users=dataset.users if dataset is not None else None)
+        self._side_key: tuple[int, int] | None = None
+        self.frame = pd.DataFrame()
+        self.use_side_tables(dataset)
         self.limit = limit
+        # the map shown per projection ("PCA-2", "UMAP-3", ...), and every UMAP computed on
+        # the current sample, by (dims, neighbours, minimum distance): re-running with earlier
+        # parameters is instant
         self.coords: dict[str, np.ndarray] = {}
+        self.umaps: dict[tuple[int, int, float], np.ndarray] = {}
+        self.umap_params: dict[int, tuple[int, float]] = {}  # dims -> the UMAP shown's
         self._clusters_key: tuple[str, int] | None = None
         self.clusters = np.zeros(len(self.frame), dtype=np.int64)
         self._names: dict[int, str] | None = None
         self.sample_rows = np.arange(len(self.frame))
         self._index = pd.Index(self.frame["user"])
+
+    def use_side_tables(self, dataset: Dataset | None) -> None:
+        """(Re)build the user table when the dataset's item or user table changed since (side
+        files attached after the map was first drawn); μ, maps and clusters are kept."""
+        from seqvae.latent import user_frame
+
+        items = dataset.items if dataset is not None else None
+        users = dataset.users if dataset is not None else None
+        key = (id(items), id(users))
+        if key == self._side_key:
+            return
+        self._side_key = key
+        self.frame = user_frame(self.sequences, self.item_vocab, self.event_vocab,
+                                items=items, users=users)
+        self._names = None
 
     def rows_of(self, users: list[str], missing_ok: bool = False) -> np.ndarray:
         rows = self._index.get_indexer([str(u) for u in users])
@@ -171,6 +229,7 @@ class LatentView:
         if not np.array_equal(rows, self.sample_rows):
             self.sample_rows = rows
             self.coords = {k_: v for k_, v in self.coords.items() if k_.startswith("PCA")}
+            self.umaps = {}
 
     def cluster_names(self, items: Any = None) -> dict[int, str]:
         from seqvae.latent import cluster_names
@@ -186,13 +245,23 @@ class LatentView:
             self._reconstruction_error = self.recommender.reconstruction_error(self.sequences)
         return self._reconstruction_error
 
+    def show_umap(self, dims: int, n_neighbors: int, min_dist: float) -> bool:
+        """Make the UMAP with these parameters the one shown, if it was computed; -> whether."""
+        cached = self.umaps.get((dims, n_neighbors, min_dist))
+        if cached is not None:
+            self.coords[f"UMAP-{dims}"] = cached
+            self.umap_params[dims] = (n_neighbors, min_dist)
+        return cached is not None
+
     def compute_umap(self, dims: int, n_neighbors: int, min_dist: float) -> None:
         from seqvae.latent import project_umap
 
         coords = np.zeros((len(self.frame), dims))
         coords[self.sample_rows] = project_umap(self.mu[self.sample_rows], dims=dims,
                                                 n_neighbors=n_neighbors, min_dist=min_dist)
+        self.umaps[(dims, n_neighbors, min_dist)] = coords
         self.coords[f"UMAP-{dims}"] = coords
+        self.umap_params[dims] = (n_neighbors, min_dist)
 
 
 def latent_view(model_in_use: ModelInUse, dataset: Dataset | None) -> LatentView:
@@ -203,4 +272,5 @@ def latent_view(model_in_use: ModelInUse, dataset: Dataset | None) -> LatentView
         st.session_state[LATENT] = cached
         st.session_state.pop(SELECTION, None)
         st.session_state.pop("latent_exports", None)
+    cached[1].use_side_tables(dataset)
     return cached[1]
