@@ -56,6 +56,11 @@ def source_ui() -> None:
             help="One event per row: a user column and an item column are needed; a timestamp, "
             "an event type and a value (rating, quantity) are used when present.",
         )
+        if uploaded is None and st.session_state.get(state.SEEN_UPLOAD.format("log_upload")):
+            # the file was removed from the uploader: so is the message about it
+            st.session_state.pop(state.SEEN_UPLOAD.format("log_upload"), None)
+            if st.session_state.pop(state.PENDING_UPLOAD, None) is not None:
+                st.session_state.pop(state.UPLOAD_ERROR, None)
         if state.is_new_upload("log_upload", uploaded):
             data = uploaded.getvalue()
             _load(lambda: load_dataset(uploaded.name, data), pending=(uploaded.name, data))
@@ -126,8 +131,16 @@ def options_ui() -> None:
                 "missing value", ["median", "mean", "drop"],
                 index=["median", "mean", "drop"].index(base.missing_value),
                 key="opt_missing_value")
-        drop_dups = st.checkbox("remove exact duplicate rows", value=base.drop_duplicates,
-                                key="opt_dups")
+        left, right = st.columns(2)
+        drop_dups = left.checkbox("remove exact duplicate rows", value=base.drop_duplicates,
+                                  key="opt_dups")
+        min_value = None
+        if current is not None and current.log.has_value and pending is None:
+            min_value = right.number_input(
+                "keep only events with a value (rating) of at least", value=current.min_value,
+                placeholder="keep every event", key="opt_min_value",
+                help="Turns explicit ratings into positives, e.g. MovieLens ratings of 4 and "
+                "5 (the CLI's --min-rating). Events below are counted in the report.")
         submitted = st.form_submit_button("Re-read with these settings")
     if submitted:
         try:
@@ -147,7 +160,8 @@ def options_ui() -> None:
             st.error(escape_markdown(str(exc)))
             return
         def reread() -> state.Dataset:
-            new = load_dataset(name, data, options)
+            new = load_dataset(name, data, options,
+                               min_value=None if min_value is None else float(min_value))
             if current is not None and current.name == name:  # side files stay attached
                 new.items, new.users = current.items, current.users
             return new
@@ -199,9 +213,14 @@ def summary_ui(current: state.Dataset) -> None:
                  help=f"{start:%Y-%m-%d} to {end:%Y-%m-%d} (UTC)")
     else:
         d.metric("Time span", "file order", help="the log has no timestamps")
-    left, middle = st.columns(2)
-    left.plotly_chart(charts.events_per_user(current.log), width="stretch")
-    middle.plotly_chart(charts.event_type_mix(current.log), width="stretch")
+    values = charts.value_distribution(current.log)
+    columns = st.columns(3 if values is not None else 2)
+    columns[0].plotly_chart(charts.events_per_user(current.log), width="stretch")
+    columns[1].plotly_chart(charts.event_type_mix(current.log), width="stretch")
+    if values is not None:
+        columns[2].plotly_chart(values, width="stretch")
+    if current.min_value is not None:
+        st.caption(f"Only events with a value of at least {current.min_value:g} are kept.")
     over_time = charts.events_over_time(current.log)
     if over_time is not None:
         st.plotly_chart(over_time, width="stretch")

@@ -213,6 +213,7 @@ DROP_REASONS = {
     "duplicate": "exact duplicate of an earlier row",
     "malformed": "not a well-formed record",
     "k_core": "removed by k-core filtering",
+    "below_min_rating": "value below the minimum kept",
 }
 
 

@@ -107,3 +107,60 @@ def test_one_session_never_sees_another_sessions_data(app):
     second = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert any("none loaded yet" in t for t in texts(second.sidebar.info))
     assert not second.metric
+
+
+def ratings_log(n_users: int = 30, span_s: int = 3600) -> bytes:
+    """A rated log whose whole span is `span_s` seconds."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = ["user,item,rating,ts"]
+    for u in range(n_users):
+        for j in range(6):
+            rows.append(f"u{u},i{(u + j) % 17},{rng.integers(1, 6)},"
+                        f"{1_700_000_000 + int(rng.integers(0, span_s))}")
+    return ("\n".join(rows) + "\n").encode()
+
+
+def test_a_rated_log_over_one_hour_reads_well(app):
+    at = app.run()
+    at.file_uploader(key="log_upload").upload("ratings.csv", ratings_log(), "text/csv")
+    at.run()
+    assert not at.exception, at.exception
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any('"Values (mean' in spec for spec in charts)  # the rating column is summarised
+    over_time = next(spec for spec in charts if '"Events per hour"' in spec)
+    assert '"tickformat":",d"' in over_time.replace(" ", "")  # whole events, never "167.596k"
+    per_user = next(spec for spec in charts if "Events per user" in spec)
+    assert '"type":"log"' in per_user.replace(" ", "")
+
+
+def test_a_minimum_rating_keeps_the_positives_and_says_what_it_dropped(app):
+    at = app.run()
+    data = ratings_log()
+    at.file_uploader(key="log_upload").upload("ratings.csv", data, "text/csv")
+    at.run()
+    at.number_input(key="opt_min_value").set_value(4.0)
+    at.button[[b.label for b in at.button].index("Re-read with these settings")].click().run()
+    assert not at.exception, at.exception
+    import pandas as pd
+
+    ratings = pd.read_csv(__import__("io").BytesIO(data))["rating"]
+    shown = metrics(at)
+    assert shown["Events"] == f"{int((ratings >= 4).sum()):,}"
+    assert shown["Rows dropped"] == f"{int((ratings < 4).sum()):,}"
+    report = at.dataframe[-1].value
+    assert "value below the minimum kept" in set(report["reason"])
+    assert at.session_state["dataset"].min_value == 4.0
+
+
+def test_removing_a_file_that_failed_clears_its_message(app):
+    at = app.run()
+    at.file_uploader(key="log_upload").upload("broken.csv", b"just-one-column\nx\ny\n",
+                                              "text/csv")
+    at.run()
+    assert len(at.error) == 1
+    at.file_uploader(key="log_upload").clear()
+    at.run()
+    assert not at.exception
+    assert not at.error, texts(at.error)

@@ -220,3 +220,35 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
     page.get_by_text("Items that set them apart").wait_for()
     page.locator("[data-testid=stDataFrame]:visible").first.wait_for()
     shot(page, "08-latent-cohort")
+
+
+def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
+    """Reload the tab while a model trains: the data, the job and its Stop are still there, and
+    the session's token stays in the URL across page changes."""
+    page.goto(server)
+    page.get_by_role("heading", name="Data").wait_for()
+    page.get_by_role("button", name="Load the bundled sample").click()
+    page.get_by_text("2,000 users · 1,000 items").wait_for()
+    page.wait_for_function("location.search.includes('session=')")
+    token = page.evaluate("new URLSearchParams(location.search).get('session')")
+
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("heading", name="Train").wait_for()
+    page.wait_for_function(f"location.search.includes('session={token}')")  # after navigating
+    epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
+    epochs.fill("50")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Epoch 1/50").wait_for(timeout=120_000)
+
+    page.reload()
+    page.get_by_role("heading", name="Train").wait_for()
+    page.get_by_text("2,000 users · 1,000 items").wait_for()  # the data, in the sidebar
+    page.get_by_text("Model: training…").wait_for()
+    assert page.evaluate("new URLSearchParams(location.search).get('session')") == token
+    page.get_by_role("button", name="Stop").wait_for()
+    shot(page, "09-reloaded-mid-training")
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Training stopped: stopped by you").wait_for(timeout=120_000)
+    assert page.get_by_text("Training finished").count() == 0
+    shot(page, "10-stopped-after-reload")

@@ -143,6 +143,8 @@ def test_a_training_survives_a_reload_and_can_be_stopped_from_the_new_tab(app, s
         again.run()
         again.switch_page("pages/train.py").run()
         assert again.session_state[state.JOB] is job
+        assert again.number_input(key="knob_epochs").value == 50  # the settings came back
+        assert not again.warning, texts(again.warning)
         assert any("Model:** training" in t for t in texts(again.sidebar.info)), texts(again.sidebar.info)
         again.button(key="train_stop").click().run()
         deadline = time.monotonic() + 120

@@ -21,11 +21,39 @@ _LAYOUT = {"margin": {"l": 10, "r": 10, "t": 40, "b": 10}, "height": 300,
 
 
 def events_per_user(log: EventLog) -> go.Figure:
+    """Histogram of events per user on a log count axis: activity is heavy-tailed, and a linear
+    axis hides every user past the first few bins."""
     counts = np.bincount(log.frame["user"].cat.codes.to_numpy(), minlength=log.n_users)
     fig = go.Figure(go.Histogram(x=counts, marker_color=PALETTE[0], nbinsx=50,
-                                 hovertemplate="%{x} events: %{y} users<extra></extra>"))
-    fig.update_layout(title="Events per user", xaxis_title="events", yaxis_title="users",
-                      **_LAYOUT)
+                                 hovertemplate="%{x} events: %{y:,} users<extra></extra>"))
+    median = float(np.median(counts)) if counts.size else 0.0
+    fig.update_layout(title=f"Events per user (median {median:g})", xaxis_title="events",
+                      yaxis_title="users (log scale)", **_LAYOUT)
+    fig.update_yaxes(type="log", tickformat=",d")
+    return fig
+
+
+def value_distribution(log: EventLog) -> go.Figure | None:
+    """The value column (rating, quantity): a bar per value when there are few distinct ones
+    (ratings), else a histogram; None without a value column."""
+    if "value" not in log.frame.columns:
+        return None
+    values = pd.to_numeric(log.frame["value"], errors="coerce").dropna()
+    if values.empty:
+        return None
+    distinct = values.value_counts().sort_index()
+    if len(distinct) <= 20:
+        trace = go.Bar(x=[f"{v:g}" for v in distinct.index], y=distinct.to_numpy(),
+                       marker_color=PALETTE[2], hovertemplate="%{x}: %{y:,} events<extra></extra>")
+    else:
+        trace = go.Histogram(x=values, nbinsx=40, marker_color=PALETTE[2],
+                             hovertemplate="%{x}: %{y:,} events<extra></extra>")
+    fig = go.Figure(trace)
+    fig.update_layout(title=f"Values (mean {values.mean():.3g}, median {values.median():g})",
+                      xaxis_title="value", yaxis_title="events", **_LAYOUT)
+    fig.update_yaxes(tickformat=",d")
+    if len(distinct) <= 20:
+        fig.update_xaxes(type="category")
     return fig
 
 
@@ -39,20 +67,35 @@ def event_type_mix(log: EventLog) -> go.Figure:
 
 
 def events_over_time(log: EventLog) -> go.Figure | None:
-    """Events per day (per week for spans over a year), one line per event type."""
+    """Events per hour, day or week (whichever gives a readable number of points for the span),
+    one line per event type; bars when the span fits in a few periods."""
     if not log.has_timestamp or log.frame["timestamp"].isna().all():
         return None
     frame = log.frame[["timestamp", "event"]].dropna()
-    span_days = (frame["timestamp"].max() - frame["timestamp"].min()).days
-    freq = "W" if span_days > 366 else "D"
+    span = frame["timestamp"].max() - frame["timestamp"].min()
+    if span <= pd.Timedelta(days=3):
+        freq, unit = "h", "hour"
+    elif span <= pd.Timedelta(days=366):
+        freq, unit = "D", "day"
+    else:
+        freq, unit = "W", "week"
     period = frame["timestamp"].dt.tz_convert(None).dt.to_period(freq).dt.start_time
     table = pd.crosstab(period, frame["event"].astype(str))
     fig = go.Figure()
+    few = len(table) < 4  # a line through one or two points reads as nothing
     for i, column in enumerate(table.columns):
-        fig.add_trace(go.Scatter(x=table.index, y=table[column], name=str(column), mode="lines",
-                                 line={"color": PALETTE[i % len(PALETTE)]}))
-    fig.update_layout(title="Events per " + ("week" if freq == "W" else "day"),
-                      yaxis_title="events", **_LAYOUT)
+        colour = PALETTE[i % len(PALETTE)]
+        if few:
+            fig.add_trace(go.Bar(x=table.index, y=table[column], name=str(column),
+                                 marker_color=colour))
+        else:
+            fig.add_trace(go.Scatter(x=table.index, y=table[column], name=str(column),
+                                     mode="lines", line={"color": colour}))
+    fig.update_layout(title=f"Events per {unit}", yaxis_title="events",
+                      barmode="stack", **_LAYOUT)
+    fig.update_yaxes(tickformat=",d", rangemode="tozero")
+    # whole periods on the axis: never milliseconds on a short span
+    fig.update_xaxes(tickformat={"h": "%b %d %H:00", "D": "%b %d, %Y", "W": "%b %Y"}[freq])
     return fig
 
 
@@ -71,7 +114,9 @@ def loss_curves(epochs: list) -> go.Figure:
                              line={"color": PALETTE[3], "dash": "dot"}, yaxis="y2"))
     fig.update_layout(title="Training loss per epoch", xaxis_title="epoch",
                       yaxis_title="loss", yaxis2={"title": "β", "overlaying": "y",
-                                                  "side": "right", "rangemode": "tozero"},
+                                                  "side": "right", "rangemode": "tozero",
+                                                  # 0.001, not Plotly's SI "1m"
+                                                  "tickformat": ".4~f", "exponentformat": "none"},
                       legend={"orientation": "h", "y": -0.3}, **_LAYOUT)
     fig.update_xaxes(tickformat="d", dtick=max(1, len(x) // 10))  # whole epochs
     return fig

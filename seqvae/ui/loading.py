@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from seqvae.logs import IngestOptions, read_log, read_metadata
+from seqvae.logs import IngestOptions, keep_positive, read_log, read_metadata
 from seqvae.ui.state import SAMPLE_EVENTS, SAMPLE_ITEMS, SAMPLE_SEGMENTS, Dataset
 
 
-def load_dataset(name: str, data: bytes, options: IngestOptions | None = None) -> Dataset:
-    """Read `data` (a file's bytes) as a log. Raises `LogFormatError` with a readable message."""
+def load_dataset(name: str, data: bytes, options: IngestOptions | None = None,
+                 min_value: float | None = None) -> Dataset:
+    """Read `data` (a file's bytes) as a log; with `min_value`, keep only the events whose value
+    (rating) reaches it, the others counted in the report. Raises `LogFormatError` with a
+    readable message."""
     options = options or IngestOptions()
     log, report = read_log(data, options, name=name)
-    return Dataset(name=name, data=data, log=log, report=report, options=options)
+    if min_value is not None:
+        log = keep_positive(log, min_value, report)
+    return Dataset(name=name, data=data, log=log, report=report, options=options,
+                   min_value=min_value)
 
 
 def load_sample() -> Dataset:

@@ -45,6 +45,17 @@ MAX_SESSIONS = int(os.environ.get("SEQVAE_MAX_SESSIONS", "32"))
 KEPT = (state.DATASET, state.UPLOAD_ERROR, state.MODEL, state.JOB, state.ADOPTED_JOB,
         state.EVALUATION, state.SELECTED_USER, state.LATENT, state.SELECTION, state.COHORTS)
 
+# the settings an analyst chose, restored too; a widget's value is Streamlit's only while its
+# page is open, so the last value seen is kept (never buttons, uploaders or charts, whose state
+# cannot be set)
+KEPT_WIDGETS = (
+    "knob_latent", "knob_epochs", "knob_max_len", "knob_beta", "knob_encoder", "knob_hidden",
+    "knob_batch", "knob_lr", "knob_patience", "knob_seed",
+    "latent_projection", "latent_dims", "latent_colour", "latent_cluster_method", "latent_k",
+    "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
+    "eval_metric", "opt_sep", "opt_header", "opt_missing_ts", "opt_missing_value", "opt_dups",
+)
+
 
 @dataclass
 class _Entry:
@@ -89,11 +100,13 @@ class SessionStore:
                 entry.streamlit_ids.add(streamlit_id)
             return dict(entry.values)
 
-    def save(self, token: str, values: dict[str, Any], streamlit_id: str | None) -> None:
-        """Keep `values` (replacing what was kept) for `token`."""
+    def save(self, token: str, values: dict[str, Any], streamlit_id: str | None,
+             widgets: dict[str, Any] | None = None) -> None:
+        """Keep `values` (replacing what was kept) and update the `widgets` values for `token`."""
         with self._lock:
             entry = self._entries.setdefault(token, _Entry())
-            entry.values = dict(values)
+            kept_widgets = {k: v for k, v in entry.values.items() if k in KEPT_WIDGETS}
+            entry.values = {**kept_widgets, **(widgets or {}), **values}
             entry.last_seen = time.monotonic()
             entry.disconnected_since = None
             if streamlit_id is not None:
@@ -196,5 +209,6 @@ def save(store: SessionStore = STORE) -> None:
     token = st.session_state.get(TOKEN)
     if token is None:
         return
-    store.save(token, {k: st.session_state[k] for k in KEPT if k in st.session_state},
-               _streamlit_id())
+    present = {k: st.session_state[k] for k in (*KEPT, *KEPT_WIDGETS) if k in st.session_state}
+    store.save(token, {k: v for k, v in present.items() if k in KEPT}, _streamlit_id(),
+               widgets={k: v for k, v in present.items() if k in KEPT_WIDGETS})

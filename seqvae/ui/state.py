@@ -68,12 +68,13 @@ class Dataset:
     users: Any = None  # user attributes DataFrame (index: user id), when given
     # what the log is: the file's bytes and the reading options (a model trained on this log
     # carries it, so every page can say when the model in use belongs to other data)
+    min_value: float | None = None  # events below this value (rating) were left out
     fingerprint: str = ""
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
             digest = hashlib.sha256(self.data)
-            digest.update(repr(self.options).encode())
+            digest.update(repr((self.options, self.min_value)).encode())
             self.fingerprint = digest.hexdigest()[:16]
 
 
