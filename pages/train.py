@@ -68,8 +68,11 @@ def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
     busy = job is not None and job.active
     if st.button("Train", type="primary", disabled=busy or config is None, key="train_start"):
         try:
-            st.session_state[state.JOB] = jobs.start_training(
-                dataset.log, dataset.name, config, data_fingerprint=dataset.fingerprint)
+            new = jobs.start_training(dataset.log, dataset.name, config,
+                                      data_fingerprint=dataset.fingerprint)
+            if job is not None:
+                job.discard()  # its checkpoint: only the latest job can be continued
+            st.session_state[state.JOB] = new
         except SeqVAEError as exc:
             st.error(f"**Training cannot start:** {escape_markdown(exc)}", icon="⚠️")
             return
@@ -82,6 +85,9 @@ def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
         return "Waiting for a free training slot (another training is running on this server)…"
     if progress is None:
         return "Preparing…"
+    if progress.batch >= progress.batches:  # the epoch's batches are done: scoring validation
+        return (f"Epoch {progress.epoch}/{progress.epochs} · validating (ranking every item for "
+                "each validation user)…")
     eta = job.eta_seconds()
     eta_text = f" · about {eta:.0f} s left" if eta is not None else ""
     return (f"Epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}"
@@ -111,6 +117,8 @@ def live_ui() -> None:
         if snapshot["state"] == "done":
             state.adopt_finished_training()
             st.success(f"Training finished: {escape_markdown(snapshot['message'])}.")
+            test_metrics_ui(job)
+            continue_ui(job)
         elif snapshot["state"] == "cancelled":
             state.adopt_finished_training()
             if job.recommender is None:
@@ -137,6 +145,49 @@ def live_ui() -> None:
         st.rerun(scope="app")  # the sidebar shows the new model
     if job.active:
         st.session_state[state.JOB_WAS_ACTIVE] = True
+
+
+def test_metrics_ui(job: jobs.TrainingJob) -> None:
+    """The test metrics of the kept epoch: each user's last event, never used for choices."""
+    if not job.test_metrics:
+        return
+    columns = st.columns(len(job.test_metrics))
+    for column, (name, value) in zip(columns, job.test_metrics.items(), strict=True):
+        column.metric(f"test {name}", f"{value:.4f}")
+    st.caption("Test: each user's last event, ranked among every item they had not seen, by the "
+               "kept epoch's model; scored once, after training (the validation event chose the "
+               "epoch).")
+
+
+def continue_ui(job: jobs.TrainingJob) -> None:
+    """When the last epoch was the best, offer more epochs from where the job ended."""
+    if not job.can_continue:
+        return
+    st.info(f"The best epoch was the last one ({job.history.best_epoch}): validation was still "
+            "improving, so more epochs would likely give a better model.")
+    current = state.dataset()
+    if current is None or current.fingerprint != job.data_fingerprint:
+        st.caption(f"To continue, load {escape_markdown(job.dataset_name)} again (as it was "
+                   "read for this training).")
+        return
+    left, right = st.columns([1, 3])
+    more = left.number_input("More epochs", 1, 200, value=max(job.config.epochs, 5),
+                             key="continue_epochs")
+    right.write("")
+    if right.button("Continue training", key="train_continue",
+                    help="Goes on from the last epoch's weights and optimiser state; early "
+                    "stopping and the best epoch carry over."):
+        from dataclasses import replace
+
+        config = replace(job.config, epochs=len(job.history.epochs) + int(more))
+        try:
+            st.session_state[state.JOB] = jobs.start_training(
+                current.log, current.name, config, data_fingerprint=current.fingerprint,
+                continue_from=job)
+        except SeqVAEError as exc:
+            st.error(f"**Training cannot continue:** {escape_markdown(exc)}", icon="⚠️")
+            return
+        st.rerun(scope="app")
 
 
 def model_files_ui() -> None:

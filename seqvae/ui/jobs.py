@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -86,6 +87,8 @@ class TrainingJob(_Job):
     dataset_name: str
     config: SeqVAEConfig
     data_fingerprint: str = ""  # the `Dataset.fingerprint` of the log it trains on
+    # written after every epoch, so that "Continue training" picks up where this job ended
+    checkpoint_dir: str | None = None
     progress: BatchProgress | None = None
     epochs: list[EpochRecord] = field(default_factory=list)
     recommender: Any = None
@@ -120,6 +123,22 @@ class TrainingJob(_Job):
         with self._lock:
             self.epochs.append(record)
 
+    @property
+    def can_continue(self) -> bool:
+        """Finished on its epoch limit while still improving: more epochs would likely help."""
+        history = self.history
+        return (self.state == "done" and history is not None and not history.stopped_early
+                and bool(history.epochs) and history.best_epoch == len(history.epochs)
+                and self.checkpoint_dir is not None)
+
+    def discard(self) -> None:
+        """Delete the job's checkpoint (a job that is replaced, or whose session expired)."""
+        from seqvae.training import remove_checkpoint
+
+        if self.checkpoint_dir is not None and not self.active:
+            remove_checkpoint(self.checkpoint_dir)
+            self.checkpoint_dir = None
+
 
 def prepare_split(log: EventLog) -> tuple[Any, Any]:
     """Encode and split a log for training; raises a readable error when it cannot train."""
@@ -134,17 +153,27 @@ def prepare_split(log: EventLog) -> tuple[Any, Any]:
 
 
 def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
-                   data_fingerprint: str = "") -> TrainingJob:
+                   data_fingerprint: str = "", continue_from: TrainingJob | None = None
+                   ) -> TrainingJob:
     """Check the data, then train on a background thread. Raises `SeqVAEError` at once when the
-    data cannot train a model (so the page says why before anything starts)."""
+    data cannot train a model (so the page says why before anything starts).
+
+    `continue_from`: a finished job on the same log; training goes on from its last epoch (its
+    checkpoint) up to ``config.epochs``, and the new job's curves start with its epochs."""
     sequences, split = prepare_split(log)
     # Import TensorFlow here, on the script thread, before the training thread starts, so the
     # thread never races another thread's first import of it (a page test once saw the first
     # training step fail with "SymbolicTensor has no attribute handle" and not since).
     import keras  # noqa: F401
 
+    if continue_from is not None and continue_from.checkpoint_dir is not None:
+        checkpoint, earlier = continue_from.checkpoint_dir, list(continue_from.epochs)
+        continue_from.checkpoint_dir = None  # the new job owns it now
+    else:
+        checkpoint, earlier = tempfile.mkdtemp(prefix="seqvae-training-"), []
     job = TrainingJob(dataset_name=dataset_name, config=config,
-                      data_fingerprint=data_fingerprint)
+                      data_fingerprint=data_fingerprint, checkpoint_dir=checkpoint,
+                      epochs=earlier)
     thread = threading.Thread(target=_run, args=(job, sequences, split), daemon=True,
                               name=f"seqvae-training-{id(job)}")
     thread.start()
@@ -159,7 +188,7 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
 
         recommender, history = fit(split, job.config, history_sequences=sequences,
                                    on_batch=job._on_batch, on_epoch=job._on_epoch,
-                                   cancel=job.cancel_token)
+                                   cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
         test = evaluate_holdout(recommender, split.test, job.config.eval_k)
         with job._lock:
             job.recommender = recommender

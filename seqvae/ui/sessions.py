@@ -138,7 +138,7 @@ class SessionStore:
             for token in by_age[:max(0, len(self._entries) - self.max_sessions)]:
                 dropped[token] = self._entries.pop(token)
         for entry in dropped.values():
-            _stop_jobs(entry, "its session expired")
+            _stop_jobs(entry, "its session expired", discard=True)
         for entry in orphaned:
             _stop_jobs(entry, "its browser tab was closed")
         if dropped:
@@ -154,11 +154,13 @@ def _has_active_job(entry: _Entry) -> bool:
     return any(job.active for job in _jobs(entry))
 
 
-def _stop_jobs(entry: _Entry, why: str) -> None:
+def _stop_jobs(entry: _Entry, why: str, discard: bool = False) -> None:
     for job in _jobs(entry):
         if job.active:
             logger.info("stopping a %s: %s", type(job).__name__, why)
             job.cancel(reason=why)
+        if discard and hasattr(job, "discard"):
+            job.discard()  # its checkpoint (a job still stopping keeps it: the OS's temp dir)
 
 
 STORE = SessionStore()

@@ -1,0 +1,54 @@
+"""Background training jobs: continuing a finished job from its checkpoint, and cleaning up."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from seqvae.logs import read_log
+from seqvae.sample import generate
+from seqvae.training import SeqVAEConfig, TrainingHistory
+from seqvae.ui import jobs
+
+
+def wait(job: jobs.TrainingJob, seconds: float = 240.0) -> jobs.TrainingJob:
+    deadline = time.monotonic() + seconds
+    while job.active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not job.active, "the job did not finish in time"
+    assert job.state == "done", job.message
+    return job
+
+
+def test_continue_training_goes_on_from_the_last_epoch():
+    data = generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
+    log, _ = read_log(io.BytesIO(data), name="shop.csv")
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=2,
+                          patience=50)
+    first = wait(jobs.start_training(log, "shop.csv", config, data_fingerprint="f"))
+    checkpoint = first.checkpoint_dir
+    assert checkpoint is not None and any(Path(checkpoint).iterdir())
+    second = wait(jobs.start_training(log, "shop.csv", replace(config, epochs=4),
+                                      data_fingerprint="f", continue_from=first))
+    assert second.checkpoint_dir == checkpoint and first.checkpoint_dir is None
+    assert [e.epoch for e in second.history.epochs] == [1, 2, 3, 4]
+    # the first two epochs are the first job's, not trained again
+    assert [e.validation for e in second.history.epochs[:2]] == \
+        [e.validation for e in first.history.epochs]
+    assert [e.epoch for e in second.epochs] == [1, 2, 3, 4]  # the curves start with them
+    second.discard()
+    assert not Path(checkpoint).exists() and second.checkpoint_dir is None
+
+
+def test_only_a_job_that_ended_still_improving_offers_to_continue():
+    def job_with(best: int, epochs: int, stopped: bool = False) -> jobs.TrainingJob:
+        history = TrainingHistory(best_epoch=best, stopped_early=stopped)
+        history.epochs = [object()] * epochs  # only their number matters here
+        return jobs.TrainingJob(dataset_name="d", config=SeqVAEConfig(), state="done",
+                                history=history, checkpoint_dir="/nowhere")
+
+    assert job_with(best=6, epochs=6).can_continue
+    assert not job_with(best=4, epochs=6).can_continue
+    assert not job_with(best=6, epochs=6, stopped=True).can_continue
