@@ -5,6 +5,8 @@ and the model in use and the next step. Pages are thin: they call the library. N
 imported here (no TensorFlow, no UMAP), so the first page load stays fast.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from seqvae.ui import runtime, sessions, state
@@ -12,7 +14,9 @@ from seqvae.ui.text import escape_markdown
 
 runtime.keep_keras_state()  # before any page imports Keras; see seqvae/ui/runtime.py
 
-st.set_page_config(page_title="seqvae", page_icon=":material/explore:", layout="wide")
+# a favicon from the package: an emoji or Material icon would be fetched from the internet
+FAVICON = Path(__file__).resolve().parent / "seqvae" / "ui" / "favicon.png"
+st.set_page_config(page_title="seqvae", page_icon=str(FAVICON), layout="wide")
 
 pages = [
     st.Page("pages/data.py", title="Data", icon=":material/table_chart:", default=True),

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from seqvae import compare
 from seqvae.errors import SeqVAEError
 from seqvae.evaluation import METRIC_HELP
 from seqvae.latent import PALETTE
@@ -80,6 +81,42 @@ def progress_ui() -> None:
         st.warning(f"Evaluation {escape_markdown(snapshot['message'])}.")
 
 
+@st.cache_data(show_spinner="Bootstrap intervals…", max_entries=8)
+def _summary(_result, key: tuple, shown: tuple[str, ...]) -> pd.DataFrame:
+    return compare.summary(_result, list(shown))
+
+
+def summary_table(result, shown: list[str]):
+    """The compact table: value [interval] per metric, the best bold, ties marked."""
+    stats = _summary(result, (id(result), len(result.results)), tuple(shown))
+    rows = {}
+    for r in result.results:
+        row = {"model": MODEL_NAMES[r.model]}
+        for metric in shown:
+            value, low, high = (stats.loc[r.model, f"{metric}{s}"] for s in ("", " low", " high"))
+            mark = {"best": "", "tied": " ≈", "worse": ""}.get(stats.loc[r.model, f"{metric} vs best"], "")
+            interval = f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else ""
+            row[metric] = f"{value:.4f}{interval}{mark}"
+        row["chosen"] = ", ".join(
+            f"{k}={v}" for k, v in r.params.items() if k in ("l2", "neighbours", "epochs")
+        )
+        row["fit s"] = f"{r.fit_seconds:.1f}"
+        rows[r.model] = row
+    frame = pd.DataFrame(rows.values())
+    best = {m: stats.index[stats[f"{m} vs best"] == "best"].tolist() for m in shown}
+    models = list(rows)
+
+    def bold(column: pd.Series) -> list[str]:
+        if column.name not in best:
+            return [""] * len(column)
+        return [
+            "font-weight: bold; background-color: #e8f4fa" if models[i] in best[column.name] else ""
+            for i in range(len(column))
+        ]
+
+    return frame.style.apply(bold, axis=0)
+
+
 def results_ui() -> None:
     job = st.session_state.get(state.EVALUATION)
     if job is None or job.active or job.result is None or not job.result.results:
@@ -92,11 +129,14 @@ def results_ui() -> None:
                f"{result.selection}; ranking over all items, each user's input excluded.")
     names = [r.model for r in result.results]
     metrics = [m for m in result.results[0].metrics if not m.startswith("AvgPopularity")]
-    table = pd.DataFrame({MODEL_NAMES[r.model]: r.metrics for r in result.results}).T
-    table["chosen"] = [", ".join(f"{k}={v}" for k, v in r.params.items()
-                                 if k in ("l2", "neighbours", "epochs")) for r in result.results]
-    table["fit s"] = [round(r.fit_seconds, 1) for r in result.results]
-    st.dataframe(table, width="stretch", key="eval_table")
+    shown = st.multiselect(
+        "Columns", metrics, default=compare.default_metrics(result), key="eval_columns",
+        help="NDCG, HR and coverage by default; Recall is left out when it equals HR (one target per user).")
+    table = summary_table(result, shown)
+    st.dataframe(table, width="stretch", key="eval_table", hide_index=True)
+    st.caption("Bold: the best value of each metric. In brackets: the 95% bootstrap interval "
+               "over users. ≈: not distinguishable from the best (the paired bootstrap interval "
+               "of the difference, on the same users, includes 0).")
     with st.expander("What the metrics mean"):
         st.markdown("\n".join(f"- **{k}** — {v}" for k, v in METRIC_HELP.items()))
     a, b = st.columns(2)
@@ -113,14 +153,16 @@ def results_ui() -> None:
     box = go.Figure()
     for i, r in enumerate(result.results):
         values = r.evaluation.per_user[spread]
-        box.add_trace(go.Box(y=values[np.isfinite(values)], name=MODEL_NAMES[r.model],
+        values = values[np.isfinite(values)]
+        nonzero = values[values > 0]
+        share = nonzero.size / max(values.size, 1)
+        box.add_trace(go.Box(y=nonzero, name=f"{MODEL_NAMES[r.model]}<br>{share:.1%} > 0",
                              marker_color=PALETTE[i % len(PALETTE)], boxmean=True))
-    box.update_layout(height=360, yaxis_title=f"{spread} per user", showlegend=False,
+    box.update_layout(height=360, yaxis_title=f"{spread} per user, where above 0", showlegend=False,
                       margin={"l": 10, "r": 10, "t": 20, "b": 10})
     b.plotly_chart(box, width="stretch", key="eval_box")
-    b.caption("Across users: with one target per user, HR and NDCG are 0 for most users, so "
-              "the mean (dashed) says more than the median.")
-
+    b.caption("Most users score 0 (the target is not in their list): under each model, the "
+              "share of users above 0; the boxes show how high those users score (dashed: mean).")
 
 st.title("Evaluate")
 dataset = state.dataset()

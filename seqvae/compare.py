@@ -199,3 +199,90 @@ def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], No
             del model
     assert best is not None
     return best[1], best[2], tried
+
+
+def default_metrics(comparison: Comparison) -> list[str]:
+    """The compact table's columns: NDCG, HR and coverage at every K, leaving out a per-user
+    metric whose values equal an earlier one's for every model (Recall and TruncatedRecall are
+    HR when each user has one target, as under leave-one-out)."""
+    first = comparison.results[0]
+    wanted = [f"{m}@{k}" for k in comparison.ks for m in ("NDCG", "HR", "Recall", "Coverage")]
+    chosen: list[str] = []
+    for name in (m for m in wanted if m in first.metrics):
+        per_user = [r.evaluation.per_user.get(name) if r.evaluation else None for r in comparison.results]
+        same_as_earlier = any(
+            all(
+                p is not None
+                and r.evaluation is not None
+                and c in r.evaluation.per_user
+                and np.array_equal(p, r.evaluation.per_user[c])
+                for p, r in zip(per_user, comparison.results, strict=True)
+            )
+            for c in chosen
+        )
+        if not same_as_earlier:
+            chosen.append(name)
+    return chosen
+
+
+def summary(
+    comparison: Comparison,
+    metrics: Sequence[str] | None = None,
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Any:
+    """One row per model: each metric's test value, its bootstrap interval over users, and
+    whether it is the best or statistically tied with the best.
+
+    The bootstrap is paired: every resample draws the same users for every model (they were all
+    tested on the same holdout), so the difference to the best model is measured on the same
+    users; a model is "tied" when the interval of that difference includes 0. Catalogue-level
+    metrics (coverage) have no per-user values and get no interval.
+
+    Returns a DataFrame indexed by model with columns ``<metric>``, ``<metric> low``,
+    ``<metric> high`` and ``<metric> vs best`` ("best", "tied" or "worse").
+    """
+    import pandas as pd
+
+    metrics = list(metrics) if metrics is not None else default_metrics(comparison)
+    results = comparison.results
+    n_users = next((len(r.evaluation.users) for r in results if r.evaluation is not None), 0)
+    tail = (1.0 - confidence) / 2.0
+    table = pd.DataFrame(index=[r.model for r in results])
+    for metric in metrics:
+        values = np.array([r.metrics.get(metric, np.nan) for r in results], dtype=np.float64)
+        table[metric] = values
+        per_user = [r.evaluation.per_user.get(metric) if r.evaluation is not None else None for r in results]
+        if any(p is None or len(p) != n_users for p in per_user) or n_users == 0:
+            table[f"{metric} low"] = np.nan
+            table[f"{metric} high"] = np.nan
+            table[f"{metric} vs best"] = np.where(values == np.nanmax(values), "best", "")
+            continue
+        present = [p for p in per_user if p is not None]
+        stacked = np.stack([np.nan_to_num(p, nan=0.0) for p in present])  # (models, users)
+        boot = _bootstrap_means(stacked, n_boot, seed)  # (models, n_boot)
+        table[f"{metric} low"] = np.quantile(boot, tail, axis=1)
+        table[f"{metric} high"] = np.quantile(boot, 1.0 - tail, axis=1)
+        best = int(np.nanargmax(values))
+        difference = boot[best] - boot  # (models, n_boot), >= 0 where the best leads
+        tied = np.quantile(difference, tail, axis=1) <= 0.0
+        table[f"{metric} vs best"] = [
+            "best" if i == best else ("tied" if tied[i] else "worse") for i in range(len(results))
+        ]
+    return table
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int, chunk: int = 50) -> np.ndarray:
+    """(models, users) -> (models, n_boot): the means over users resampled with replacement,
+    the same users for every model in each resample; `chunk` resamples at a time, so memory
+    stays at chunk x users indices."""
+    rng = np.random.default_rng(seed)
+    n_users = values.shape[1]
+    out = np.empty((values.shape[0], n_boot))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        draws = rng.integers(0, n_users, size=(size, n_users))
+        out[:, start : start + size] = values[:, draws].mean(axis=2)
+    return out

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from seqvae.sample import generate
 from seqvae.ui import state
 
@@ -46,9 +48,25 @@ def test_compare_baselines_and_read_the_results(app):
     job = at.session_state[state.EVALUATION]
     assert job.state == "done", job.message
     table = next(d.value for d in at.dataframe if "NDCG@10" in d.value.columns)
-    assert list(table.index) == ["EASE", "item-KNN", "most popular"]
+    assert list(table["model"]) == ["EASE", "item-KNN", "most popular"]
     assert table["chosen"].iloc[0].startswith("l2=")
-    assert (table["HR@10"] >= table["NDCG@10"]).all()
+    # compact: NDCG, HR, coverage; Recall is HR under leave-one-out, so it is left out
+    assert [c for c in table.columns if "@" in c] == [
+        "NDCG@5",
+        "HR@5",
+        "Coverage@5",
+        "NDCG@10",
+        "HR@10",
+        "Coverage@10",
+    ]
+    results = {r.model: r for r in job.result.results}
+    for model, name in (("ease", "EASE"), ("pop", "most popular")):
+        cell = table.loc[table["model"] == name, "NDCG@10"].iloc[0]
+        value, low, high = (
+            float(x) for x in cell.replace("[", "").replace("]", "").replace(",", "").replace("≈", "").split()
+        )
+        assert value == pytest.approx(results[model].metrics["NDCG@10"], abs=5e-5)
+        assert low <= value <= high
     def catalogue_note() -> bool:
         return any("whole catalogue" in c.value for c in at.caption)
 

@@ -110,6 +110,10 @@ def map_ready(page) -> None:
 
 
 def test_load_sample_and_upload_a_log(page, server):
+    outside: list[str] = []  # nothing may be fetched from the internet (favicon included)
+    page.on(
+        "request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url)
+    )
     started = time.monotonic()
     page.goto(server)
     page.get_by_role("heading", name="Data").wait_for()
@@ -132,6 +136,8 @@ def test_load_sample_and_upload_a_log(page, server):
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
     shot(page, "03-uploaded")
     print(f"first page load {first_load:.2f} s")
+    assert page.evaluate("document.querySelector('link[rel*=icon]').href").startswith(server)
+    assert outside == [], outside
 
 
 def test_bad_upload_shows_a_message_not_a_traceback(page, server, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import seqvae.compare as compare_module
@@ -48,3 +49,45 @@ def test_protocols_and_bad_names(sequences):
         make_split(sequences, "random")
     with pytest.raises(ValueError, match="models"):
         compare(sequences, models=["svd"])
+
+
+def test_summary_intervals_and_ties_come_from_a_paired_bootstrap():
+    from seqvae.compare import Comparison, ModelResult, default_metrics, summary
+    from seqvae.evaluation import Evaluation
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    strong = (rng.random(n) < 0.30).astype(float)
+    # the same users as `strong`, a few hits lost and fewer gained elsewhere: a difference the
+    # paired bootstrap cannot tell from 0 (a loss on 6 users and no gain would be significant)
+    close = strong.copy()
+    close[np.flatnonzero(strong)[:6]] = 0.0
+    close[np.flatnonzero(strong == 0)[:4]] = 1.0
+    weak = (rng.random(n) < 0.10).astype(float)
+
+    def result(name, hits):
+        per_user = {"NDCG@10": hits * 0.5, "HR@10": hits, "Recall@10": hits}
+        metrics = {k: float(v.mean()) for k, v in per_user.items()} | {"Coverage@10": 0.4}
+        return ModelResult(
+            model=name,
+            params={},
+            validation={},
+            metrics=metrics,
+            fit_seconds=0.0,
+            eval_seconds=0.0,
+            evaluation=Evaluation(metrics, per_user, np.arange(n), 0.0),
+        )
+
+    comparison = Comparison(
+        "leave-one-out", {}, [10], "NDCG@10", [result("a", strong), result("b", close), result("c", weak)]
+    )
+    assert default_metrics(comparison) == ["NDCG@10", "HR@10", "Coverage@10"]
+    table = summary(comparison, n_boot=400)
+    assert list(table["HR@10 vs best"]) == ["best", "tied", "worse"]
+    for model, hits in (("a", strong), ("c", weak)):
+        low, high = table.loc[model, "HR@10 low"], table.loc[model, "HR@10 high"]
+        assert low < hits.mean() < high
+        # about the binomial standard error's width
+        se = np.sqrt(hits.mean() * (1 - hits.mean()) / n)
+        assert 2.5 * se < high - low < 5.5 * se
+    assert np.isnan(table.loc["a", "Coverage@10 low"])  # catalogue-level: no interval
