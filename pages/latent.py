@@ -9,7 +9,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from seqvae import export, latent
+from seqvae import drift, export, latent
+from seqvae.errors import SeqVAEError
 from seqvae.export import neutralise_formulas
 from seqvae.ui import runtime, state
 from seqvae.ui.text import escape_markdown, plotly_text
@@ -44,11 +45,23 @@ def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
 
 
 def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values: pd.Series,
-               categorical: bool, size_by_activity: bool, highlight: int | None) -> go.Figure:
+               categorical: bool, size_by_activity: bool, highlight: int | None,
+               colour_name: str = "", clusters: pd.Series | None = None) -> go.Figure:
     dims = coords.shape[1]
+    shown_values = values.to_numpy()[rows]
+    if categorical:  # the 20 most common values get colours of their own, the rest "other"
+        shown_values = latent.top_categories(pd.Series(shown_values),
+                                             top=len(latent.PALETTE)).to_numpy()
+    value_text = ([plotly_text(v) for v in shown_values] if categorical else
+                  [f"{v:,.4g}" if np.isfinite(v) else "—" for v in shown_values.astype(float)])
+    cluster_text = (clusters.to_numpy()[rows] if clusters is not None
+                    else np.full(rows.shape, ""))
     hover = [f"user {plotly_text(u)}<br>{e:,} events<br>last: {plotly_text(items)}"
-             for u, e, items in zip(frame["user"].to_numpy()[rows], frame["events"].to_numpy()[rows],
-                                    frame["last_items"].to_numpy()[rows], strict=True)]
+             + (f"<br>{plotly_text(colour_name)}: {v}" if colour_name != "cluster" else "")
+             + (f"<br>cluster {plotly_text(c)}" if c != "" else "")
+             for u, e, items, v, c in zip(
+                 frame["user"].to_numpy()[rows], frame["events"].to_numpy()[rows],
+                 frame["last_items"].to_numpy()[rows], value_text, cluster_text, strict=True)]
     hover = np.asarray(hover, dtype=object)
     sizes = (4 + 10 * np.sqrt(frame["events"].to_numpy()[rows]
                               / max(frame["events"].max(), 1))) if size_by_activity else 6
@@ -60,22 +73,27 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
         return ({"x": points[:, 0], "y": points[:, 1]} if dims == 2 else
                 {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]})
 
-    shown_values = values.to_numpy()[rows]
     if categorical:
-        for i, category in enumerate(sorted(pd.unique(shown_values), key=_natural)):
+        categories = sorted((c for c in pd.unique(shown_values) if c != "other"), key=_natural)
+        if "other" in set(shown_values):
+            categories.append("other")
+        for i, category in enumerate(categories):
             members = shown_values == category
+            colour = (latent.OTHER_COLOUR if category == "other"
+                      else latent.PALETTE[i % len(latent.PALETTE)])
             fig.add_trace(scatter(
                 **axes(coords[rows][members]), mode="markers", name=plotly_text(category),
                 customdata=frame["user"].to_numpy()[rows][members], hovertext=hover[members],
                 hoverinfo="text", marker={"size": sizes[members] * (1 if dims == 2 else 0.5),
-                                          "color": latent.PALETTE[i % len(latent.PALETTE)],
-                                          "opacity": 0.75}))
+                                          "color": colour, "opacity": 0.75}))
     else:
         fig.add_trace(scatter(
             **axes(coords[rows]), mode="markers", name="users",
             customdata=frame["user"].to_numpy()[rows], hovertext=hover, hoverinfo="text",
             marker={"size": sizes * (1 if dims == 2 else 0.5), "color": shown_values,
-                    "colorscale": "Cividis", "showscale": True, "opacity": 0.8}))
+                    "colorscale": "Cividis", "showscale": True, "opacity": 0.8,
+                    "colorbar": {"title": {"text": plotly_text(colour_name), "side": "right"},
+                                 "thickness": 14}}))
     if highlight is not None:
         fig.add_trace(scatter(
             **axes(coords[[highlight]]), mode="markers", name="searched user",
@@ -83,8 +101,12 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
             hovertext=[f"user {plotly_text(frame['user'].iloc[highlight])}"],
             marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3,
                                                                    "color": "#000000"}}))
-    fig.update_layout(height=620, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      legend={"itemsizing": "constant"}, plot_bgcolor="white")
+    # the legend below the map, in rows: long cluster labels no longer take half its width
+    fig.update_layout(height=680, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      legend={"itemsizing": "constant", "orientation": "h", "x": 0, "y": -0.02,
+                              "yanchor": "top", "font": {"size": 11},
+                              "title": {"text": plotly_text(colour_name) + " "}},
+                      plot_bgcolor="white")
     # no dragmode here: Streamlit's default (pan, with click-to-select) lets a click open a
     # user; the toolbar's lasso and box tools select regions (a click does not select there)
     if dims == 2:
@@ -135,16 +157,36 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             view.sequences, rows, view.item_vocab, view.event_vocab)
         left, right = st.columns([3, 2])
         with left:
-            st.markdown("Items that set them apart (lift = share of the selection / share of all "
-                        "users)")
-            st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch")
+            st.markdown("Items that set them apart")
+            st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch",
+                         column_config=LIFT_COLUMNS)
+            st.caption("Lift = share of the selection / share of all users, shrunk toward 1 "
+                       "as if 20 users like everyone had joined the selection, so items a "
+                       "handful of users touched do not top the list; items fewer than 5 "
+                       "selected users (or 2%) had are left out. Raw lift: without shrinkage.")
         with right:
             st.markdown("Event types")
-            st.dataframe(events_table, hide_index=True, width="stretch")
+            st.dataframe(events_table, hide_index=True, width="stretch",
+                         column_config=LIFT_COLUMNS)
+        breakdown = latent.attribute_breakdown(view.frame, rows)
+        if len(breakdown):
+            st.markdown("Who they are: the selection against everyone, by user attribute")
+            shares = breakdown[breakdown["kind"] == "share"]
+            numeric = breakdown[breakdown["kind"] == "numeric"]
+            if len(shares):
+                st.dataframe(shares.drop(columns=["kind", "cohort median", "overall median"]),
+                             hide_index=True, width="stretch", column_config={
+                                 "cohort": st.column_config.NumberColumn("selection", format="percent"),
+                                 "everyone": st.column_config.NumberColumn(format="percent"),
+                                 "difference": st.column_config.NumberColumn(
+                                     "difference (points)", format="percent")})
+            if len(numeric):
+                st.dataframe(numeric.drop(columns=["kind", "value"]).rename(
+                    columns={"cohort": "selection mean", "everyone": "everyone's mean",
+                             "cohort median": "selection median"}),
+                    hide_index=True, width="stretch")
         with st.expander(f"The {len(rows):,} selected users"):
-            st.dataframe(view.frame.iloc[rows][["user", "events", "dominant_event",
-                                                "last_items"]],
-                         hide_index=True, width="stretch")
+            st.dataframe(cohort_table(view, dataset, rows), hide_index=True, width="stretch")
         name_col, button_col = st.columns([3, 1])
         name = name_col.text_input("Name this selection", key="cohort_name",
                                    placeholder="e.g. late-night bargain hunters")
@@ -152,8 +194,8 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             cohorts[name.strip()] = [view.frame["user"].iloc[r] for r in rows]
             st.toast(f"Kept {name.strip()} ({len(rows):,} users)")
         st.download_button("Download the selection (CSV)", data=csv_bytes(
-            view.frame.iloc[rows][["user", "events", "dominant_event", "last_items"]]),
-            file_name="cohort.csv", mime="text/csv", key="cohort_csv")
+            cohort_table(view, dataset, rows)), file_name="cohort.csv", mime="text/csv",
+            key="cohort_csv")
     if len(cohorts) >= 2:
         st.markdown("**Compare two kept cohorts**")
         a, b = st.columns(2)
@@ -165,10 +207,30 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                 table, _ = latent.characterise(view.sequences, rows, view.item_vocab,
                                                view.event_vocab, top=8)
                 st.caption(f"{len(rows):,} users")
-                st.dataframe(titled(table, dataset), hide_index=True, width="stretch")
+                st.dataframe(titled(table, dataset), hide_index=True, width="stretch",
+                             column_config=LIFT_COLUMNS)
     elif cohorts:
         st.caption(f"Kept: {', '.join(escape_markdown(n) for n in cohorts)} — keep another to "
                    "compare two side by side.")
+
+
+# compact number columns, so lift is never cut off
+LIFT_COLUMNS = {
+    "cohort users": st.column_config.NumberColumn("users", width="small"),
+    "cohort share": st.column_config.NumberColumn("selection", format="percent", width="small"),
+    "overall share": st.column_config.NumberColumn("everyone", format="percent", width="small"),
+    "lift": st.column_config.NumberColumn(format="%.2f", width="small"),
+    "raw lift": st.column_config.NumberColumn(format="%.2f", width="small"),
+}
+
+
+def cohort_table(view: state.LatentView, dataset: state.Dataset | None,
+                 rows: np.ndarray) -> pd.DataFrame:
+    """The selected users with their activity, cluster and every attribute."""
+    names = view.cluster_names(dataset.items if dataset is not None else None)
+    table = view.frame.iloc[rows].copy()
+    table.insert(1, "cluster", [names.get(int(c), str(c)) for c in view.clusters[rows]])
+    return table.rename(columns=lambda c: c.removeprefix("attr:"))
 
 
 def titled(table: pd.DataFrame, dataset: state.Dataset | None) -> pd.DataFrame:
@@ -207,17 +269,142 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     steps = np.linspace(0, 1, probabilities.shape[0])
     fig = go.Figure()
     ids = view.recommender.item_vocab_.lookup(list(movers["item"]))
-    for i, (item, index) in enumerate(zip(movers["item"], ids, strict=True)):
+    titles = titled(movers, dataset)
+    labels = (titles["title"].where(titles["title"].notna(), titles["item"]).astype(str)
+              .str.slice(0, 40) if "title" in titles.columns else movers["item"].astype(str))
+    for i, (label, index) in enumerate(zip(labels, ids, strict=True)):
         fig.add_trace(go.Scatter(x=steps, y=probabilities[:, index], mode="lines",
-                                 name=plotly_text(item),
+                                 name=plotly_text(label),
                                  line={"color": latent.PALETTE[i % len(latent.PALETTE)],
                                        "dash": "solid" if i < len(ids) // 2 else "dot"}))
-    fig.update_layout(height=360, xaxis_title=f"from {plotly_text(first)} (0) to "
+    fig.update_layout(height=420, xaxis_title=f"from {plotly_text(first)} (0) to "
                       f"{plotly_text(second)} (1)", yaxis_title="probability",
-                      margin={"l": 10, "r": 10, "t": 20, "b": 10})
-    left, right = st.columns([3, 2])
-    left.plotly_chart(fig, width="stretch", key="between_chart")
-    right.dataframe(titled(movers, dataset), hide_index=True, width="stretch")
+                      margin={"l": 10, "r": 10, "t": 20, "b": 10},
+                      legend={"font": {"size": 10}, "title": {"text": "solid: rises · dotted: falls"}})
+    st.plotly_chart(fig, width="stretch", key="between_chart")
+    st.dataframe(titles, hide_index=True, width="stretch", column_config={
+        "title": st.column_config.TextColumn(width="large"),
+        **{c: st.column_config.NumberColumn(format="%.4f", width="small")
+           for c in ("at start", "at end", "change")}})
+
+
+def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+    """Every user encoded as of two dates (their events up to each date, the fold-in path) and
+    the movement drawn on the PCA map; the users, clusters and items behind it."""
+    st.subheader("Drift over time", anchor=False)
+    history = view.sequences
+    if not history.has_timestamps:
+        st.caption("This model's log has no timestamps: drift over time needs them.")
+        return
+    first, last = drift.time_range(history)
+    middle = pd.Timestamp(int(np.median(history.timestamps)), unit="us", tz="UTC")
+    st.caption("Each user as of two dates: the μ the model gives their events up to each date, "
+               "exactly as for a new user (no retraining). Users with no event between the "
+               "dates stay where they are; users whose first event is after the first date are "
+               "not on this map.")
+    with st.form("drift_form", border=False):
+        a, b, c = st.columns([2, 2, 1])
+        start = a.date_input("As of (end of day)", value=middle.date(), min_value=first.date(),
+                             max_value=last.date(), key="drift_start")
+        end = b.date_input("Compared with (end of day)", value=last.date(),
+                           min_value=first.date(), max_value=last.date(), key="drift_end")
+        arrows = c.number_input("Users drawn", 10, 1000, 150, step=10, key="drift_arrows")
+        run = st.form_submit_button("Show the drift")
+    key = (str(start), str(end))
+    drifts: dict = view.__dict__.setdefault("drifts", {})
+    if run and key not in drifts:
+        day = pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+        try:
+            with st.spinner("Encoding every user as of both dates…"):
+                drifts[key] = drift.drift(view.recommender, pd.Timestamp(start) + day,
+                                          pd.Timestamp(end) + day)
+        except SeqVAEError as error:
+            st.error(escape_markdown(str(error)))
+            return
+        st.session_state["drift_shown"] = key
+    shown = st.session_state.get("drift_shown")
+    if shown not in drifts:
+        return
+    result = drifts[shown]
+    names = view.cluster_names(dataset.items if dataset is not None else None)
+    movement = result.movement
+    active = result.events_between > 0
+    typical = float(np.median(movement[active])) if active.any() else 0.0
+    st.markdown(f"**{result.rows.size:,} users** on the map as of {shown[0]} "
+                f"({result.not_yet:,} arrive later); **{int(active.sum()):,}** had events up to "
+                f"{shown[1]} and moved (median movement {typical:.3f}).")
+    mean, components = latent.pca_basis(view.mu, 2)
+    before = (result.before - mean) @ components.T
+    after = (result.after - mean) @ components.T
+    order = np.argsort(-movement, kind="stable")[: int(arrows)]
+    everyone = (view.mu - mean) @ components.T
+    clusters = view.clusters[result.rows[order]]
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=everyone[:, 0], y=everyone[:, 1], mode="markers",
+                               name="every user now", hoverinfo="skip",
+                               marker={"size": 4, "color": "#DDDDDD"}))
+    for i, label in enumerate(np.unique(clusters)):
+        members = order[clusters == label]
+        xs = np.column_stack([before[members, 0], after[members, 0],
+                              np.full(members.size, np.nan)]).ravel()
+        ys = np.column_stack([before[members, 1], after[members, 1],
+                              np.full(members.size, np.nan)]).ravel()
+        colour = latent.PALETTE[i % len(latent.PALETTE)]
+        name = plotly_text(names.get(int(label), str(label)))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": colour, "width": 1},
+                                 name=name, legendgroup=name, hoverinfo="skip"))
+        users = history.users[result.rows[members]].astype(str)
+        fig.add_trace(go.Scatter(
+            x=before[members, 0], y=before[members, 1], mode="markers", legendgroup=name,
+            showlegend=False, marker={"size": 6, "color": "white", "line": {"color": colour,
+                                                                          "width": 1.5}},
+            hovertext=[f"user {plotly_text(u)} as of {shown[0]}" for u in users],
+            hoverinfo="text"))
+        fig.add_trace(go.Scatter(
+            x=after[members, 0], y=after[members, 1], mode="markers", legendgroup=name,
+            showlegend=False, marker={"size": 7, "color": colour}, customdata=users,
+            hovertext=[f"user {plotly_text(u)} as of {shown[1]}<br>moved {m:.3f} after "
+                       f"{n:,} events" for u, m, n in zip(users, movement[members],
+                                                           result.events_between[members],
+                                                           strict=True)],
+            hoverinfo="text"))
+    fig.update_layout(height=560, plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      title=f"The {order.size:,} users who moved most: ○ {shown[0]} → ● {shown[1]} "
+                      "(PCA of today's μ; colour: cluster)",
+                      legend={"orientation": "h", "y": -0.02, "yanchor": "top"})
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    st.plotly_chart(fig, width="stretch", key="drift_map")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("Users who moved most (select a row to open the user)")
+        movers = drift.top_movers(result, history.users, k=20)
+        movers.insert(1, "cluster", [names.get(int(c), str(c)) for c in view.clusters[movers["row"]]])
+        picked = st.dataframe(movers.drop(columns="row"), hide_index=True, width="stretch",
+                              key="drift_movers", on_select="rerun", selection_mode="single-row",
+                              column_config={"moved": st.column_config.NumberColumn(format="%.3f")})
+        selected = getattr(getattr(picked, "selection", None), "rows", None) or []
+        if selected:
+            st.session_state[state.SELECTED_USER] = str(movers["user"].iloc[selected[0]])
+            st.switch_page("pages/user.py")
+    with right:
+        st.markdown("Clusters (today's) by how far their users moved")
+        st.dataframe(drift.cohort_drift(result, view.clusters, names), hide_index=True,
+                     width="stretch", column_config={
+                         "active between": st.column_config.NumberColumn(format="percent"),
+                         "mean movement": st.column_config.NumberColumn(format="%.3f"),
+                         "centre moved": st.column_config.NumberColumn(format="%.3f")})
+    done, towards = drift.items_behind(view.recommender, result, order)
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"What the {order.size:,} users drawn did between the dates")
+        st.dataframe(titled(done, dataset), hide_index=True, width="stretch",
+                     column_config=LIFT_COLUMNS)
+    with right:
+        st.markdown("Where they moved to: items the decoder now expects more of")
+        st.dataframe(titled(towards, dataset), hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                    for c in ("at start", "at end", "change")})
 
 
 def exports_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
@@ -335,7 +522,9 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         st.caption(f"Showing a stratified sample of {len(rows):,} of {len(frame):,} users (each "
                    "cluster keeps its share).")
     values, categorical = colour_values(view, frame, colour, names)
-    fig = map_figure(coords, frame, rows, values, categorical, size_by_activity, highlight)
+    cluster_labels = pd.Series([names.get(int(c), str(c)) for c in view.clusters])
+    fig = map_figure(coords, frame, rows, values, categorical, size_by_activity, highlight,
+                     colour_name=colour, clusters=cluster_labels)
     event = st.plotly_chart(fig, width="stretch", key="latent_map", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
     users, how = selected_users(event)
@@ -368,5 +557,7 @@ else:
     cohort_ui(view, dataset)
     st.divider()
     between_ui(view, dataset)
+    st.divider()
+    drift_ui(view, dataset)
     st.divider()
     exports_ui(view, dataset)

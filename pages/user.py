@@ -22,6 +22,10 @@ def labels_for(items, metadata: pd.DataFrame | None) -> list[str]:
 
 
 def pick_user_ui(users: np.ndarray) -> str | None:
+    pending = st.session_state.pop("user_pick_pending", None)  # a similar user was clicked
+    if pending is not None:
+        st.session_state["user_query"] = ""
+        st.session_state["user_pick"] = pending
     query = st.text_input("Find a user by id", key="user_query",
                           placeholder="type part of an id, e.g. U0004")
     matches = users if not query else users[np.char.find(users.astype(str), query.strip()) >= 0]
@@ -40,7 +44,32 @@ def pick_user_ui(users: np.ndarray) -> str | None:
     return str(chosen)
 
 
-def timeline_ui(recommender, user: str, metadata) -> list[str]:
+def user_values(dataset: state.Dataset | None, user: str, items: np.ndarray) -> np.ndarray | None:
+    """The value (rating) of each of the user's events, from the loaded log when it is the
+    model's own data and the log has values; None otherwise."""
+    if dataset is None or not dataset.log.has_value or state.data_mismatch() is not None:
+        return None
+    log = dataset.log
+    order = log.time_order if log.time_order is not None else np.arange(log.n_events)
+    own = order[(log.frame["user"].to_numpy()[order] == user)]
+    rows = log.frame.iloc[own]
+    if len(rows) != len(items) or (rows["item"].astype(str).to_numpy() != items.astype(str)).any():
+        return None  # the model's history is not the log's rows (e.g. rare items left out)
+    return rows["value"].to_numpy(dtype=float)
+
+
+def attributes_ui(dataset: state.Dataset | None, user: str) -> None:
+    users = dataset.users if dataset is not None else None
+    if users is None or user not in users.index:
+        return
+    row = users.loc[user]
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    st.markdown(" · ".join(f"**{escape_markdown(str(k))}**: {escape_markdown(str(v))}"
+                           for k, v in row.items()))
+
+
+def timeline_ui(recommender, user: str, metadata, dataset) -> list[str]:
     history = recommender.history_
     row = int(history.user_position([user])[0])
     events = history.of_user(row)
@@ -53,7 +82,15 @@ def timeline_ui(recommender, user: str, metadata) -> list[str]:
         "item": items,
         "label": [plotly_text(label) for label in labels_for(items, metadata)],
     })
-    st.plotly_chart(charts.user_timeline(frame), width="stretch", key="timeline")
+    values = user_values(dataset, user, items)
+    choices = ["event type"] + (["value"] if values is not None else [])
+    if values is not None:
+        frame["value"] = values
+    colour_by = st.radio("Timeline by", choices, horizontal=True, key="timeline_colour",
+                         index=len(choices) - 1 if frame["event"].nunique() == 1 else 0,
+                         help="Event type, or the value (rating) each event carries in the log.")
+    st.plotly_chart(charts.user_timeline(frame, "value" if colour_by == "value" else "event"),
+                    width="stretch", key="timeline")
     with st.expander(f"All {len(frame):,} events"):
         st.dataframe(frame.rename(columns={"label": "item (title)"}).drop(columns="item"),
                      hide_index=True)
@@ -110,10 +147,20 @@ def recommendations_ui(recommender, user: str, history_items: list[str], metadat
                "closest to the recommended item's (cosine similarity).")
 
 
-def similar_users_ui(recommender, user: str) -> None:
+def similar_users_ui(recommender, user: str, dataset) -> None:
     neighbours, similarity = recommender.similar_users(user, k=10)
     frame = pd.DataFrame({"user": neighbours, "cosine similarity of μ": np.round(similarity, 3)})
-    st.dataframe(frame, hide_index=True)
+    users = dataset.users if dataset is not None else None
+    if users is not None and len(users.columns) and state.data_mismatch() is None:
+        frame = frame.join(users.reindex(frame["user"].astype(str)).reset_index(drop=True))
+    picked = st.dataframe(frame, hide_index=True, key=f"similar_{user}", on_select="rerun",
+                          selection_mode="single-row")
+    st.caption("Select a row to open that user.")
+    rows = getattr(getattr(picked, "selection", None), "rows", None) or []
+    if rows:
+        st.session_state[state.SELECTED_USER] = str(frame["user"].iloc[rows[0]])
+        st.session_state["user_pick_pending"] = str(frame["user"].iloc[rows[0]])
+        st.rerun()
 
 
 def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> None:
@@ -174,13 +221,14 @@ else:
     user = pick_user_ui(np.asarray(recommender.history_.users, dtype=str))
     if user is not None:
         st.subheader(f"User {escape_markdown(user)}", anchor=False)
-        history_items = timeline_ui(recommender, user, metadata)
+        attributes_ui(dataset, user)
+        history_items = timeline_ui(recommender, user, metadata, dataset)
         tabs = st.tabs(["Recommendations", "Reconstruction", "Similar users", "What if"])
         with tabs[0]:
             recommendations_ui(recommender, user, history_items, metadata)
         with tabs[1]:
             reconstruction_ui(recommender, user, metadata)
         with tabs[2]:
-            similar_users_ui(recommender, user)
+            similar_users_ui(recommender, user, dataset)
         with tabs[3]:
             what_if_ui(recommender, user, history_items, metadata)

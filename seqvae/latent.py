@@ -24,9 +24,12 @@ import pandas as pd
 
 from seqvae.sequences import OOV, Sequences
 
-# Okabe & Ito's colour-blind-safe palette (and grey for "other")
+# Okabe & Ito's colour-blind-safe palette first, then lighter and darker companions: 20
+# distinguishable colours for the map's categories (grey is kept for "other")
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-           "#000000", "#999999"]
+           "#000000", "#8C564B", "#17BECF", "#BCBD22", "#7F3C8D", "#1B9E77", "#E7298A",
+           "#A6761D", "#66A61E", "#2F4B7C", "#FF7C43", "#A05195", "#665191"]
+OTHER_COLOUR = "#BBBBBB"
 
 
 def user_frame(sequences: Sequences, item_vocab: Any, event_vocab: Any,
@@ -77,20 +80,27 @@ def user_frame(sequences: Sequences, item_vocab: Any, event_vocab: Any,
     return frame
 
 
+def pca_basis(vectors: np.ndarray, dims: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components (dims, Z)) of the principal components of `vectors` (SVD);
+    deterministic signs (the largest loading of each component is positive). Other points (the
+    same users at another date) are placed on the same map by ``(x - mean) @ components.T``."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    mean = vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+    components = vt[:dims]
+    signs = np.sign(components[np.arange(components.shape[0]),
+                               np.abs(components).argmax(axis=1)])
+    return mean, components * np.where(signs == 0, 1, signs)[:, None]
+
+
 def project_pca(vectors: np.ndarray, dims: int = 2) -> np.ndarray:
-    """Principal components of the centred vectors (SVD), (n, dims); deterministic signs (the
-    largest loading of each component is positive)."""
+    """Principal components of the centred vectors, (n, dims) (see `pca_basis`)."""
     vectors = np.asarray(vectors, dtype=np.float64)
     dims = min(dims, vectors.shape[1]) if vectors.ndim == 2 else dims
     if vectors.shape[0] == 0:
         return np.zeros((0, dims))
-    centred = vectors - vectors.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    components = vt[:dims]
-    signs = np.sign(components[np.arange(components.shape[0]),
-                               np.abs(components).argmax(axis=1)])
-    components = components * np.where(signs == 0, 1, signs)[:, None]
-    out = centred @ components.T
+    mean, components = pca_basis(vectors, dims)
+    out = (vectors - mean) @ components.T
     if out.shape[1] < dims:
         out = np.pad(out, ((0, 0), (0, dims - out.shape[1])))
     return out
@@ -170,18 +180,24 @@ def cluster_users(vectors: np.ndarray, k: int = 6, method: str = "kmeans",
 
 
 def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, event_vocab: Any,
-                 top: int = 10, min_users: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 top: int = 10, min_users: int | None = None,
+                 prior_users: float = 20.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What sets the users at `members` (row indices or a boolean mask) apart.
 
     For each item: the share of the cohort's users who interacted with it, the share of all
-    users, and the lift = cohort share / overall share (items reached by fewer than `min_users`
-    of the cohort are left out, so one user's oddity does not top the list). For event types:
-    the share of the cohort's events against all events. Returns ``(items, events)``, highest
-    lift first.
+    users, the raw lift (cohort share / overall share) and the **lift** the items are ranked by,
+    shrunk toward 1: the cohort share is estimated as if `prior_users` more users, behaving like
+    everyone, had joined the cohort — (in + prior · overall share) / (n + prior) — so an item that
+    3 of 10 users touched no longer outranks one that 300 of 1,000 did. Items reached by fewer than
+    `min_users` of the cohort (default: 5, or 2% of the cohort when that is more; never more
+    than the cohort) are left out. For event types: the share of the cohort's events against all
+    events. Returns ``(items, events)``, highest lift first.
     """
     mask = np.zeros(sequences.n_users, dtype=bool)
     mask[np.asarray(members)] = True
     n_all, n_in = sequences.n_users, int(mask.sum())
+    if min_users is None:
+        min_users = max(5, int(np.ceil(0.02 * n_in)))
     user = sequences.user_of_event
     keep = sequences.items > OOV
     pairs = np.unique(user[keep].astype(np.int64) * item_vocab.size + sequences.items[keep])
@@ -190,12 +206,14 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     in_users = np.bincount(pair_item[mask[pair_user]], minlength=item_vocab.size)
     share_in = in_users / max(n_in, 1)
     share_all = all_users / max(n_all, 1)
-    candidates = np.flatnonzero(in_users >= min(min_users, max(n_in, 1)))
-    lift = share_in[candidates] / np.maximum(share_all[candidates], 1e-12)
-    order = candidates[np.lexsort((-in_users[candidates], -lift))][:top]
+    candidates = np.flatnonzero(in_users >= max(1, min(min_users, n_in)))
+    shrunk = ((in_users + prior_users * share_all) / (n_in + prior_users)
+              / np.maximum(share_all, 1e-12))
+    order = candidates[np.lexsort((-in_users[candidates], -shrunk[candidates]))][:top]
     items = pd.DataFrame({"item": item_vocab.token(order), "cohort users": in_users[order],
                           "cohort share": share_in[order], "overall share": share_all[order],
-                          "lift": share_in[order] / np.maximum(share_all[order], 1e-12)})
+                          "lift": shrunk[order],
+                          "raw lift": share_in[order] / np.maximum(share_all[order], 1e-12)})
     event_all = np.bincount(sequences.events, minlength=event_vocab.size)
     event_in = np.bincount(sequences.events[mask[user]], minlength=event_vocab.size)
     present = np.flatnonzero(event_all > 0)
@@ -204,6 +222,59 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     events = pd.DataFrame({"event": event_vocab.token(present), "cohort share": e_share_in,
                            "overall share": e_share_all, "lift": e_share_in / e_share_all})
     return items, events.sort_values("lift", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def attribute_breakdown(frame: pd.DataFrame, members: np.ndarray,
+                        max_values: int = 12) -> pd.DataFrame:
+    """The cohort at `members` (rows of `frame`, a `user_frame`) against everyone, attribute by
+    attribute (the ``attr:`` columns).
+
+    A categorical attribute (or a numeric one with at most `max_values` distinct values) gets one
+    row per value: ``cohort share``, ``overall share`` and their ``difference`` (the cohort's
+    users without a value count as "—"); values beyond the `max_values` most common are pooled as
+    "other". A numeric attribute gets one row, ``value`` = "mean", with the cohort's and
+    everyone's mean (and medians in ``cohort median`` / ``overall median``). Rows: attribute,
+    then largest absolute difference first.
+    """
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[np.asarray(members)] = True
+    rows = []
+    for column in (c for c in frame.columns if c.startswith("attr:")):
+        name = column.removeprefix("attr:")
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and values.nunique() > max_values:
+            numbers = values.astype(float)
+            cohort, everyone = numbers[mask], numbers
+            rows.append({"attribute": name, "value": "mean", "cohort": cohort.mean(),
+                         "everyone": everyone.mean(), "difference": cohort.mean() - everyone.mean(),
+                         "cohort median": cohort.median(), "overall median": everyone.median(),
+                         "kind": "numeric"})
+            continue
+        labels = values.astype(object).where(values.notna(), "—").astype(str)
+        common = labels.value_counts().index[:max_values]
+        labels = labels.where(labels.isin(common), "other")
+        overall = labels.value_counts(normalize=True)
+        inside = labels[mask].value_counts(normalize=True).reindex(overall.index, fill_value=0.0)
+        part = pd.DataFrame({"attribute": name, "value": overall.index.astype(str),
+                             "cohort": inside.to_numpy(), "everyone": overall.to_numpy(),
+                             "kind": "share"})
+        part["difference"] = part["cohort"] - part["everyone"]
+        part = part.reindex(part["difference"].abs().sort_values(ascending=False,
+                                                                 kind="stable").index)
+        rows.extend(part.to_dict("records"))
+    columns = ["attribute", "value", "kind", "cohort", "everyone", "difference",
+               "cohort median", "overall median"]
+    return pd.DataFrame(rows, columns=columns).reset_index(drop=True)
+
+
+def top_categories(values: pd.Series, top: int = 20, other: str = "other") -> pd.Series:
+    """The `top` most common values kept, the rest pooled as `other` (for a legend that stays
+    readable: 21 occupations with 20 colours and a grey "other")."""
+    labels = values.astype(str)
+    counts = labels.value_counts()
+    if counts.size <= top + 1:
+        return labels
+    return labels.where(labels.isin(counts.index[:top]), other)
 
 
 def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, event_vocab: Any,

@@ -75,3 +75,31 @@ def app(monkeypatch):
 
 def texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
+
+
+@pytest.fixture(scope="session")
+def timed_events():
+    """A generated log with timestamps (ISO text, seconds apart within a session, days between
+    sessions) and three event types (view, cart, purchase)."""
+    from seqvae.sample import generate
+
+    return generate(n_users=80, n_items=40, seed=5).events
+
+
+@pytest.fixture(scope="session")
+def timed_model(timed_events, tmp_path_factory):
+    """A tiny SeqVAE trained on `timed_events` (one epoch), recommending from every event."""
+    from seqvae.logs import read_log
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, fit
+
+    path = tmp_path_factory.mktemp("timed") / "events.csv"
+    timed_events.to_csv(path, index=False)
+    log, _ = read_log(path)
+    sequences = encode(log)
+    config = SeqVAEConfig(embed_dim=16, hidden_dim=16, latent_dim=8, max_len=20, epochs=1,
+                          batch_size=64)
+    recommender, _ = fit(leave_one_out(sequences), config, history_sequences=sequences)
+    return recommender
+

@@ -177,3 +177,42 @@ def test_side_files_attached_after_the_map_was_drawn_are_used(app, trained):
     view = app.session_state[state.LATENT][1]
     titles = set(dataset.items["title"].astype(str))
     assert any(part in titles for part in view.frame["last_items"].iloc[0].split(" · "))
+
+
+def test_a_cohort_shows_its_attributes_against_everyone_and_exports_them(app, trained):
+    at = open_page(app, trained)
+    view = at.session_state[state.LATENT][1]
+    segment = view.frame["attr:segment"]
+    chosen = segment.value_counts().index[0]
+    users = list(view.frame["user"][segment == chosen])[:25]
+    at.session_state[state.SELECTION] = {"users": users, "how": "lasso"}
+    at.run()
+    assert not at.exception
+    tables = [d.value for d in at.dataframe]
+    breakdown = next(t for t in tables if "attribute" in t.columns)
+    row = breakdown[(breakdown["attribute"] == "segment") & (breakdown["value"] == chosen)].iloc[0]
+    assert row["cohort"] == pytest.approx(1.0)  # every selected user is of that segment
+    assert row["everyone"] == pytest.approx((segment == chosen).mean())
+    lift = next(t for t in tables if "raw lift" in t.columns)
+    assert (lift["lift"] <= lift["raw lift"] + 1e-9).all() and (lift["cohort users"] >= 5).all()
+    # the selected users' table (what the CSV download holds) carries cluster and attributes
+    members = next(t for t in tables if "segment" in t.columns and "user" in t.columns)
+    assert sorted(members["user"]) == sorted(users)
+    assert set(members["segment"]) == {chosen} and "cluster" in members.columns
+
+
+def test_drift_between_two_dates(app, trained):
+    at = open_page(app, trained)
+    view = at.session_state[state.LATENT][1]
+    at.button(key="FormSubmitter:drift_form-Show the drift").click().run()
+    assert not at.exception, at.exception
+    ((_, result),) = view.drifts.items()
+    tables = [d.value for d in at.dataframe]
+    movers = next(t for t in tables if "moved" in t.columns)
+    assert movers["moved"].is_monotonic_decreasing
+    assert movers["moved"].iloc[0] == pytest.approx(result.movement.max(), rel=1e-6)
+    # the second date defaults to the log's last day: the stored users themselves
+    np.testing.assert_allclose(result.after, view.mu[result.rows], rtol=1e-5, atol=1e-6)
+    clusters = next(t for t in tables if "centre moved" in t.columns)
+    assert clusters["users"].sum() == result.rows.size
+    assert any("what the" in m.value.lower() and "did between" in m.value for m in at.markdown)

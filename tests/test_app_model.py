@@ -188,3 +188,66 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     at.multiselect(key="whatif_remove").set_value(items).run()
     assert not at.exception
     assert any("empty" in t for t in texts(at.warning))
+
+
+@pytest.fixture(scope="module")
+def rated():
+    """A MovieLens-like log (ratings and times, no event types) with user attributes, and a
+    tiny model trained on it, as the session would hold them."""
+    from seqvae.logs import IngestOptions, read_log
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, fit
+
+    rng = np.random.default_rng(4)
+    rows = [f"u{u:02d},m{rng.integers(30):02d},{rng.integers(1, 6)},{1_000_000_000 + 3600 * (50 * u + e)}"
+            for u in range(40) for e in range(8)]
+    data = ("user,item,rating,timestamp\n" + "\n".join(rows) + "\n").encode()
+    log, report = read_log(io.BytesIO(data), name="ratings.csv")
+    sequences = encode(log, report=report)
+    recommender, history = fit(leave_one_out(sequences), SeqVAEConfig(
+        embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=1, batch_size=32),
+        history_sequences=sequences)
+    import pandas as pd
+
+    users = pd.DataFrame({"occupation": [["writer", "nurse"][u % 2] for u in range(40)],
+                          "age": [20 + u for u in range(40)]},
+                         index=pd.Index([f"u{u:02d}" for u in range(40)], name="user"))
+    dataset = state.Dataset(name="ratings.csv", data=data, log=log, report=report,
+                            options=IngestOptions(), users=users)
+    model = state.ModelInUse(recommender=recommender, name="ratings.csv", origin="trained in tests",
+                             created=dt.datetime.now(dt.UTC).isoformat(),
+                             validation_ndcg=history.best_validation["NDCG@10"],
+                             data_name="ratings.csv", data_fingerprint=dataset.fingerprint)
+    return dataset, model
+
+
+def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
+    dataset, model = rated
+    at = app
+    at.session_state[state.DATASET] = dataset
+    at.session_state[state.MODEL] = model
+    at.run()
+    at.switch_page("pages/user.py").run()
+    assert not at.exception, at.exception
+    at.text_input(key="user_query").set_value("u03").run()
+    assert at.selectbox(key="user_pick").value == "u03"
+    # the user's attributes, and a timeline by value (the log has ratings, one event type)
+    assert any("occupation" in m.value and "nurse" in m.value and "23" in m.value
+               for m in at.markdown)
+    assert at.radio(key="timeline_colour").value == "value"
+    events = frame_with(at, "item (title)")
+    log = dataset.log.frame
+    own = log[log["user"] == "u03"].sort_values("timestamp")
+    assert list(events["value"]) == list(own["value"])
+    # similar users carry their attributes; selecting one opens that user
+    similar = frame_with(at, "cosine similarity of μ")
+    assert {"occupation", "age"} <= set(similar.columns)
+    neighbour = similar["user"].iloc[2]
+    table = next(d for d in at.dataframe if "cosine similarity of μ" in d.value.columns)
+    assert table.key == "similar_u03"
+    at.session_state["similar_u03"] = {"selection": {"rows": [2], "columns": []}}
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="user_pick").value == neighbour
+    assert at.session_state[state.SELECTED_USER] == neighbour

@@ -12,32 +12,19 @@ import pytest
 
 from seqvae.baselines import Popularity
 from seqvae.logs import IngestOptions, read_log
-from seqvae.sample import generate
 from seqvae.sequences import GAP_FIRST, OOV, SequenceOptions, encode, time_gaps
-from seqvae.splits import leave_one_out
 
 ARRAYS = ("items", "events", "gaps", "timestamps")
 
 
-@pytest.fixture(scope="module")
-def events() -> pd.DataFrame:
-    # timestamps (ISO text, seconds apart within a session, days between sessions) and three
-    # event types (view, cart, purchase)
-    return generate(n_users=80, n_items=40, seed=5).events
+@pytest.fixture
+def events(timed_events) -> pd.DataFrame:
+    return timed_events
 
 
-@pytest.fixture(scope="module")
-def trained(events, tmp_path_factory):
-    from seqvae.training import SeqVAEConfig, fit
-
-    path = tmp_path_factory.mktemp("foldin") / "events.csv"
-    events.to_csv(path, index=False)
-    log, _ = read_log(path)
-    sequences = encode(log)
-    config = SeqVAEConfig(embed_dim=16, hidden_dim=16, latent_dim=8, max_len=20, epochs=1,
-                          batch_size=64)
-    recommender, _ = fit(leave_one_out(sequences), config, history_sequences=sequences)
-    return recommender
+@pytest.fixture
+def trained(timed_model):
+    return timed_model
 
 
 def rows_of(events: pd.DataFrame, users: list[str]) -> pd.DataFrame:

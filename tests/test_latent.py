@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 
 from seqvae.latent import (
+    attribute_breakdown,
     characterise,
     cluster_names,
     cluster_users,
     nearest_users,
     project_pca,
     stratified_sample,
+    top_categories,
     user_frame,
 )
 from seqvae.logs import read_log
@@ -69,11 +71,15 @@ def test_characterise_hand_worked():
     seqs = tiny()
     vocab, events = seqs.item_vocab, seqs.event_vocab
     rows = seqs.user_position(["a", "c"])
-    items, event_table = characterise(seqs, rows, vocab, events, min_users=1)
+    items, event_table = characterise(seqs, rows, vocab, events, min_users=1, prior_users=0)
     # y: both cohort users (share 1) against 2 of 4 users (0.5) -> lift 2; x: 1/2 vs 2/4 -> 1
     by_item = items.set_index("item")
     assert by_item.loc["y", "lift"] == pytest.approx(2.0)
     assert by_item.loc["x", "lift"] == pytest.approx(1.0)
+    # shrunk toward 1 as if 2 users like everyone joined: (2 + 2 * 0.5) / (2 + 2) / 0.5 = 1.5
+    shrunk, _ = characterise(seqs, rows, vocab, events, min_users=1, prior_users=2)
+    assert shrunk.set_index("item").loc["y", "lift"] == pytest.approx(1.5)
+    assert shrunk.set_index("item").loc["y", "raw lift"] == pytest.approx(2.0)
     assert items["item"].iloc[0] == "y"
     assert "w" not in by_item.index and "z" not in by_item.index  # no cohort user has them
     # events: the cohort's 4 events are 3 buys and 1 view; overall 3 buys of 7
@@ -96,3 +102,49 @@ def test_user_frame_and_nearest_users():
     rows, distance = nearest_users(vectors, 0, k=3)
     assert rows.tolist() == [1, 2, 3]
     assert distance[0] < distance[1] < distance[2] == pytest.approx(2.0)
+
+
+def test_a_tiny_item_no_longer_outranks_a_well_supported_one():
+    # 1,000 users; a cohort of 100: item "rare" is had by 3 cohort users and 3 overall (raw lift
+    # 10), item "broad" by 60 cohort users and 200 overall (raw lift 3)
+    users, items = [], []
+    for u in range(1000):
+        own = ["filler"]
+        if u < 3:
+            own.append("rare")
+        if u < 60 or 100 <= u < 240:
+            own.append("broad")
+        users += [f"u{u:04d}"] * len(own)
+        items += own
+    seqs = encode(read_log(pd.DataFrame({"user": users, "item": items}))[0])
+    rows = seqs.user_position([f"u{u:04d}" for u in range(100)])
+    raw, _ = characterise(seqs, rows, seqs.item_vocab, seqs.event_vocab, min_users=1,
+                          prior_users=0)
+    assert raw["item"].iloc[0] == "rare"
+    table, _ = characterise(seqs, rows, seqs.item_vocab, seqs.event_vocab)
+    assert table["item"].iloc[0] == "broad"
+    assert "rare" not in set(table["item"])  # 3 users: below the default minimum support (5)
+    assert 1.0 < table.set_index("item").loc["broad", "lift"] < 3.0
+
+
+def test_attribute_breakdown_and_top_categories():
+    frame = pd.DataFrame({
+        "user": [f"u{i}" for i in range(8)],
+        "attr:gender": ["F", "F", "F", "M", "M", "M", "M", None],
+        "attr:age": [20.0, 22, 24, 40, 50, 60, 70, 80],
+    })
+    frame["attr:age"] = frame["attr:age"] + np.arange(8) * 0.1  # 8 distinct values: numeric
+    table = attribute_breakdown(frame, np.array([0, 1, 2]), max_values=5)
+    gender = table[table["attribute"] == "gender"].set_index("value")
+    assert gender.loc["F", "cohort"] == pytest.approx(1.0)
+    assert gender.loc["F", "everyone"] == pytest.approx(3 / 8)
+    assert gender.loc["—", "everyone"] == pytest.approx(1 / 8)
+    assert gender.index[0] == "F"  # the largest difference first
+    age = table[table["attribute"] == "age"].iloc[0]
+    assert age["kind"] == "numeric" and age["cohort"] == pytest.approx(22.1)
+    assert age["everyone"] == pytest.approx(frame["attr:age"].mean())
+    values = pd.Series(list("aaaabbbccd") + [f"x{i}" for i in range(5)])
+    pooled = top_categories(values, top=3)
+    assert set(pooled) == {"a", "b", "c", "other"}
+    assert (pooled == "other").sum() == 6
+    assert top_categories(values.head(10), top=3).equals(values.head(10))  # 4 values: kept

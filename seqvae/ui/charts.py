@@ -136,19 +136,39 @@ def validation_curves(epochs: list) -> go.Figure:
     return fig
 
 
-def user_timeline(frame: pd.DataFrame) -> go.Figure:
-    """One user's events: `frame` has `when` (time or position), `event`, `item`, `label`."""
+def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: int = 30
+                  ) -> go.Figure:
+    """One user's events: `frame` has `when` (time or position), `event`, `item`, `label` and,
+    for ``colour_by="value"``, `value` (a rating: then the y axis is the value and the colour
+    too). The titles of the last `labels_up_to` events are written beside their points."""
     fig = go.Figure()
-    for i, (event, part) in enumerate(frame.groupby("event", sort=False)):
+    short = frame["label"].astype(str).str.slice(0, 24)
+    text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "")
+    positions = np.where(np.arange(len(frame)) % 2 == 0, "top center", "bottom center")
+    if colour_by == "value" and "value" in frame.columns:
         fig.add_trace(go.Scatter(
-            x=part["when"], y=part["event"], mode="markers", name=str(event),
-            marker={"color": PALETTE[i % len(PALETTE)], "size": 10},
-            customdata=part[["label"]].to_numpy(),
-            hovertemplate="%{customdata[0]}<br>%{x}<extra>%{y}</extra>",
+            x=frame["when"], y=frame["value"], mode="markers+text", name="events",
+            text=text, textposition=positions, textfont={"size": 10},
+            marker={"size": 10, "color": frame["value"], "colorscale": "Viridis",
+                    "showscale": True, "colorbar": {"title": {"text": "value"}, "thickness": 12}},
+            customdata=frame[["label", "event"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>%{x}<br>value %{y}<extra>%{customdata[1]}</extra>",
         ))
+        y_title = "value"
+    else:
+        for i, (event, part) in enumerate(frame.groupby("event", sort=False, observed=True)):
+            fig.add_trace(go.Scatter(
+                x=part["when"], y=part["event"], mode="markers+text", name=str(event),
+                text=text[part.index], textposition=positions[part.index],
+                textfont={"size": 10},
+                marker={"color": PALETTE[i % len(PALETTE)], "size": 10},
+                customdata=part[["label"]].to_numpy(),
+                hovertemplate="%{customdata[0]}<br>%{x}<extra>%{y}</extra>",
+            ))
+        y_title = "event"
     fig.update_layout(title="Timeline", xaxis_title="time" if pd.api.types.is_datetime64_any_dtype(
         frame["when"]) else "position in the sequence",
-        yaxis_title="event", showlegend=False, **_LAYOUT)
+        yaxis_title=y_title, showlegend=False, **{**_LAYOUT, "height": 360})
     return fig
 
 
