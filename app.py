@@ -71,7 +71,7 @@ with st.sidebar:
         st.info(f"**Training** a new model on {escape_markdown(job.dataset_name)}…")
     elif job is not None and job.active:
         st.info("**Model:** training…")
-    else:
+    elif model_in_use is None:
         st.info("**Model:** none yet.")
     if current is None:
         next_step = "load the sample or upload a log on the Data page."

@@ -337,6 +337,10 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     before = (result.before - mean) @ components.T
     after = (result.after - mean) @ components.T
     order = np.argsort(-movement, kind="stable")[: int(arrows)]
+    order = order[movement[order] > 0]  # users without events between the dates did not move
+    if order.size == 0:
+        st.info(f"No user had an event between {shown[0]} and {shown[1]}: nobody moved.")
+        return
     everyone = (view.mu - mean) @ components.T
     clusters = view.clusters[result.rows[order]]
     fig = go.Figure()
@@ -380,9 +384,12 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         st.markdown("Users who moved most (select a row to open the user)")
         movers = drift.top_movers(result, history.users, k=20)
         movers.insert(1, "cluster", [names.get(int(c), str(c)) for c in view.clusters[movers["row"]]])
+        small = {c: st.column_config.NumberColumn(c.removeprefix("events "), width="small")
+                 for c in ("events by start", "events between")}
         picked = st.dataframe(movers.drop(columns="row"), hide_index=True, width="stretch",
                               key="drift_movers", on_select="rerun", selection_mode="single-row",
-                              column_config={"moved": st.column_config.NumberColumn(format="%.3f")})
+                              column_config={"moved": st.column_config.NumberColumn(
+                                  format="%.3f", width="small"), **small})
         selected = getattr(getattr(picked, "selection", None), "rows", None) or []
         if selected:
             st.session_state[state.SELECTED_USER] = str(movers["user"].iloc[selected[0]])

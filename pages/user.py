@@ -86,10 +86,16 @@ def timeline_ui(recommender, user: str, metadata, dataset) -> list[str]:
     choices = ["event type"] + (["value"] if values is not None else [])
     if values is not None:
         frame["value"] = values
-    colour_by = st.radio("Timeline by", choices, horizontal=True, key="timeline_colour",
-                         index=len(choices) - 1 if frame["event"].nunique() == 1 else 0,
-                         help="Event type, or the value (rating) each event carries in the log.")
-    st.plotly_chart(charts.user_timeline(frame, "value" if colour_by == "value" else "event"),
+    colour_by = "event type"
+    if len(choices) > 1:
+        colour_by = st.radio("Timeline by", choices, horizontal=True, key="timeline_colour",
+                             index=len(choices) - 1 if frame["event"].nunique() == 1 else 0,
+                             help="Event type, or the value (rating) each event carries in the log.")
+    recent = labels_for(items[::-1][:8], metadata)
+    st.markdown("**Most recent:** " + " · ".join(escape_markdown(t) for t in recent))
+    # titles beside the points when they fit; the list above and the table below always have them
+    st.plotly_chart(charts.user_timeline(frame, "value" if colour_by == "value" else "event",
+                                         labels_up_to=20 if len(frame) <= 20 else 0),
                     width="stretch", key="timeline")
     with st.expander(f"All {len(frame):,} events"):
         st.dataframe(frame.rename(columns={"label": "item (title)"}).drop(columns="item"),

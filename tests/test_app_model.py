@@ -64,6 +64,7 @@ def test_train_then_open_a_user(app, small_log):
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
     assert any("Model:" in t and "trained in this session" in t for t in texts(at.sidebar.success))
+    assert not any("none yet" in t for t in texts(at.sidebar.info))  # one model box, not two
     # the loss curves and the validation curves are drawn
     assert len(at.get("plotly_chart")) >= 2
 

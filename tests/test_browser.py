@@ -258,3 +258,93 @@ def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
     page.get_by_text("Training stopped: stopped by you").wait_for(timeout=120_000)
     assert page.get_by_text("Training finished").count() == 0
     shot(page, "10-stopped-after-reload")
+
+
+def grid_text(page, index: int = 0) -> str:
+    """The text of the visible cells of the index-th visible table (Glide's accessible grid)."""
+    return page.locator("[data-testid=stDataFrame]:visible").nth(index).locator(
+        "table").inner_text()
+
+
+def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
+    """What-if with no edit (no change) and with one (a change); UMAP run and re-run; user
+    attributes attached after the map; drift between two dates."""
+    from seqvae.sample import generate
+
+    sample = generate(n_users=120, n_items=60, seed=4)
+    log, users = tmp_path / "shop.csv", tmp_path / "segments.csv"
+    sample.events.to_csv(log, index=False)
+    sample.segments.to_csv(users, index=False)
+    page.goto(server)
+    page.get_by_role("heading", name="Data").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(log))
+    page.get_by_text("Summary of shop.csv").wait_for()
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("heading", name="Train").wait_for()
+    epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
+    epochs.fill("2")
+    epochs.press("Enter")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Training finished").wait_for(timeout=240_000)
+
+    # What-if: unedited, nothing is new; with an added item, the list changes
+    page.get_by_role("link", name="User").click()
+    page.get_by_role("heading", name="User", exact=True).wait_for()
+    page.get_by_role("tab", name="What if").click()
+    page.get_by_text("No edit yet").wait_for()
+    unedited = grid_text(page)
+    print("what-if unedited:", unedited[:300])
+    assert "new" not in unedited.split() and "up" not in unedited.split()
+    shot(page, "11-what-if-unedited")
+    page.get_by_label("Add at the end").click()
+    page.get_by_role("option").nth(3).click()
+    page.keyboard.press("Escape")
+    page.wait_for_function("!document.body.innerText.includes('No edit yet')")
+    page.wait_for_timeout(1500)
+    edited = grid_text(page)
+    print("what-if edited:", edited[:300])
+    assert edited != unedited
+    shot(page, "12-what-if-edited")
+
+    # the latent page: UMAP on request, then again with other parameters (the first kept)
+    page.get_by_role("link", name="Latent space").click()
+    page.get_by_role("heading", name="Latent space").wait_for()
+    map_ready(page)
+    page.get_by_text("UMAP", exact=True).click()
+    page.get_by_role("button", name="Run UMAP").click()
+    page.get_by_text("UMAP done in").wait_for(timeout=180_000)
+    page.get_by_text("UMAP with neighbours 15, min. distance 0.1").wait_for()
+    slider = page.get_by_role("slider", name="UMAP neighbours")
+    slider.focus()
+    slider.press("ArrowLeft")
+    page.get_by_role("button", name="Run UMAP").click()
+    page.get_by_text("UMAP with neighbours 10, min. distance 0.1; also computed: 15/0.1").wait_for(
+        timeout=180_000)
+    shot(page, "13-umap-rerun")
+
+    # user attributes attached after the map was drawn reach it
+    page.get_by_role("link", name="Data").click()
+    page.get_by_text("Optional: item titles and user attributes").click()
+    page.locator("input[type=file]").nth(2).set_input_files(str(users))
+    page.get_by_text("users: 1 attribute columns").wait_for()
+    page.get_by_role("link", name="Latent space").click()
+    page.get_by_role("heading", name="Latent space").wait_for()
+    page.get_by_label("Colour by").click()
+    page.get_by_role("option", name="segment").click()
+    segments = sorted(set(sample.segments["segment"]))
+    # the map's legend now lists the attribute's values
+    page.wait_for_function(
+        "names => { const l = document.querySelector('.js-plotly-plot .legend');"
+        " return l && names.every(n => l.textContent.includes(n)); }", arg=segments)
+    shot(page, "14-side-file-after-map")
+
+    # drift: every user as of two dates
+    page.get_by_role("button", name="Show the drift").click()
+    page.get_by_text("Users who moved most (select a row").wait_for(timeout=120_000)
+    page.get_by_text("Where they moved to").wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    page.wait_for_timeout(1000)
+    # the page scrolls inside Streamlit's main container: bring the drift to the top of the shot
+    page.get_by_role("heading", name="Drift over time").evaluate("h => h.scrollIntoView()")
+    page.wait_for_timeout(500)
+    shot(page, "15-drift")

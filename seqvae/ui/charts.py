@@ -143,7 +143,8 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
     too). The titles of the last `labels_up_to` events are written beside their points."""
     fig = go.Figure()
     short = frame["label"].astype(str).str.slice(0, 24)
-    text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "")
+    text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "") if labels_up_to \
+        else pd.Series("", index=frame.index)
     positions = np.where(np.arange(len(frame)) % 2 == 0, "top center", "bottom center")
     if colour_by == "value" and "value" in frame.columns:
         fig.add_trace(go.Scatter(
