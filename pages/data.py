@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from seqvae.errors import LogFormatError
-from seqvae.logs import DROP_REASONS, IngestOptions, read_metadata
+from seqvae.logs import DROP_REASONS, IngestOptions, key_column, preview_table, read_metadata
 from seqvae.ui import charts, state
 from seqvae.ui.loading import load_dataset, load_sample
 from seqvae.ui.text import escape_markdown
@@ -170,25 +170,53 @@ def options_ui() -> None:
         st.rerun()
 
 
+SIDE_HEADER = {"detect": None, "yes": True, "no": False}
+
+
+def side_table_ui(current: state.Dataset, kind: str, label: str) -> None:
+    """One side file: its upload, how it is read (header, key and title columns, with a
+    preview), and the table it gives, kept on the dataset."""
+    upload = st.file_uploader(label, key=f"{kind}s_upload")
+    if upload is None:
+        return
+    data = upload.getvalue()
+    header = SIDE_HEADER[st.radio("Header line", list(SIDE_HEADER), horizontal=True,
+                                  key=f"{kind}s_header",
+                                  help="MovieLens' u.item and u.user have none.")]
+    try:
+        preview = preview_table(data, header=header, name=upload.name)
+    except LogFormatError as exc:
+        st.error(escape_markdown(str(exc)))
+        return
+    columns = list(preview.columns)
+    left, right = st.columns(2)
+    key_col = left.selectbox(f"{kind.title()} id column", columns, key=f"{kind}s_key",
+                             index=columns.index(key_column(columns, kind)))
+    title_col = None
+    if kind == "item":
+        choices = ["(detect)", *[c for c in columns if c != key_col]]
+        picked = right.selectbox("Title column", choices, key="items_title")
+        title_col = None if picked == "(detect)" else picked
+    signature = (upload.file_id, header, key_col, title_col)
+    if st.session_state.get(f"{kind}s_read") != signature:
+        try:
+            table = read_metadata(data, key=kind, key_col=key_col, title_col=title_col,
+                                  header=header, name=upload.name)
+        except LogFormatError as exc:
+            st.error(escape_markdown(str(exc)))
+            return
+        setattr(current, f"{kind}s", table)
+        st.session_state[f"{kind}s_read"] = signature
+    st.dataframe(preview, hide_index=True, width="stretch", key=f"{kind}s_preview")
+
+
 def side_tables_ui(current: state.Dataset) -> None:
     with st.expander("Optional: item titles and user attributes"):
         left, right = st.columns(2)
         with left:
-            items = st.file_uploader("Item metadata (item id, title, category, …)",
-                                     key="items_upload")
-            if state.is_new_upload("items_upload", items):
-                try:
-                    current.items = read_metadata(items.getvalue(), key="item", name=items.name)
-                except LogFormatError as exc:
-                    st.error(escape_markdown(str(exc)))
+            side_table_ui(current, "item", "Item metadata (item id, title, category, …)")
         with right:
-            users = st.file_uploader("User attributes (user id, segment, age, …)",
-                                     key="users_upload")
-            if state.is_new_upload("users_upload", users):
-                try:
-                    current.users = read_metadata(users.getvalue(), key="user", name=users.name)
-                except LogFormatError as exc:
-                    st.error(escape_markdown(str(exc)))
+            side_table_ui(current, "user", "User attributes (user id, segment, age, …)")
         for label, table, known in (("items", current.items, current.log.frame["item"]),
                                     ("users", current.users, current.log.frame["user"])):
             if table is not None:

@@ -18,6 +18,7 @@ dictionary encoding of ids); only ragged files fall back to Python's ``csv`` mod
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -316,32 +317,85 @@ def read_metadata(
     *,
     key: Literal["item", "user"] = "item",
     key_col: str | None = None,
+    title_col: str | None = None,
+    header: bool | None = None,
     name: str | None = None,
     sep: str | None = None,
 ) -> pd.DataFrame:
     """Read a side table keyed by item (titles, categories) or by user (attributes, segments).
 
-    The key column is found from its name (as for logs) or given as `key_col`; it becomes the
-    index, as text, first row kept for a repeated key.
+    Read as logs are: format, encoding and delimiter sniffed, and the header detected from the
+    first rows unless `header` says (MovieLens' ``u.item`` and ``u.user`` have none: their
+    columns become ``column_1``, ``column_2``, …). The key column is found from its name (as for
+    logs), else it is the first column, or it is given as `key_col`; it becomes the index, as
+    text, first row kept for a repeated key. For items, the ``title`` column is `title_col`, or
+    a column named like a title, or the text column whose values are nearly all distinct names
+    (not numbers, dates or links); it is renamed ``title``.
 
     Raises:
-        LogFormatError: the table cannot be read or has no key column.
+        LogFormatError: the table cannot be read, has no key column, or a named column is missing.
     """
-    opts = IngestOptions(sep=sep, header=True)
+    opts = IngestOptions(sep=sep, header=header)
     raw = _load_raw(source, opts, name)
     table = raw.table
     names = list(table.column_names)
-    col = key_col or _find_by_name(names, key) or (names[0] if len(names) > 1 else None)
+    col = key_col or (key_column(names, key) if len(names) > 1 else None)
     if col is None or col not in names:
         raise LogFormatError(
             raw.name, f"no {key} column found in the {key} table", column=key_col,
             fix=f"name the {key} column (one of {', '.join(names)})",
         )
+    if title_col is not None and title_col not in names:
+        raise LogFormatError(raw.name, f"no column {title_col!r} in the {key} table",
+                             column=title_col, fix=f"choose one of {', '.join(names)}")
     frame = table.to_pandas()
     frame[col] = _arrow_to_text(table.column(col)).to_pandas()
     frame = frame.dropna(subset=[col]).drop_duplicates(subset=[col], keep="first").set_index(col)
     frame.index.name = key
+    if key == "item":
+        title = title_col or _title_column(frame)
+        if title is not None and title != "title":
+            frame = frame.drop(columns=["title"], errors="ignore").rename(columns={title: "title"})
     return frame
+
+
+def key_column(names: list[str], key: Literal["item", "user"]) -> str:
+    """The column of a side table that holds the item (or user) ids: by its name, else the
+    first."""
+    return _find_by_name(names, key) or names[0]
+
+
+def preview_table(source: Source, *, header: bool | None = None, name: str | None = None,
+                  sep: str | None = None, rows: int = 5) -> pd.DataFrame:
+    """The first `rows` rows of a side table as it would be read (every column, as text), to
+    choose its header, key and title columns from."""
+    raw = _load_raw(source, IngestOptions(sep=sep, header=header), name)
+    return raw.table.slice(0, rows).to_pandas().astype("string")
+
+
+_TITLE_NAMES = ("title", "name", "itemname", "productname", "movietitle", "itemtitle", "label")
+
+
+def _title_column(frame: pd.DataFrame) -> str | None:
+    """The column of an item table that holds the items' names, if one does."""
+    by_name = {_name_key(str(c)): c for c in frame.columns}
+    for candidate in _TITLE_NAMES:
+        if candidate in by_name:
+            return str(by_name[candidate])
+    best, best_share = None, 0.8
+    for column in frame.columns:
+        values = frame[column].dropna().astype(str).head(2000)
+        textual = (pd.api.types.is_object_dtype(frame[column])
+                   or pd.api.types.is_string_dtype(frame[column]))
+        if values.empty or not textual:
+            continue
+        texts = values[~values.map(_looks_numeric) & ~values.str.match(r"(?i)https?://|www\.")
+                       & ~values.str.fullmatch(r"[\d\s/.:-]+[A-Za-z]{0,3}[\d\s/.:-]*")]
+        share = len(texts) / len(values)
+        distinct = texts.nunique() / max(len(values), 1)
+        if share >= 0.9 and distinct > best_share and texts.str.len().median() >= 4:
+            best, best_share = str(column), distinct
+    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +632,7 @@ def _raw_from_jsonl(text: str, name: str, warnings: list[str], encoding: str) ->
 
 def _raw_from_sequence_lines(text: str, name: str, warnings: list[str], encoding: str) -> _Raw:
     """`user item1 item2 ...` per line (items in time order) -> one row per event."""
+    refuse_prose(_sample_lines(text), name)
     users: list[str] = []
     counts: list[int] = []
     items: list[str] = []
@@ -634,7 +689,10 @@ def _sniff_delimiter(lines: list[str]) -> tuple[str, float, int]:
     Returns ``(delimiter, consistency, modal field count)``.
     """
     best: tuple[float, int, str] | None = None
+    decimal_only = _commas_are_decimal(lines)
     for rank, sep in enumerate(_DELIMITERS):
+        if sep == "," and decimal_only:
+            continue
         counts = [len(row) for row in _split(lines, sep)]
         if not counts:
             continue
@@ -649,6 +707,20 @@ def _sniff_delimiter(lines: list[str]) -> tuple[str, float, int]:
     if best is None:
         return "", 0.0, 1
     return best[2], best[0], best[1]
+
+
+def _commas_are_decimal(lines: list[str]) -> bool:
+    """Every comma of the sample sits between two digits ("4,5") and another delimiter splits
+    every line alike into 2 or more fields: the commas are decimal marks, not the delimiter
+    (on a long `;` log with decimal commas, splitting at the commas is as consistent)."""
+    commas = sum(ln.count(",") for ln in lines)
+    if not commas or commas != sum(len(re.findall(r"(?<=\d),(?=\d)", ln)) for ln in lines):
+        return False
+    for sep in (s for s in _DELIMITERS if s != ","):
+        counts = {len(row) for row in _split(lines, sep)}
+        if len(counts) == 1 and counts.pop() >= 2:
+            return True
+    return False
 
 
 def _looks_numeric(value: str) -> bool:
@@ -708,6 +780,44 @@ class _DelimitedLayout:
     names: list[str]
     infer: set[str]  # columns whose types pyarrow may infer; the others are read as text
     details: dict[str, Any]
+    preamble: int = 0  # lines before the header or the first row (Excel's "sep=;" line)
+
+    @property
+    def skip(self) -> int:
+        """Lines to skip before the first data row."""
+        return self.preamble + int(self.header)
+
+
+# Excel writes "sep=;" as the first line of a CSV to name its delimiter
+_EXCEL_SEP = re.compile(r'\s*"?sep=(.)"?\s*', re.IGNORECASE)
+_MARKUP = re.compile(r"\s*<(?:!doctype|html|\?xml|head|body|!--|div|table|title)\b", re.IGNORECASE)
+
+
+_WORD_WITH_PUNCTUATION = re.compile(r"^[(\"'“]?[A-Za-zÀ-ÿ]+[.,;:!?)\"'”]$")
+
+
+def refuse_prose(lines: list[str], name: str) -> None:
+    """Running text (a README, a letter) read as one sequence per line is refused: its words
+    end in punctuation far more often than ids do."""
+    tokens = [t for ln in lines for t in ln.split()]
+    if len(tokens) >= 20 and sum(bool(_WORD_WITH_PUNCTUATION.match(t)) for t in tokens) \
+            > 0.1 * len(tokens):
+        raise LogFormatError(
+            name, "the file reads as running text, not a log (words and punctuation, no "
+            "columns of ids)", lines=[1],
+            fix="upload the log itself: one event per row (user, item, …) or one user per "
+            "line (`user item1 item2 …`)")
+
+
+def refuse_markup(lines: list[str], name: str) -> None:
+    """A web page or XML saved as the log (an error page instead of the export) is refused."""
+    tagged = sum(ln.lstrip().startswith("<") for ln in lines)
+    if lines and (_MARKUP.match(lines[0]) or tagged > 0.5 * len(lines)):
+        raise LogFormatError(
+            name, "the file is markup (HTML or XML), not a log — often an error page or a "
+            "login page saved instead of the export", lines=[1],
+            fix="download the log again and check that it opens as a table (CSV, TSV), JSON "
+            "lines or Parquet")
 
 
 def _raw_from_delimited(
@@ -717,7 +827,7 @@ def _raw_from_delimited(
     layout = _delimited_layout(text, name, options, warnings, encoding)
     if layout is None:
         return _raw_from_sequence_lines(text, name, warnings, encoding)
-    table, lines_arr, ragged = _parse_delimited(text, layout.sep, layout.names, layout.header,
+    table, lines_arr, ragged = _parse_delimited(text, layout.sep, layout.names, layout.skip,
                                                 layout.infer, name, utf8)
     if ragged:
         warnings.append(ragged)
@@ -734,6 +844,17 @@ def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: li
     lines = _sample_lines(text)
     if not lines:
         raise LogFormatError(name, "the file is empty", fix="upload a log with one event per row")
+    refuse_markup(lines, name)
+    preamble = 0
+    excel = _EXCEL_SEP.fullmatch(lines[0])
+    if excel:
+        preamble = 1
+        lines = lines[1:]
+        if not lines:
+            raise LogFormatError(name, "the file has only Excel's delimiter line (sep=…)",
+                                 lines=[1], fix="export the rows of the log too")
+        if not options.sep:
+            options = dataclasses.replace(options, sep=excel.group(1))
     if options.sep:
         sep = options.sep
         rows = _split(lines, sep)
@@ -750,6 +871,8 @@ def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: li
                 "delimiter is unusual",
             )
         rows = _split(lines, sep)
+        if consistency < 0.9:  # rows of unequal length: is it a table at all?
+            refuse_prose(lines, name)
         if sep == " " and consistency < 0.6 and options.format == "auto":
             distinct = len({len(r) for r in rows})
             header_like = _detect_header(rows)
@@ -773,7 +896,7 @@ def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: li
         names = _unique_names(header_names)
     else:
         names = [f"column_{i + 1}" for i in range(n_fields)]
-    if header and len(rows) == 1 and len(_sample_lines(text[len(lines[0]) + 1:])) == 0:
+    if header and len(rows) == 1 and len(lines) == 1 and len(text.strip().splitlines()) <= 1 + preamble:
         raise LogFormatError(name, "the file has a header line and no data rows", lines=[1],
                              fix="export the rows of the log too")
     decimal = "," if _decimal_comma(rows[1:] if header else rows, sep) else "."
@@ -782,6 +905,8 @@ def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: li
         "delimiter": _DELIMITER_NAMES.get(sep, sep),
         "header": bool(header),
     }
+    if preamble:
+        details["excel_sep_line"] = True
     if decimal == ",":
         details["decimal"] = "comma"
         warnings.append("numbers use a decimal comma (e.g. 4,5); read as decimals")
@@ -794,14 +919,15 @@ def _delimited_layout(text: str, name: str, options: IngestOptions, warnings: li
         if decimal == "." and not any(
             len(r) > j and leading_zero.match(r[j].strip()) for r in data_rows)
     }
-    return _DelimitedLayout(sep, bool(header), names, infer, details)
+    return _DelimitedLayout(sep, bool(header), names, infer, details, preamble)
 
 
 def _parse_delimited(
-    text: str, sep: str, names: list[str], header: bool, infer: set[str], name: str,
+    text: str, sep: str, names: list[str], skip: int, infer: set[str], name: str,
     utf8: bytes | None = None,
 ) -> tuple[pa.Table, np.ndarray, str]:
-    """Parse the whole text. Fast path: pyarrow; ragged or blank-line files: Python's csv.
+    """Parse the whole text after its first `skip` lines (a header, Excel's "sep=" line). Fast
+    path: pyarrow; ragged or blank-line files: Python's csv.
 
     Columns in `infer` get pyarrow's type inference (numbers, timestamps); the others are read as
     text, which keeps ids such as "007" intact.
@@ -821,7 +947,7 @@ def _parse_delimited(
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=1 if header else 0, block_size=1 << 24
+                column_names=names, skip_rows=skip, block_size=1 << 24
             ),
             parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
@@ -844,13 +970,13 @@ def _parse_delimited(
             except pa.ArrowInvalid:
                 invalid.append(-1)
         if table is not None and not invalid:
-            start = 2 if header else 1
+            start = 1 + skip
             return table, np.arange(start, start + table.num_rows, dtype=np.int64), ""
-    return _parse_delimited_slow(text, sep, names, header, name)
+    return _parse_delimited_slow(text, sep, names, skip, name)
 
 
 def _parse_delimited_slow(
-    text: str, sep: str, names: list[str], header: bool, name: str
+    text: str, sep: str, names: list[str], skip: int, name: str
 ) -> tuple[pa.Table, np.ndarray, str]:
     n = len(names)
     columns: list[list[str | None]] = [[] for _ in range(n)]
@@ -866,12 +992,12 @@ def _parse_delimited_slow(
         for row in reader:
             yield reader.line_num, row  # the line the record ends on
 
-    skip_first = header
+    to_skip = skip
     for line_no, row in numbered_rows():
         if not row or all(not c.strip() for c in row):
             continue
-        if skip_first:
-            skip_first = False
+        if to_skip:
+            to_skip -= 1
             continue
         if len(row) < n:
             short.append(line_no)
@@ -1170,6 +1296,33 @@ def _parse_timestamps(
     return micros, description
 
 
+# timestamps outside [1990-01-01, a year from now] are almost always a wrong unit or a
+# placeholder (0, 9999-12-31): loaded, but said, with their lines
+PLAUSIBLE_FROM_MICROS = 631_152_000 * 1_000_000  # 1990-01-01T00:00:00Z
+PLAUSIBLE_AHEAD_MICROS = 366 * 86_400 * 1_000_000
+
+
+def implausible_times(micros: np.ndarray, median: float | None = None,
+                      now_micros: float | None = None) -> np.ndarray:
+    """Mask of the parsed timestamps (epoch µs, NaN missing) before 1990 or more than a year
+    ahead of `now_micros` (default: the clock). A log whose times are mostly small numbers
+    (positions, not dates; warned as such when parsed) has none: `median` is the log's median
+    time (default: that of `micros`; the store passes its first piece's)."""
+    finite = np.isfinite(micros)
+    if median is None:
+        median = float(np.median(micros[finite])) if finite.any() else 0.0
+    if not finite.any() or median < PLAUSIBLE_FROM_MICROS:
+        return np.zeros(micros.shape, dtype=bool)
+    now = now_micros if now_micros is not None else pd.Timestamp.now("UTC").value / 1000
+    with np.errstate(invalid="ignore"):
+        return finite & ((micros < PLAUSIBLE_FROM_MICROS) | (micros > now + PLAUSIBLE_AHEAD_MICROS))
+
+
+def implausible_warning(column: str, count: int, lines: Iterable[int]) -> str:
+    return (f"{count:,} timestamps in {column!r} are before 1990 or more than a year ahead (lines "
+            f"{', '.join(map(str, lines))}): kept, but check the time column and its unit")
+
+
 def _micros_to_datetime(micros: np.ndarray) -> pd.DatetimeIndex:
     """Epoch microseconds (float64, NaN = missing) -> tz-aware UTC datetimes, without parsing."""
     missing = np.isnan(micros)
@@ -1329,6 +1482,9 @@ def _build_event_log(raw: _Raw, options: IngestOptions) -> tuple[EventLog, Inges
         col = roles["timestamp"]
         micros, unit = _parse_timestamps(table.column(col), options, col, raw.warnings)
         report.details["timestamp"] = unit
+        odd = implausible_times(micros) & keep
+        if odd.any():
+            report.warnings.append(implausible_warning(col, int(odd.sum()), _first_lines(odd, lines)))
         source_present = ~_is_missing(table.column(col))
         bad = source_present & np.isnan(micros) & keep
         considered = int((source_present & keep).sum())

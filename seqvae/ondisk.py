@@ -67,6 +67,8 @@ from seqvae.logs import (
     _unique_names,
     detect_roles,
     fill_within_users,
+    implausible_times,
+    implausible_warning,
     stable_argsort_ids,
     time_order,
 )
@@ -285,7 +287,7 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
         malformed.reset()
         types: dict[str, pa.DataType] = {
             n: pa.string() for n in layout.names if all_text or n not in layout.infer}
-        line = 2 if layout.header else 1
+        line = 1 + layout.skip
         first = True
         with pa.input_stream(str(path), compression=compression) as stream:
             rest = b""
@@ -306,7 +308,7 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
                 table = pacsv.read_csv(
                     io.BytesIO(piece),
                     read_options=pacsv.ReadOptions(
-                        column_names=layout.names, skip_rows=1 if layout.header and first else 0,
+                        column_names=layout.names, skip_rows=layout.skip if first else 0,
                         block_size=max(1 << 20, min(sizes.chunk_bytes // 4, 16 << 20)),
                         encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding),
                     parse_options=pacsv.ParseOptions(delimiter=layout.sep,
@@ -429,6 +431,9 @@ class _ReadState:
     considered_timestamps: int = 0
     bad_timestamps: int = 0
     bad_timestamp_lines: tuple[int, ...] = ()
+    implausible_timestamps: int = 0
+    implausible_lines: tuple[int, ...] = ()
+    median_micros: float | None = None  # of the first piece: positions, not dates, if small
     missing_timestamps: int = 0
     bad_values: int = 0
     value_sum: float = 0.0
@@ -647,6 +652,13 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
             report.details["timestamp"] = kind
             if kind.startswith("epoch "):
                 state.timestamp_unit = kind.split()[1]
+        if state.median_micros is None and np.isfinite(micros).any():
+            state.median_micros = float(np.nanmedian(micros))
+        odd = implausible_times(micros, median=state.median_micros or 0.0) & keep
+        if odd.any():
+            state.implausible_timestamps += int(odd.sum())
+            if len(state.implausible_lines) < 5:
+                state.implausible_lines += tuple(_first_lines(odd, lines))
         present = ~_is_missing(table.column(col))
         bad = present & np.isnan(micros) & keep
         state.considered_timestamps += int((present & keep).sum())
@@ -718,6 +730,9 @@ def _finish_read(state: _ReadState, report: IngestReport, options: IngestOptions
             column=roles["timestamp"], lines=list(state.bad_timestamp_lines[:5]),
             fix="use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/milliseconds, or map "
             "the timestamp to no column (--timestamp-col '') to use file order")
+    if state.implausible_timestamps:
+        report.warnings.append(implausible_warning(
+            str(roles["timestamp"]), state.implausible_timestamps, state.implausible_lines[:5]))
     if bad:
         report.warnings.append(f"{bad:,} timestamps in {roles['timestamp']!r} could not be read "
                                f"(lines {', '.join(map(str, state.bad_timestamp_lines[:5]))}); "

@@ -164,3 +164,41 @@ def test_removing_a_file_that_failed_clears_its_message(app):
     at.run()
     assert not at.exception
     assert not at.error, texts(at.error)
+
+
+def test_side_files_without_a_header_with_the_readers_choices(app):
+    from seqvae.ui import state
+
+    at = app.run()
+    log = "user|item|rating\n" + "".join(f"{u}|{i}|{(u + i) % 5 + 1}\n" for u in range(1, 4)
+                                         for i in range(1, 4))
+    at.file_uploader(key="log_upload").upload("u.data", log.encode(), "text/plain")
+    at.run()
+    u_user = b"1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n"
+    at.file_uploader(key="users_upload").upload("u.user", u_user, "text/plain")
+    at.run()
+    assert not at.exception, at.exception
+    users = at.session_state[state.DATASET].users
+    assert list(users.index) == ["1", "2", "3"]  # no header: the first row is a user
+    assert users.loc["3", "column_4"] == "writer"
+    assert any("known for 3 of 3 users" in t for t in texts(at.caption))
+    preview = next(d.value for d in at.dataframe if "column_1" in d.value.columns)
+    assert len(preview) == 3
+    # the analyst says the file has a header after all: re-read, the first row becomes names
+    at.radio(key="users_header").set_value("yes").run()
+    users = at.session_state[state.DATASET].users
+    assert list(users.index) == ["2", "3"] and "technician" in users.columns
+    # the key column is the analyst's to choose
+    at.radio(key="users_header").set_value("no").run()
+    at.selectbox(key="users_key").set_value("column_4").run()
+    assert list(at.session_state[state.DATASET].users.index) == ["technician", "other", "writer"]
+    # items: the title column detected, or chosen
+    u_item = ("1|Toy Story (1995)|01-Jan-1995\n2|GoldenEye (1995)|01-Jan-1995\n"
+              "3|Four Rooms (1995)|01-Jan-1995\n").encode("latin-1")
+    at.file_uploader(key="items_upload").upload("u.item", u_item, "text/plain")
+    at.run()
+    items = at.session_state[state.DATASET].items
+    assert items.loc["2", "title"] == "GoldenEye (1995)"
+    at.selectbox(key="items_title").set_value("column_3").run()
+    assert at.session_state[state.DATASET].items.loc["2", "title"] == "01-Jan-1995"
+    assert not at.exception

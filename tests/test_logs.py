@@ -325,3 +325,87 @@ def test_amazon_beauty_sequence_lines():
 def test_file_object_upload():
     log, _ = read_log(io.BytesIO(b"user,item\n1,2\n1,3\n"), name="upload.csv")
     assert log.n_events == 2
+
+
+# ---- inputs a new user tried (issue: one ingest engine) ---------------------------------------
+
+
+def test_a_long_semicolon_log_with_decimal_commas_and_unknown_names():
+    # with many rows, splitting at the decimal commas is as consistent as at the semicolons;
+    # the commas sit only between digits, so they are decimal marks
+    rng = np.random.default_rng(0)
+    rows = [f"u{rng.integers(50)};a{rng.integers(80)};{rng.integers(1, 5)},{rng.choice([0, 5])}"
+            for _ in range(400)]
+    log, report = read("utilisateur;article;note\n" + "\n".join(rows) + "\n")
+    assert report.details["delimiter"] == "semicolon" and report.details["decimal"] == "comma"
+    assert report.columns["user"] == "utilisateur" and report.columns["item"] == "article"
+    assert log.n_users <= 50 and set(np.unique(log.frame["value"] % 0.5)) == {0.0}
+    # a comma log whose numbers are all integers is still a comma log
+    plain, plain_report = read("1,2,5\n3,4,1\n5,6,2\n")
+    assert plain_report.details["delimiter"] == "comma" and plain.n_events == 3
+
+
+@pytest.mark.parametrize("page", [
+    "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body>x</body></html>\n",
+    "<html>\n<body>\n<h1>Sign in</h1>\n</body>\n</html>\n",
+    '<?xml version="1.0"?>\n<Error><Code>AccessDenied</Code></Error>\n',
+])
+def test_markup_saved_as_a_log_is_refused(page):
+    with pytest.raises(LogFormatError, match="markup"):
+        read(page, name="export.csv")
+
+
+def test_excel_sep_line_names_the_delimiter_and_is_not_data():
+    log, report = read("sep=;\nuser;item;timestamp\nu1;i1;1700000000\nu1;i2;1700000100\n"
+                       "u2;i1;1700000200\n")
+    assert report.details["delimiter"] == "semicolon" and report.details["excel_sep_line"]
+    assert log.n_events == 3 and not report.warnings
+    assert log.frame["line"].tolist() == [3, 4, 5]  # line numbers count the sep= line
+    with pytest.raises(LogFormatError, match="only Excel's delimiter line"):
+        read("sep=,\n")
+
+
+def test_timestamps_far_from_plausible_are_kept_and_said_with_lines():
+    log, report = read("user,item,timestamp\nu1,i1,1700000000\nu1,i2,100\nu2,i1,4102444800\n"
+                       "u2,i2,1700000300\n")
+    assert log.n_events == 4
+    (warning,) = [w for w in report.warnings if "before 1990" in w]
+    assert "2 timestamps" in warning and "lines 3, 4" in warning
+    # a log of small numbers (positions) has its own warning, not this one
+    _, positions = read("user,item,timestamp\nu1,i1,1\nu1,i2,2\nu2,i1,3\n")
+    assert not any("before 1990" in w for w in positions.warnings)
+
+
+def test_side_files_without_a_header_are_read_as_such():
+    # MovieLens' u.item: '|', Latin-1, no header, title in the second column
+    u_item = ("1|Toy Story (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Toy|0|1\n"
+              "2|GoldenEye (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Golden|1|0\n"
+              "3|Café Society (1995)|01-Jan-1995||http://us.imdb.com/M/title-exact?Cafe|0|0\n"
+              ).encode("latin-1")
+    items = read_metadata(u_item, key="item", name="u.item")
+    assert list(items.index) == ["1", "2", "3"]  # the first row is data, not a header
+    assert items.loc["3", "title"] == "Café Society (1995)"
+    # MovieLens' u.user: no header, the key first
+    users = read_metadata(b"1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n",
+                          key="user", name="u.user")
+    assert list(users.index) == ["1", "2", "3"] and users.loc["2", "column_4"] == "other"
+    # the reader's choices: header yes/no, the key and the title columns
+    forced = read_metadata(b"1|24|M\n2|53|F\n", key="user", header=True)
+    assert list(forced.index) == ["2"]
+    by_title = read_metadata(u_item, key="item", key_col="column_2", title_col="column_3")
+    assert "Toy Story (1995)" in by_title.index and by_title["title"].iloc[0] == "01-Jan-1995"
+    with pytest.raises(LogFormatError, match="no column 'nope'"):
+        read_metadata(u_item, key="item", title_col="nope")
+    named = read_metadata(b"item_id,product_name,price\nP1,Kettle,10\nP2,Lamp,12\n", key="item")
+    assert named.loc["P2", "title"] == "Lamp" and "product_name" not in named.columns
+
+
+def test_running_text_is_not_read_as_sequences():
+    letter = ("Dear team, please find the export attached. It holds last month's orders,\n"
+              "as you asked. Let me know if anything is missing; the totals match the report.\n"
+              "Best regards, and thanks again for the quick turnaround on this request.\n")
+    with pytest.raises(LogFormatError, match="running text"):
+        read(letter, name="notes.txt")
+    # Beauty-style sequences (ids only) still read
+    log, _ = read("1 10 11 12\n2 10 13\n3 11 12 14 15\n", name="seqs.txt")
+    assert log.n_users == 3

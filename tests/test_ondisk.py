@@ -207,3 +207,16 @@ def test_encodings_compression_and_parts_are_handled_or_refused_clearly(tmp_path
     store, report = build_store(ragged, tmp_path / "s-ragged")
     assert report.dropped == {"malformed": 1} and report.balanced
     assert store.n_events == 100
+
+
+def test_both_readers_warn_alike_about_implausible_times_and_honour_excel_sep(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("sep=;\nuser;item;timestamp\nu1;i1;1700000000\nu1;i2;100\nu2;i1;4102444800\n"
+                    "u2;i2;1700000300\nu3;i1;1700000400\nu3;i3;1700000500\n")
+    memory, report = in_memory(path, IngestOptions(), SequenceOptions())
+    store, store_report = build_store(path, tmp_path / "store", IngestOptions(), SequenceOptions(),
+                                      sizes=TINY)
+    assert_same(memory, store.sequences())
+    odd = [w for w in report.warnings if "before 1990" in w]
+    assert odd and odd == [w for w in store_report.warnings if "before 1990" in w]
+    assert "lines 4, 5" in odd[0]
