@@ -179,9 +179,20 @@ def cluster_users(vectors: np.ndarray, k: int = 6, method: str = "kmeans",
     raise ValueError(f"`method` should be 'kmeans' or 'hdbscan'. Received: {method!r}")
 
 
+def item_reach(sequences: Sequences, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (user, item) pairs of `sequences` as ``(pair_user, pair_item)`` and, per
+    item, the number of users who had it."""
+    keep = sequences.items > OOV
+    pairs = np.unique(sequences.user_of_event[keep].astype(np.int64) * n_items
+                      + sequences.items[keep])
+    pair_user, pair_item = pairs // n_items, pairs % n_items
+    return pair_user, pair_item, np.bincount(pair_item, minlength=n_items)
+
+
 def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, event_vocab: Any,
-                 top: int = 10, min_users: int | None = None,
-                 prior_users: float = 20.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 top: int = 10, min_users: int | None = None, prior_users: float = 20.0,
+                 reach: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """What sets the users at `members` (row indices or a boolean mask) apart.
 
     For each item: the share of the cohort's users who interacted with it, the share of all
@@ -191,7 +202,8 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     3 of 10 users touched no longer outranks one that 300 of 1,000 did. Items reached by fewer than
     `min_users` of the cohort (default: 5, or 2% of the cohort when that is more; never more
     than the cohort) are left out. For event types: the share of the cohort's events against all
-    events. Returns ``(items, events)``, highest lift first.
+    events. Returns ``(items, events)``, highest lift first. `reach`: `item_reach` of the same
+    sequences, when several cohorts of them are characterised.
     """
     mask = np.zeros(sequences.n_users, dtype=bool)
     mask[np.asarray(members)] = True
@@ -199,10 +211,8 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     if min_users is None:
         min_users = max(5, int(np.ceil(0.02 * n_in)))
     user = sequences.user_of_event
-    keep = sequences.items > OOV
-    pairs = np.unique(user[keep].astype(np.int64) * item_vocab.size + sequences.items[keep])
-    pair_user, pair_item = pairs // item_vocab.size, pairs % item_vocab.size
-    all_users = np.bincount(pair_item, minlength=item_vocab.size)
+    pair_user, pair_item, all_users = reach if reach is not None else item_reach(
+        sequences, item_vocab.size)
     in_users = np.bincount(pair_item[mask[pair_user]], minlength=item_vocab.size)
     share_in = in_users / max(n_in, 1)
     share_all = all_users / max(n_all, 1)
@@ -283,12 +293,13 @@ def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, eve
     their categories when the item metadata has a ``category`` column and one category
     dominates them."""
     names = {}
+    reach = item_reach(sequences, item_vocab.size)
     for label in np.unique(labels):
         if label < 0:
             names[int(label)] = "noise"
             continue
         top, _ = characterise(sequences, np.flatnonzero(labels == label), item_vocab,
-                              event_vocab, top=max(n, 5))
+                              event_vocab, top=max(n, 5), reach=reach)
         shown = [str(i) for i in top["item"].head(n)]
         if items is not None and "title" in items.columns:
             titles = items["title"].reindex(shown)

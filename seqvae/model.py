@@ -405,6 +405,15 @@ class SeqVAE(_LossTracking, keras.Model):
         out = {"mean": mean, "log_var": log_var, "mask": mask}
         if "negatives" in inputs:
             out["decoded"] = self.decoder(z)
+        elif training and "targets" in inputs and inputs["targets"].shape[-1] == 1:
+            # training on the next item: the softmax over the catalogue (most of a step's cost)
+            # only at the steps that have a target, not at the padding
+            targets = inputs["targets"][..., 0]
+            real = ops.nonzero(ops.reshape(ops.logical_and(mask, ops.not_equal(targets, 0)),
+                                           (-1,)))[0]
+            flat = ops.take(ops.reshape(z, (-1, ops.shape(z)[-1])), real, axis=0)
+            out["step_logits"] = self.decode(flat, training=training)
+            out["step_targets"] = ops.take(ops.reshape(targets, (-1,)), real)
         else:
             out["logits"] = self.decode(z, training=training)
         return out
@@ -440,6 +449,16 @@ class SeqVAE(_LossTracking, keras.Model):
         targets = x["targets"]  # (B, L, K)
         target_mask = ops.cast(ops.not_equal(targets, 0), "float32")
         n_targets = ops.sum(target_mask, axis=-1)
+        step_kl = gaussian_kl(y_pred["mean"], y_pred["log_var"])
+        step_mask = ops.cast(y_pred["mask"], "float32") * ops.cast(n_targets > 0, "float32")
+        if "n_steps" in x:
+            n_steps = ops.maximum(ops.cast(x["n_steps"], "float32"), 1.0)
+        else:
+            n_steps = ops.maximum(ops.sum(step_mask), 1.0)
+        if "step_logits" in y_pred:  # scored at the real steps only (see `call`)
+            reconstruction = ops.sum(ops.sparse_categorical_crossentropy(
+                y_pred["step_targets"], y_pred["step_logits"], from_logits=True)) / n_steps
+            return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
         if "decoded" in y_pred:
             step_nll = self.sampled_nll(x, y_pred["decoded"])
         elif targets.shape[-1] == 1:  # the fused sparse softmax cross-entropy
@@ -450,14 +469,10 @@ class SeqVAE(_LossTracking, keras.Model):
             log_probs = ops.log_softmax(logits, axis=-1)
             picked = ops.take_along_axis(log_probs, targets, axis=-1)  # (B, L, K)
             step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
-        step_kl = gaussian_kl(y_pred["mean"], y_pred["log_var"])
-        step_mask = ops.cast(y_pred["mask"], "float32") * ops.cast(n_targets > 0, "float32")
-        if "n_steps" in x:
-            n_steps = ops.maximum(ops.cast(x["n_steps"], "float32"), 1.0)
-        else:
-            n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
-        kl = ops.sum(step_kl * step_mask) / n_steps
+        return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
+
+    def _combine(self, reconstruction: Any, kl: Any) -> tuple[Any, Any, Any]:
         total = reconstruction + self.beta * kl if self.variational else reconstruction
         if self.losses:
             total = total + ops.sum(self.losses)

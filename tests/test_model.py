@@ -126,8 +126,8 @@ def test_the_twin_never_samples_and_adds_no_kl():
     twin.build_for_inputs()
     twin.beta.assign(1.0)
     batch = {**inputs([[2, 3, 4]]), "targets": np.array([[[3], [4], [5]]], "int32")}
-    a = np.asarray(twin(batch, training=True)["logits"])
-    b = np.asarray(twin(batch, training=False)["logits"])
+    a = np.asarray(twin(batch, training=True)["step_logits"])  # the 3 real steps
+    b = np.asarray(twin(batch, training=False)["logits"])[0]
     np.testing.assert_allclose(a, b, atol=1e-6)  # z = μ in training too
     total, reconstruction, kl = twin.loss_terms(batch, twin(batch, training=True))
     assert float(kl) > 0 and float(total) == pytest.approx(float(reconstruction))
@@ -158,3 +158,24 @@ def test_encoder_is_checked():
         SeqVAE(n_items=5, n_events=3, n_gaps=4, encoder="transformer")
     with pytest.raises(ValueError, match="`n_heads`"):
         SeqVAE(n_items=5, n_events=3, n_gaps=4, embed_dim=8, n_heads=3)
+
+
+@pytest.mark.parametrize("variational", [True, False])
+def test_training_scores_only_real_steps_and_loses_nothing(variational):
+    # in training the softmax runs at the steps that have a target only; without dropout and
+    # with the same noise, the loss is the one taken over the full (B, L, V) logits
+    net = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
+                 dropout=0.0, variational=variational, max_len=8)
+    net.build_for_inputs()
+    net.beta.assign(0.5)
+    batch = {**inputs([[2, 3, 4, 5], [6, 7, 0, 0]]),
+             "targets": np.array([[[3], [4], [5], [0]], [[7], [8], [0], [0]]], "int32"),
+             "noise": np.random.default_rng(1).standard_normal((2, 4, 4)).astype("float32")}
+    trained = net(batch, training=True)
+    assert "logits" not in trained and tuple(trained["step_logits"].shape) == (5, 12)
+    assert np.asarray(trained["step_targets"]).tolist() == [3, 4, 5, 7, 8]
+    # the same computation with every step scored: the full logits, masked in the loss
+    mean, log_var, z, mask = net.encode_steps(batch, training=True)
+    full = {"mean": mean, "log_var": log_var, "mask": mask, "logits": net.decode(z)}
+    for got, want in zip(net.loss_terms(batch, trained), net.loss_terms(batch, full), strict=True):
+        assert float(got) == pytest.approx(float(want), rel=1e-5)

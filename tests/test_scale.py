@@ -31,10 +31,12 @@ def train_command(log, out, *extra: str) -> list[str]:
             "--dropout", "0", "--batch-size", "64", "--json", "--quiet", *extra]
 
 
-@pytest.mark.xfail(reason="known regression with the tied item embeddings (format 2): after one "
-                   "epoch two workers' item table differs from one process's by ~4% (loss by "
-                   "~5e-4 relative) on both encoders; the GRU with untied output vectors agreed "
-                   "to 1e-6. Open in issue 12's notes; training under multi-worker still runs.",
+@pytest.mark.xfail(reason="known regression with the tied item embeddings (format 2): since the "
+                   "gradients reach Adam dense, after one epoch the loss agrees to 1.4e-5 "
+                   "relative (was 5e-4) and the item table to 0.24% (was ~4%), but other "
+                   "weights still differ (one variable by ~74% relative); the GRU with untied "
+                   "output vectors agreed to 1e-6. Open in issue 12's notes; training under "
+                   "multi-worker still runs.",
                    strict=False)
 def test_two_workers_train_as_one_process_with_the_same_global_batch(sample_events, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -59,8 +61,9 @@ def test_two_workers_train_as_one_process_with_the_same_global_batch(sample_even
     loss_two = two.training_history_.epochs[0].loss
     loss_one = one.training_history_.epochs[0].loss
     assert abs(loss_two - loss_one) <= LOSS_TOLERANCE * abs(loss_one)
-    for a, b in zip(two.model_.get_weights(), one.model_.get_weights(), strict=True):
-        assert np.linalg.norm(a - b) <= WEIGHT_TOLERANCE * max(np.linalg.norm(b), 1e-12)
+    gaps = [float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+            for a, b in zip(two.model_.get_weights(), one.model_.get_weights(), strict=True)]
+    assert max(gaps) <= WEIGHT_TOLERANCE, gaps
     scores_two = two.model_.get_weights()[-1]
     assert not np.allclose(scores_two, 0)  # it trained
 

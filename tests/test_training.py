@@ -144,12 +144,21 @@ def test_data_that_cannot_train_is_refused_before_any_epoch():
     assert calls == []
 
 
-def test_batches_are_bucketed_by_length():
-    sequences = cyclic_log(n_users=50, length=30)
-    batches = make_batches(leave_one_out(sequences).train, SeqVAEConfig(max_len=50, stride=25))
-    widths = sorted(b["items"].shape[1] for b in batches.buckets)
-    assert widths == [32]  # 28 training events per user fit the 32 bucket, not 50
-    assert all(b["targets"].shape[2] == 1 for b in batches.buckets)
+def test_batches_by_length_or_from_every_window():
+    # 30 users of 8 events and 20 of 30, walking a cycle of 40 items
+    rows = [(u, (u + t) % 40, t) for u in range(50) for t in range(8 if u < 30 else 30)]
+    sequences = encode(read_log(pd.DataFrame(rows, columns=["user", "item", "ts"]))[0])
+    train = leave_one_out(sequences).train
+    by_length = make_batches(train, SeqVAEConfig(max_len=50, stride=25, batching="length"))
+    widths = sorted(b["items"].shape[1] for b in by_length.buckets)
+    assert widths == [6, 32]  # 6 and 28 training events fit the 6 and 32 buckets, not 50
+    assert all(b["targets"].shape[2] == 1 for b in by_length.buckets)
+    mixed = make_batches(train, SeqVAEConfig(max_len=50, stride=25, batch_size=16))
+    assert [b["items"].shape[1] for b in mixed.buckets] == [50]  # one pool, padded to max_len
+    # the same windows and targets either way; a batch mixes short and long users
+    assert mixed.n_windows == by_length.n_windows == 50 and mixed.n_steps == by_length.n_steps
+    lengths = [(b["items"] != 0).sum(axis=1) for b in mixed.epoch(np.random.default_rng(0))]
+    assert any((x < 10).any() and (x > 20).any() for x in lengths)
 
 
 @pytest.mark.parametrize("encoder", ["gru", "lstm"])
@@ -167,7 +176,8 @@ def test_the_twin_and_the_sampled_softmax_learn_the_cycle():
     twin = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "variational": False}))[1]
     assert twin.best_validation["NDCG@10"] > 0.9
     # 8 of the 40 items as negatives per batch, popularity-drawn and log-Q corrected
-    sampled = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "negatives": 8}))[1]
+    sampled = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "negatives": 8, "epochs": 20,
+                                         "patience": 20}))[1]
     assert sampled.best_validation["NDCG@10"] > 0.8
 
 
@@ -216,6 +226,8 @@ def test_config_is_validated():
         SeqVAEConfig(negatives=-1)
     with pytest.raises(ValueError, match="`batch_size`"):
         SeqVAEConfig(batch_size=-4)
+    with pytest.raises(ValueError, match="`batching`"):
+        SeqVAEConfig(batching="sorted")
 
 
 def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample_events):
