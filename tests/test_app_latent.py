@@ -216,3 +216,14 @@ def test_drift_between_two_dates(app, trained):
     clusters = next(t for t in tables if "centre moved" in t.columns)
     assert clusters["users"].sum() == result.rows.size
     assert any("what the" in m.value.lower() and "did between" in m.value for m in at.markdown)
+
+
+def test_the_map_settings_survive_a_visit_to_another_page(app, trained):
+    at = open_page(app, trained)
+    at.radio(key="latent_dims").set_value(3).run()
+    at.selectbox(key="latent_colour").set_value("segment").run()
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/latent.py").run()
+    assert not at.exception
+    assert at.radio(key="latent_dims").value == 3
+    assert at.selectbox(key="latent_colour").value == "segment"

@@ -100,6 +100,13 @@ class SessionStore:
                 entry.streamlit_ids.add(streamlit_id)
             return dict(entry.values)
 
+    def widgets(self, token: str) -> dict[str, Any]:
+        """The last value of each kept widget under `token` (none if unknown)."""
+        with self._lock:
+            entry = self._entries.get(token)
+            return {} if entry is None else {k: v for k, v in entry.values.items()
+                                             if k in KEPT_WIDGETS}
+
     def save(self, token: str, values: dict[str, Any], streamlit_id: str | None,
              widgets: dict[str, Any] | None = None) -> None:
         """Keep `values` (replacing what was kept) and update the `widgets` values for `token`."""
@@ -201,6 +208,11 @@ def attach(store: SessionStore = STORE) -> str:
             if requested:
                 st.session_state[EXPIRED] = True
         st.session_state[TOKEN] = token
+    else:
+        # Streamlit forgets a widget's value once a page without it has run: going back to
+        # the Latent page would show PCA again after UMAP was chosen. The last value comes back.
+        for key, value in store.widgets(token).items():
+            st.session_state.setdefault(key, value)
     if st.query_params.get(PARAM) != token:
         st.query_params[PARAM] = token  # page navigation clears the URL's parameters
     return token
