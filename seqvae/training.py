@@ -474,9 +474,7 @@ def _make_step(model: Any, optimizer: Any, strategy: Any, clipnorm: float) -> Ca
             outputs = model(batch, training=True)
             total, reconstruction, kl = model.loss_terms(batch, outputs)
         # the twin's log-variance takes no part in its loss: a zero gradient, not None
-        # and every gradient dense: the item table's (a lookup's sparse rows plus the tied
-        # scorer's dense part) must reach Adam in the same form in one process and in many
-        gradients = [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
+        gradients = [tf.zeros(v.shape, v.dtype) if g is None else g
                      for g, v in zip(tape.gradient(total, variables), variables, strict=True)]
         if bound:
             gradients = [tf.clip_by_norm(g, bound) for g in gradients]

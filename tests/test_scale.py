@@ -31,12 +31,12 @@ def train_command(log, out, *extra: str) -> list[str]:
             "--dropout", "0", "--batch-size", "64", "--json", "--quiet", *extra]
 
 
-@pytest.mark.xfail(reason="known regression with the tied item embeddings (format 2): since the "
-                   "gradients reach Adam dense, after one epoch the loss agrees to 1.4e-5 "
-                   "relative (was 5e-4) and the item table to 0.24% (was ~4%), but other "
-                   "weights still differ (one variable by ~74% relative); the GRU with untied "
-                   "output vectors agreed to 1e-6. Open in issue 12's notes; training under "
-                   "multi-worker still runs.",
+@pytest.mark.xfail(reason="known regression with the tied item embeddings (format 2): after one "
+                   "epoch two workers' weights differ from one process's beyond rounding (with "
+                   "the event, gap and position tables' gradients made dense the loss agreed to "
+                   "1.4e-5 relative, but one variable still differed by ~74%); the GRU with "
+                   "untied output vectors agreed to 1e-6. Open in issue 12's notes; training "
+                   "under multi-worker still runs.",
                    strict=False)
 def test_two_workers_train_as_one_process_with_the_same_global_batch(sample_events, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
