@@ -1086,7 +1086,8 @@ class StoreBatches:
         train = train[train >= 2]
         per_user = 1 + -(-np.maximum(train - config.max_len, 0) // config.stride)
         window = np.minimum(train, config.max_len)
-        bounds = np.asarray(bucket_lengths(config.max_len))
+        bounds = np.asarray(bucket_lengths(config.max_len) if config.batching == "length"
+                            else [config.max_len])
         bucket = np.searchsorted(bounds, window, side="left")
         windows = np.bincount(bucket, weights=per_user, minlength=bounds.size)
         return int(sum(math.ceil(w / config.batch_size) for w in windows))

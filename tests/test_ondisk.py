@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,6 +172,13 @@ def test_store_batches_cover_the_in_memory_training_windows(tmp_path):
     assert len(epoch) == source.batches_per_epoch >= expected.batches_per_epoch
     assert windows(source.epoch(2)) == windows(epoch)  # every epoch: the same windows
     assert [b["items"].shape for b in source.epoch(2)] != [b["items"].shape for b in epoch]
+    # with batches of one window length per batch too
+    by_length = dataclasses.replace(config, batching="length")
+    source = StoreBatches(store.sequences(), by_length, block_events=300)
+    epoch = list(source.epoch(1))
+    expected = make_batches(leave_one_out(memory).train, by_length)
+    assert windows(epoch) == windows(expected.epoch(np.random.default_rng(0)))
+    assert len(epoch) == source.batches_per_epoch >= expected.batches_per_epoch
 
 
 def test_encodings_compression_and_parts_are_handled_or_refused_clearly(tmp_path):
