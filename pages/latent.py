@@ -393,6 +393,7 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         selected = getattr(getattr(picked, "selection", None), "rows", None) or []
         if selected:
             st.session_state[state.SELECTED_USER] = str(movers["user"].iloc[selected[0]])
+            st.session_state["user_pick_pending"] = st.session_state[state.SELECTED_USER]
             st.switch_page("pages/user.py")
     with right:
         st.markdown("Clusters (today's) by how far their users moved")
@@ -541,6 +542,8 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         st.session_state["latent_handled_selection"] = signature
         if how == "click" and len(users) == 1:
             st.session_state[state.SELECTED_USER] = users[0]
+            # the User page opens on this user, whatever its search box held before
+            st.session_state["user_pick_pending"] = users[0]
             st.switch_page("pages/user.py")
         st.session_state[state.SELECTION] = {"users": users, "how": how}
     if highlight is not None:
