@@ -154,7 +154,7 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         rows = view.rows_of(users)
         st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))})")
         items_table, events_table = latent.characterise(
-            view.sequences, rows, view.item_vocab, view.event_vocab)
+            view.sequences, rows, view.item_vocab, view.event_vocab, reach=view.reach)
         left, right = st.columns([3, 2])
         with left:
             st.markdown("Items that set them apart")
@@ -205,7 +205,7 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                 chosen = st.selectbox("Cohort", names, index=default, key=key)
                 rows = view.rows_of(cohorts[chosen])
                 table, _ = latent.characterise(view.sequences, rows, view.item_vocab,
-                                               view.event_vocab, top=8)
+                                               view.event_vocab, top=8, reach=view.reach)
                 st.caption(f"{len(rows):,} users")
                 st.dataframe(titled(table, dataset), hide_index=True, width="stretch",
                              column_config=LIFT_COLUMNS)

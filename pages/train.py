@@ -85,6 +85,10 @@ def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
         return "Waiting for a free training slot (another training is running on this server)…"
     if progress is None:
         return "Preparing…"
+    if snapshot.get("phase") == "testing":
+        return "Training done · scoring the test split (touched once, for the metrics below)…"
+    if snapshot.get("phase") == "encoding":
+        return "Training done · encoding every user (μ) for the Latent page…"
     if progress.batch >= progress.batches:  # the epoch's batches are done: scoring validation
         return (f"Epoch {progress.epoch}/{progress.epochs} · validating (ranking every item for "
                 "each validation user)…")
@@ -210,7 +214,10 @@ def model_files_ui() -> None:
                                   "model directory of `seqvae train`)", key="model_upload")
         if state.is_new_upload("model_upload", upload):
             try:
-                recommender = from_zip(upload.getvalue(), upload.name)
+                with st.spinner("Loading the model and encoding its users…"):
+                    recommender = from_zip(upload.getvalue(), upload.name)
+                    if recommender.history_ is not None:
+                        recommender.history_encoding()  # once, here: the Latent page reads it
             except BundleError as exc:
                 st.error(escape_markdown(exc), icon="⚠️")
             except Exception as exc:  # never a traceback in the browser

@@ -28,6 +28,9 @@ def test_continue_training_goes_on_from_the_last_epoch():
     config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=2,
                           patience=50)
     first = wait(jobs.start_training(log, "shop.csv", config, data_fingerprint="f"))
+    # the job hands over a model whose users' μ are already encoded (for the Latent page)
+    assert first.phase == "encoding" and first.snapshot()["phase"] == "encoding"
+    assert first.recommender._encoding_cache[2].shape[0] == first.recommender.history_.n_users
     checkpoint = first.checkpoint_dir
     assert checkpoint is not None and any(Path(checkpoint).iterdir())
     second = wait(jobs.start_training(log, "shop.csv", replace(config, epochs=4),

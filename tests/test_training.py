@@ -278,3 +278,24 @@ def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample
     untrained_mean, _ = baseline.encode(sequences)
     assert page_ari > 0.2
     assert adjusted_rand_score(truth, cluster_users(untrained_mean, k=6)) < 0.05
+
+
+def test_history_encoding_is_the_histories_mu_computed_once(cyclic, monkeypatch):
+    sequences, _, recommender, _ = cyclic
+    expected_mean, expected_log_var = recommender.encode(recommender.history_)
+    recommender.__dict__.pop("_encoding_cache", None)
+    calls = []
+    encode = recommender.encode
+    monkeypatch.setattr(recommender, "encode", lambda s: calls.append(s) or encode(s))
+    mean, log_var = recommender.history_encoding()
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(log_var, expected_log_var, rtol=1e-5, atol=1e-6)
+    recommender.history_encoding()
+    recommender.similar_users(sequences.users[0], k=2)  # reads the same μ
+    assert len(calls) == 1
+    # another history (a model reloaded, or the same one given new users) is encoded anew
+    recommender.history_ = sequences.subset_users(np.arange(3))
+    try:
+        assert recommender.history_encoding()[0].shape[0] == 3 and len(calls) == 2
+    finally:
+        recommender.history_ = sequences

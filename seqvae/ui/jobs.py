@@ -95,12 +95,16 @@ class TrainingJob(_Job):
     history: Any = None
     test_metrics: dict[str, float] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
+    # after the last epoch: "testing" (scoring the test split), then "encoding" (μ of every
+    # user, for the Latent page)
+    phase: str = ""
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
         with self._lock:
             return {"state": self.state, "progress": self.progress, "epochs": list(self.epochs),
-                    "message": self.message, "started": self.started, "finished": self.finished}
+                    "message": self.message, "started": self.started, "finished": self.finished,
+                    "phase": self.phase}
 
     def eta_seconds(self) -> float | None:
         """Time left if every remaining epoch takes as long as the epochs so far."""
@@ -122,6 +126,10 @@ class TrainingJob(_Job):
     def _on_epoch(self, record: EpochRecord) -> None:
         with self._lock:
             self.epochs.append(record)
+
+    def _set_phase(self, phase: str) -> None:
+        with self._lock:
+            self.phase = phase
 
     @property
     def can_continue(self) -> bool:
@@ -189,7 +197,11 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
         recommender, history = fit(split, job.config, history_sequences=sequences,
                                    on_batch=job._on_batch, on_epoch=job._on_epoch,
                                    cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
+        job._set_phase("testing")
         test = evaluate_holdout(recommender, split.test, job.config.eval_k)
+        # μ of every user now, on this thread: the Latent page then opens without encoding them
+        job._set_phase("encoding")
+        recommender.history_encoding()
         with job._lock:
             job.recommender = recommender
             job.history = history

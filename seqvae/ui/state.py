@@ -177,7 +177,7 @@ class LatentView:
         self.sequences = recommender.history_
         self.item_vocab = recommender.item_vocab_
         self.event_vocab = recommender.event_vocab_
-        self.mu, log_var = recommender.encode(self.sequences)
+        self.mu, log_var = recommender.history_encoding()
         self.sigma = np.exp(0.5 * log_var)
         self._side_key: tuple[int, int] | None = None
         self.frame = pd.DataFrame()
@@ -237,8 +237,18 @@ class LatentView:
 
         if self._names is None:
             self._names = cluster_names(self.sequences, self.clusters, self.item_vocab,
-                                        self.event_vocab, items=items)
+                                        self.event_vocab, items=items, reach=self.reach)
         return self._names
+
+    @property
+    def reach(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`seqvae.latent.item_reach` of the users (computed once): every cluster name and
+        cohort table counts users per item from it."""
+        if getattr(self, "_reach", None) is None:
+            from seqvae.latent import item_reach
+
+            self._reach = item_reach(self.sequences, self.item_vocab.size)
+        return self._reach
 
     def reconstruction_error(self) -> np.ndarray:
         """Each user's mean -log p(next item) along their last window (computed once)."""
