@@ -49,36 +49,33 @@ import pyarrow.parquet as pq
 
 from seqvae.errors import LogFormatError, SeqVAEError, TrainingDataError
 from seqvae.export import atomic_directory
-from seqvae.logs import (
-    NULL_TEXTS,
-    IngestOptions,
-    IngestReport,
-    _decode,
-    _delimited_layout,
-    _detect_format,
-    _duplicates_in_order,
-    _factor,
-    _first_lines,
-    _id_codes,
-    _is_missing,
-    _numbers,
-    _parse_timestamps,
-    _time_codes,
-    _unique_names,
+from seqvae.logcolumns import (
     detect_roles,
-    fill_within_users,
+    id_codes,
     implausible_times,
     implausible_warning,
+    is_missing,
+    parse_numbers,
+    parse_timestamps,
+)
+from seqvae.logformats import decode_text, delimited_layout, detect_format, unique_names
+from seqvae.logrules import (
+    duplicates_in_order,
+    factorise,
+    fill_within_users,
+    first_lines,
     stable_argsort_ids,
+    time_codes,
     time_order,
 )
+from seqvae.logtypes import NULL_TEXTS, IngestOptions, IngestReport
 from seqvae.sequences import (
     SequenceOptions,
     Sequences,
     Vocabulary,
-    _ranges,
     fill_file_order_times,
     gap_buckets,
+    index_ranges,
     rank_tokens,
 )
 
@@ -209,7 +206,7 @@ class _Tokens:
 
 
 def _global_codes(column: pa.ChunkedArray, tokens: _Tokens) -> np.ndarray:
-    local, ids = _id_codes(column)
+    local, ids = id_codes(column)
     table = np.append(tokens.codes(ids), -1)  # local -1 (missing) stays -1
     return table[local]
 
@@ -260,7 +257,7 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
         head = stream.read(256 * 1024)
     fmt: str = options.format
     if fmt == "auto":
-        fmt = _detect_format(head, name.lower().removesuffix(".gz"), name)
+        fmt = detect_format(head, name.lower().removesuffix(".gz"), name)
     if fmt == "parquet":
         return _parquet_source(path, name, sizes)
     if fmt != "delimited":
@@ -269,8 +266,8 @@ def _open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> _So
                              "memory (without --out-of-core)")
     if len(head) == 256 * 1024:
         head = head[: head.rfind(b"\n") + 1] or head  # whole lines only
-    text, encoding, warnings = _decode(head, name, options)
-    layout = _delimited_layout(text, name, options, warnings, encoding)
+    text, encoding, warnings = decode_text(head, name, options)
+    layout = delimited_layout(text, name, options, warnings, encoding)
     if layout is None:
         raise LogFormatError(name, "one sequence per line is not read out of core",
                              fix="convert the log to one event per row (user, item, ...)")
@@ -343,7 +340,7 @@ def _parquet_source(path: Path, name: str, sizes: StoreOptions) -> _Source:
         for file in files:  # one part at a time, each checked against the first
             parquet = pq.ParquetFile(str(file))
             try:
-                names = _unique_names(parquet.schema_arrow.names)
+                names = unique_names(parquet.schema_arrow.names)
                 if columns is None:
                     columns = names
                 elif names != columns:
@@ -638,7 +635,7 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
     missing_item = (items < 0) & ~missing_user
     for reason, mask in (("missing_user", missing_user), ("missing_item", missing_item)):
         if mask.any():
-            report.drop(reason, int(mask.sum()), _first_lines(mask, lines))
+            report.drop(reason, int(mask.sum()), first_lines(mask, lines))
             keep &= ~mask
 
     micros = np.full(n, np.nan)
@@ -646,7 +643,7 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
         col = roles["timestamp"]
         unit_options = options if state.timestamp_unit is None else dataclasses.replace(
             options, timestamp_unit=cast(Any, state.timestamp_unit))
-        micros, kind = _parse_timestamps(table.column(col), unit_options, col, report.warnings)
+        micros, kind = parse_timestamps(table.column(col), unit_options, col, report.warnings)
         if state.timestamp_unit is None:
             state.timestamp_kind = kind
             report.details["timestamp"] = kind
@@ -658,17 +655,17 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
         if odd.any():
             state.implausible_timestamps += int(odd.sum())
             if len(state.implausible_lines) < 5:
-                state.implausible_lines += tuple(_first_lines(odd, lines))
-        present = ~_is_missing(table.column(col))
+                state.implausible_lines += tuple(first_lines(odd, lines))
+        present = ~is_missing(table.column(col))
         bad = present & np.isnan(micros) & keep
         state.considered_timestamps += int((present & keep).sum())
         state.bad_timestamps += int(bad.sum())
         if bad.any() and len(state.bad_timestamp_lines) < 5:
-            state.bad_timestamp_lines += tuple(_first_lines(bad, lines))
+            state.bad_timestamp_lines += tuple(first_lines(bad, lines))
         missing = np.isnan(micros) & keep
         if missing.any():
             if options.missing_timestamp == "drop":
-                report.drop("missing_timestamp", int(missing.sum()), _first_lines(missing, lines))
+                report.drop("missing_timestamp", int(missing.sum()), first_lines(missing, lines))
                 keep &= ~missing
             else:
                 state.missing_timestamps += int(missing.sum())
@@ -687,12 +684,12 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
     values = np.full(n, np.nan)
     if roles["value"]:
         col = roles["value"]
-        present = ~_is_missing(table.column(col))
-        values = _numbers(table.column(col), decimal)
+        present = ~is_missing(table.column(col))
+        values = parse_numbers(table.column(col), decimal)
         state.bad_values += int((present & np.isnan(values) & keep).sum())
         missing = np.isnan(values) & keep
         if missing.any() and options.missing_value == "drop":
-            report.drop("missing_value", int(missing.sum()), _first_lines(missing, lines))
+            report.drop("missing_value", int(missing.sum()), first_lines(missing, lines))
             keep &= ~missing
         else:
             state.missing_values += int(missing.sum())
@@ -840,10 +837,10 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
                 micros = fill_within_users(micros, users)
                 still = np.isnan(micros)
                 n_filled += int((missing & ~still).sum())
-                filled_lines += _first_lines(missing & ~still, lines)
+                filled_lines += first_lines(missing & ~still, lines)
                 if still.any():
-                    report.drop("missing_timestamp", int(still.sum()), _first_lines(still, lines))
-                    no_time_lines += _first_lines(still, lines)
+                    report.drop("missing_timestamp", int(still.sum()), first_lines(still, lines))
+                    no_time_lines += first_lines(still, lines)
                     keep &= ~still
             elif missing.any():
                 n_file_order += int(missing.sum())
@@ -858,7 +855,7 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
             sort_key = sort_key[keep] if sort_key is not None else None
         order = time_order(users, sort_key)
         if options.drop_duplicates:
-            dup = _duplicates_in_order(order, users, sort_key, functools.partial(
+            dup = duplicates_in_order(order, users, sort_key, functools.partial(
                 _row_codes, [users, items, events], micros if has_time else None,
                 values if has_value else None))
             if dup.any():
@@ -903,8 +900,8 @@ def _row_codes(ids: list[np.ndarray], micros: np.ndarray | None, values: np.ndar
                rows: np.ndarray) -> list[np.ndarray]:
     """The columns that make two rows duplicates, as integer codes (as `read_log` compares)."""
     return [*(column[rows] for column in ids),
-            *([_time_codes(micros[rows])] if micros is not None else []),
-            *([_factor(values[rows])] if values is not None else [])]
+            *([time_codes(micros[rows])] if micros is not None else []),
+            *([factorise(values[rows])] if values is not None else [])]
 
 
 def _segment_users(offsets: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -1028,7 +1025,7 @@ def _write(ordered: dict[str, Any], keep: np.ndarray | None,
     has_time = bool(state.roles["timestamp"])
     for u0, u1 in user_blocks(segment_counts[user_order], sizes.block_events):
         rows = user_order[u0:u1]
-        take = _ranges(offsets_all[rows], segment_counts[rows])
+        take = index_ranges(offsets_all[rows], segment_counts[rows])
         if keep is not None:
             take = take[np.asarray(keep[take])]
         e0, e1 = int(offsets[u0]), int(offsets[u1])

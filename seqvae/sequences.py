@@ -21,13 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqvae.logs import (
-    EventLog,
-    IngestReport,
-    _drop_from_order,
-    fill_within_users,
-    time_order,
-)
+from seqvae.logrules import drop_from_order, fill_within_users, time_order
+from seqvae.logs import EventLog, IngestReport
 
 PAD = 0
 OOV = 1
@@ -197,7 +192,7 @@ class Sequences:
         """The sequences of the users at `rows`, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
         lengths = self.lengths[rows]
-        take = _ranges(self.offsets[rows], lengths)
+        take = index_ranges(self.offsets[rows], lengths)
         return Sequences(
             users=self.users[rows],
             offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
@@ -275,7 +270,7 @@ def segment_count(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.bincount(segment[mask], minlength=n_segments).astype(np.int64)
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def index_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(s, s + n)`` for every (s, n), vectorised."""
     total = int(lengths.sum())
     if total == 0:
@@ -412,7 +407,7 @@ def encode(
         item_codes = item_codes[keep]
         micros = micros[keep]
         if order is not None:
-            order = _drop_from_order(order, keep)
+            order = drop_from_order(order, keep)
         if frame.empty:
             from seqvae.errors import LogFormatError
 
@@ -444,7 +439,7 @@ def encode(
     counts = np.bincount(user_codes, minlength=n_all_users)
     first_seen = pd.unique(user_codes)
     group_start = np.cumsum(counts) - counts
-    order = order[_ranges(group_start[first_seen], counts[first_seen])]
+    order = order[index_ranges(group_start[first_seen], counts[first_seen])]
     offsets = np.concatenate([[0], np.cumsum(counts[first_seen])]).astype(np.int64)
     micros = fill_file_order_times(micros[order], user_codes[order])
 

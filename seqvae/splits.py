@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqvae.errors import TrainingDataError
-from seqvae.sequences import Sequences, _ranges, segment_count
+from seqvae.sequences import Sequences, index_ranges, segment_count
 
 
 @dataclass
@@ -54,7 +54,7 @@ def _holdout(full: Sequences, rows: np.ndarray, input_mask: np.ndarray,
              target_mask: np.ndarray) -> Holdout:
     """Build a Holdout for the users at `rows` from event masks over `full`."""
     users = full.subset_users(rows)
-    take = _ranges(full.offsets[rows], full.lengths[rows])  # the same order as subset_users
+    take = index_ranges(full.offsets[rows], full.lengths[rows])  # the same order as subset_users
     in_mask = input_mask[take]
     tgt_mask = target_mask[take]
     inputs = users.select(in_mask, drop_empty_users=False)
