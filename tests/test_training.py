@@ -3,6 +3,8 @@ determinism, inference, and the planted segments of the sample log."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,6 +114,25 @@ def test_same_seed_same_metrics():
     for a, b in zip(first.epochs, second.epochs, strict=True):
         assert a.loss == pytest.approx(b.loss, rel=1e-4)
         assert a.validation["NDCG@10"] == pytest.approx(b.validation["NDCG@10"], abs=1e-6)
+
+
+def test_the_learning_rate_decays_over_decay_epochs_not_over_the_epoch_limit():
+    sequences = cyclic_log(n_users=80, length=10, seed=3)
+    split = leave_one_out(sequences)
+    base = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=4, max_len=10, batch_size=16,
+                        epochs=2, patience=2, learning_rate=1e-2, seed=5)
+
+    def final_rate(**changes) -> float:
+        recommender = fit(split, replace(base, **changes))[0]
+        optimizer = recommender.model_.optimizer
+        return float(optimizer.learning_rate)  # the schedule's value at the last step
+
+    assert final_rate(lr_schedule="constant") == pytest.approx(1e-2)
+    assert final_rate(decay_epochs=2) == pytest.approx(1e-3, rel=1e-3)  # a tenth at the horizon
+    # the default horizon (30 epochs) barely moves in a 2-epoch run: cos(π·2/30) ≈ 0.978
+    assert final_rate() == pytest.approx(1e-3 + 9e-3 * (1 + np.cos(np.pi * 2 / 30)) / 2, rel=1e-3)
+    with pytest.raises(ValueError, match="`decay_epochs`"):
+        SeqVAEConfig(decay_epochs=0)
 
 
 def test_cancel_stops_after_the_batch_and_keeps_the_best_weights():
