@@ -5,8 +5,6 @@ microseconds with their unit found, and the check that times are plausible.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -297,11 +295,6 @@ def implausible_times(micros: np.ndarray, median: float | None = None,
     now = now_micros if now_micros is not None else pd.Timestamp.now("UTC").value / 1000
     with np.errstate(invalid="ignore"):
         return finite & ((micros < PLAUSIBLE_FROM_MICROS) | (micros > now + PLAUSIBLE_AHEAD_MICROS))
-
-
-def implausible_warning(column: str, count: int, lines: Iterable[int]) -> str:
-    return (f"{count:,} timestamps in {column!r} are before 1990 or more than a year ahead (lines "
-            f"{', '.join(map(str, lines))}): kept, but check the time column and its unit")
 
 
 def micros_to_datetime(micros: np.ndarray) -> pd.DatetimeIndex:

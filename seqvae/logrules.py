@@ -5,16 +5,115 @@ user. Pure functions of arrays and the report.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from seqvae.errors import LogFormatError
 from seqvae.logtypes import IngestOptions, IngestReport
 
 
-def first_lines(mask: np.ndarray, lines: np.ndarray) -> list[int]:
-    return [int(n) for n in lines[np.flatnonzero(mask)[:5]]]
+def first_lines(mask: np.ndarray, lines: np.ndarray, n: int = 5) -> list[int]:
+    """The `n` smallest source lines of the rows in `mask` (rows need not be in file order)."""
+    chosen = lines[mask]
+    if chosen.size > n:
+        chosen = np.partition(chosen, n - 1)[:n]
+    return [int(x) for x in np.sort(chosen)]
+
+
+#: The warning of each finding about rows, in the order a report lists them; {n}: how many rows,
+#: {lines}: the first five source lines, other fields as noted.
+FINDINGS = {
+    "implausible_timestamp": "{n} timestamps in {column!r} are before 1990 or more than a year "
+                             "ahead (lines {lines}): kept, but check the time column and its unit",
+    "bad_timestamp": "{n} timestamps in {column!r} could not be read (lines {lines}); treated as "
+                     "missing",
+    "timestamp_filled": "{n} rows have no timestamp (lines {lines}); given the timestamp of the "
+                        "user's previous event (or the next one for a first event)",
+    "timestamp_file_order": "{n} rows have no timestamp (lines {lines}); kept in file order, right "
+                            "after the user's previous event",
+    "user_without_time": "{n} rows belong to users without any timestamp (lines {lines}); dropped",
+    "missing_event": "{n} rows have no event type (lines {lines}); labelled {label!r}",
+    "bad_value": "{n} values in {column!r} are not numbers (lines {lines}); treated as missing",
+    "value_filled": "{n} rows have no value (lines {lines}); filled with the {policy} ({fill:g})",
+    "duplicate": "{n} exact duplicate rows were removed (lines {lines}){note}",
+}
+
+
+@dataclass
+class Findings:
+    """What the row rules found, over one chunk (`read_log`) or many (`build_store`): a count and
+    the five smallest lines per finding, and the distinct values seen (for the value fill).
+    `write` turns them into the report's warnings, in one order and one wording for both
+    readers."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    value_counts: pd.Series | None = None
+
+    def note(self, kind: str, mask: np.ndarray, lines: np.ndarray, **fields: Any) -> int:
+        """Count the rows of `mask` under `kind`; returns how many."""
+        count = int(mask.sum())
+        if count:
+            self.counts[kind] = self.counts.get(kind, 0) + count
+            self.lines[kind] = sorted({*self.lines.get(kind, []), *first_lines(mask, lines)})[:5]
+            self.fields.setdefault(kind, {}).update(fields)
+        return count
+
+    def see_values(self, values: np.ndarray) -> None:
+        """Add numbers to those the missing-value fill is computed from."""
+        distinct, counts = np.unique(values[~np.isnan(values)], return_counts=True)
+        seen = pd.Series(counts, index=distinct)
+        self.value_counts = seen if self.value_counts is None else self.value_counts.add(
+            seen, fill_value=0)
+
+    def value_fill(self, policy: str) -> float:
+        """The median or mean of every value seen: exact, from the counts of distinct values."""
+        counts = self.value_counts
+        if counts is None or counts.empty:
+            return float("nan")
+        counts = counts.sort_index()
+        if policy == "mean":
+            return float((counts.index.to_numpy() * counts.to_numpy()).sum() / counts.sum())
+        cumulative = counts.cumsum().to_numpy()
+        total = cumulative[-1]
+        low = counts.index[np.searchsorted(cumulative, (total + 1) // 2)]
+        high = counts.index[np.searchsorted(cumulative, total // 2 + 1)]
+        return float((low + high) / 2)
+
+    def write(self, report: IngestReport) -> None:
+        for kind, template in FINDINGS.items():
+            if kind in self.counts:
+                report.warnings.append(template.format(
+                    n=f"{self.counts[kind]:,}", lines=", ".join(map(str, self.lines[kind])),
+                    **self.fields[kind]))
+
+
+def duplicate_note(has_timestamps: bool) -> str:
+    """Without timestamps, a repeated event is indistinguishable from a duplicate row: say so."""
+    return "" if has_timestamps else (
+        " (the log has no timestamps, so repeated events by the same user on the same item "
+        "count as duplicates; pass --keep-duplicates to keep them)")
+
+
+def refuse_unreadable_timestamps(name: str, column: str | None, bad: int, considered: int,
+                                 lines: list[int], options: IngestOptions) -> None:
+    """Too many timestamps that parse as nothing: the column is not a time column."""
+    if considered and bad > options.max_bad_timestamp_share * considered:
+        raise LogFormatError(
+            name, f"{bad:,} of {considered:,} timestamps cannot be read as dates or epoch numbers",
+            column=column, lines=lines,
+            fix="use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/milliseconds, or map "
+            "the timestamp to no column (--timestamp-col '') to use file order")
+
+
+def refuse_no_numbers(name: str, column: str | None, lines: list[int]) -> None:
+    raise LogFormatError(name, "no value in the value column is a number", column=column,
+                         lines=lines,
+                         fix="map the value to no column (--value-col '') or fix the column")
 
 
 def _duplicate_rows(columns: list[np.ndarray]) -> np.ndarray:
@@ -133,37 +232,27 @@ def handle_missing_timestamps(
     lines: np.ndarray,
     options: IngestOptions,
     report: IngestReport,
+    findings: Findings,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the missing-timestamp policy -> (timestamps, rows to drop)."""
-    count = int(missing.sum())
+    """Apply the missing-timestamp policy to one user-complete set of rows -> (timestamps, rows
+    to drop). "previous" drops the rows of users with no timestamp at all."""
     policy = options.missing_timestamp
     if policy == "drop":
-        report.drop("missing_timestamp", count, first_lines(missing, lines))
+        report.drop("missing_timestamp", int(missing.sum()), first_lines(missing, lines))
         return micros, missing
     if policy == "file-order":
         # The row keeps no timestamp; sequences place it after the user's previous event.
-        report.filled["timestamp_file_order"] = count
-        report.warnings.append(
-            f"{count:,} rows have no timestamp (lines "
-            f"{', '.join(map(str, first_lines(missing, lines)))}); kept in file order, right "
-            "after the user's previous event"
-        )
+        report.filled["timestamp_file_order"] = (report.filled.get("timestamp_file_order", 0)
+                                                 + findings.note("timestamp_file_order",
+                                                                 missing, lines))
         return micros, np.zeros_like(missing)
     filled = fill_within_users(np.where(keep, micros, np.nan), user_codes)
     still = missing & np.isnan(filled)
-    n_filled = count - int(still.sum())
+    n_filled = findings.note("timestamp_filled", missing & ~still, lines)
     if n_filled:
-        report.filled["timestamp"] = n_filled
-        report.warnings.append(
-            f"{n_filled:,} rows have no timestamp (lines "
-            f"{', '.join(map(str, first_lines(missing & ~still, lines)))}); given the timestamp "
-            "of the user's previous event (or the next one for a first event)"
-        )
-    if still.any():
+        report.filled["timestamp"] = report.filled.get("timestamp", 0) + n_filled
+    if findings.note("user_without_time", still, lines):
         report.drop("missing_timestamp", int(still.sum()), first_lines(still, lines))
-        report.warnings.append(
-            f"{int(still.sum()):,} rows belong to users without any timestamp; dropped"
-        )
     return np.where(missing, filled, micros), still
 
 

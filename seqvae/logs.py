@@ -31,7 +31,6 @@ from seqvae.logcolumns import (
     find_by_name,
     id_codes,
     implausible_times,
-    implausible_warning,
     is_missing,
     micros_to_datetime,
     parse_numbers,
@@ -39,12 +38,16 @@ from seqvae.logcolumns import (
 )
 from seqvae.logformats import RawTable, load_raw, looks_numeric
 from seqvae.logrules import (
+    Findings,
     drop_from_order,
+    duplicate_note,
     duplicates_in_order,
     factorise,
     fill_within_users,
     first_lines,
     handle_missing_timestamps,
+    refuse_no_numbers,
+    refuse_unreadable_timestamps,
     time_codes,
     time_order,
 )
@@ -273,37 +276,22 @@ def _build_event_log(raw: RawTable, options: IngestOptions) -> tuple[EventLog, I
         )
 
     # timestamps
+    findings = Findings()
     micros: np.ndarray | None = None
     if roles["timestamp"]:
         col = roles["timestamp"]
         micros, unit = parse_timestamps(table.column(col), options, col, raw.warnings)
         report.details["timestamp"] = unit
-        odd = implausible_times(micros) & keep
-        if odd.any():
-            report.warnings.append(implausible_warning(col, int(odd.sum()), first_lines(odd, lines)))
+        findings.note("implausible_timestamp", implausible_times(micros) & keep, lines, column=col)
         source_present = ~is_missing(table.column(col))
         bad = source_present & np.isnan(micros) & keep
-        considered = int((source_present & keep).sum())
-        if considered and bad.sum() > options.max_bad_timestamp_share * considered:
-            raise LogFormatError(
-                name,
-                f"{int(bad.sum()):,} of {considered:,} timestamps cannot be read as dates or epoch "
-                "numbers",
-                column=col, lines=first_lines(bad, lines),
-                fix="use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/milliseconds, "
-                "or map the timestamp to no column (--timestamp-col '') to use file order",
-            )
-        if bad.any():
-            report.warnings.append(
-                f"{int(bad.sum()):,} timestamps in {col!r} could not be read (lines "
-                f"{', '.join(map(str, first_lines(bad, lines)))}); treated as missing"
-            )
+        refuse_unreadable_timestamps(name, col, int(bad.sum()), int((source_present & keep).sum()),
+                                     first_lines(bad, lines), options)
+        findings.note("bad_timestamp", bad, lines, column=col)
         missing_ts = np.isnan(micros) & keep
-        if missing_ts.any():
-            micros, dropped_ts = handle_missing_timestamps(
-                micros, missing_ts, keep, user_codes, lines, options, report
-            )
-            keep &= ~dropped_ts
+        if missing_ts.any() and options.missing_timestamp == "drop":  # a row rule
+            report.drop("missing_timestamp", int(missing_ts.sum()), first_lines(missing_ts, lines))
+            keep &= ~missing_ts
 
     # event types
     event_codes: np.ndarray | None = None
@@ -311,13 +299,8 @@ def _build_event_log(raw: RawTable, options: IngestOptions) -> tuple[EventLog, I
     if roles["event"]:
         event_codes, event_ids = id_codes(table.column(roles["event"]))
         missing_event = (event_codes < 0) & keep
-        if missing_event.any():
+        if findings.note("missing_event", missing_event, lines, label=options.missing_event):
             report.filled["event"] = int(missing_event.sum())
-            report.warnings.append(
-                f"{int(missing_event.sum()):,} rows have no event type (lines "
-                f"{', '.join(map(str, first_lines(missing_event, lines)))}); labelled "
-                f"{options.missing_event!r}"
-            )
             position = event_ids.get_indexer([options.missing_event])[0]
             if position < 0:
                 event_ids = event_ids.append(pd.Index([options.missing_event], dtype=object))
@@ -332,31 +315,29 @@ def _build_event_log(raw: RawTable, options: IngestOptions) -> tuple[EventLog, I
         decimal = "," if raw.details.get("decimal") == "comma" else "."
         values = parse_numbers(table.column(col), decimal)
         bad = source_present & np.isnan(values) & keep
-        if bad.any():
-            report.warnings.append(
-                f"{int(bad.sum()):,} values in {col!r} are not numbers (lines "
-                f"{', '.join(map(str, first_lines(bad, lines)))}); treated as missing"
-            )
+        findings.note("bad_value", bad, lines, column=col)
         missing_value = np.isnan(values) & keep
         if not (keep & ~np.isnan(values)).any():
-            raise LogFormatError(name, "no value in the value column is a number", column=col,
-                                 lines=first_lines(bad, lines),
-                                 fix="map the value to no column (--value-col '') or fix the column")
+            refuse_no_numbers(name, col, first_lines(bad, lines))
         if missing_value.any():
             if options.missing_value == "drop":
                 report.drop("missing_value", int(missing_value.sum()),
                             first_lines(missing_value, lines))
                 keep &= ~missing_value
             else:
-                kept_values = values[keep & ~np.isnan(values)]
-                fill = float(np.median(kept_values) if options.missing_value == "median"
-                             else kept_values.mean())
+                findings.see_values(values[keep])
+                fill = findings.value_fill(options.missing_value)
                 values = np.where(missing_value, fill, values)
-                report.filled["value"] = int(missing_value.sum())
-                report.warnings.append(
-                    f"{int(missing_value.sum()):,} rows have no value; filled with the "
-                    f"{options.missing_value} ({fill:g})"
-                )
+                report.filled["value"] = findings.note(
+                    "value_filled", missing_value, lines, policy=options.missing_value, fill=fill)
+    # the other policies look at each user's other rows: applied once the row rules have run
+    # (as the store applies them to its blocks of whole users)
+    if micros is not None and options.missing_timestamp != "drop":
+        missing_ts = np.isnan(micros) & keep
+        if missing_ts.any():
+            micros, no_time = handle_missing_timestamps(
+                micros, missing_ts, keep, user_codes, lines, options, report, findings)
+            keep &= ~no_time
 
     if report.rows_kept == 0:
         raise LogFormatError(name, "every row was dropped: " + ", ".join(
@@ -386,17 +367,16 @@ def _build_event_log(raw: RawTable, options: IngestOptions) -> tuple[EventLog, I
         ])
         if dup.any():
             order = drop_from_order(order, ~dup)
-            report.drop("duplicate", int(dup.sum()), kept_lines[dup][:5])
+            report.drop("duplicate", findings.note("duplicate", dup, kept_lines,
+                                                   note=duplicate_note(micros is not None)),
+                        first_lines(dup, kept_lines))
             unique = ~dup
             kept_lines = kept_lines[unique]
             kept_users, kept_items, kept_events = (kept_users[unique], kept_items[unique],
                                                    kept_events[unique])
             kept_micros = kept_micros[unique] if kept_micros is not None else None
             kept_values = kept_values[unique] if kept_values is not None else None
-            note = "" if micros is not None else (
-                " (the log has no timestamps, so repeated events by the same user on the same "
-                "item count as duplicates; pass --keep-duplicates to keep them)")
-            report.warnings.append(f"{int(dup.sum()):,} exact duplicate rows were removed{note}")
+    findings.write(report)
 
     n_kept = kept_users.shape[0]
     frame = pd.DataFrame({
@@ -453,7 +433,7 @@ def keep_positive(log: EventLog, min_value: float, report: IngestReport | None =
         return log
     if report is not None:
         report.drop("below_min_rating", int((~keep).sum()),
-                    log.frame["line"].to_numpy()[~keep][:5])
+                    first_lines(~keep, log.frame["line"].to_numpy()))
     frame = log.frame.loc[keep].reset_index(drop=True)
     for column in ("user", "item", "event"):
         frame[column] = frame[column].cat.remove_unused_categories()

@@ -173,8 +173,10 @@ class IngestReport:
             return
         self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
         self.rows_kept -= int(count)
-        kept = self.dropped_lines.setdefault(reason, [])
-        kept.extend(int(n) for n in list(lines)[: 5 - len(kept)])
+        # the five smallest lines seen, whatever order the rows come in (file order in memory,
+        # blocks of users in the store): both readers report the same lines
+        kept = self.dropped_lines.get(reason, [])
+        self.dropped_lines[reason] = sorted({*kept, *(int(n) for n in lines)})[:5]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

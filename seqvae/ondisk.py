@@ -53,17 +53,21 @@ from seqvae.logcolumns import (
     detect_roles,
     id_codes,
     implausible_times,
-    implausible_warning,
     is_missing,
     parse_numbers,
     parse_timestamps,
 )
 from seqvae.logformats import decode_text, delimited_layout, detect_format, unique_names
 from seqvae.logrules import (
+    Findings,
+    duplicate_note,
     duplicates_in_order,
     factorise,
     fill_within_users,
     first_lines,
+    handle_missing_timestamps,
+    refuse_no_numbers,
+    refuse_unreadable_timestamps,
     stable_argsort_ids,
     time_codes,
     time_order,
@@ -426,18 +430,11 @@ class _ReadState:
     timestamp_unit: str | None = None
     timestamp_kind: str = ""
     considered_timestamps: int = 0
-    bad_timestamps: int = 0
-    bad_timestamp_lines: tuple[int, ...] = ()
-    implausible_timestamps: int = 0
-    implausible_lines: tuple[int, ...] = ()
     median_micros: float | None = None  # of the first piece: positions, not dates, if small
-    missing_timestamps: int = 0
-    bad_values: int = 0
-    value_sum: float = 0.0
     value_count: int = 0
-    value_counts: pd.Series | None = None
     missing_values: int = 0
-    missing_events: int = 0
+    # what the row rules found: the same counts, lines and warnings as `read_log`'s
+    findings: Findings = dataclasses.field(default_factory=Findings)
 
 
 def build_store(
@@ -651,31 +648,24 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
                 state.timestamp_unit = kind.split()[1]
         if state.median_micros is None and np.isfinite(micros).any():
             state.median_micros = float(np.nanmedian(micros))
-        odd = implausible_times(micros, median=state.median_micros or 0.0) & keep
-        if odd.any():
-            state.implausible_timestamps += int(odd.sum())
-            if len(state.implausible_lines) < 5:
-                state.implausible_lines += tuple(first_lines(odd, lines))
+        findings = state.findings
+        findings.note("implausible_timestamp",
+                      implausible_times(micros, median=state.median_micros or 0.0) & keep, lines,
+                      column=col)
         present = ~is_missing(table.column(col))
-        bad = present & np.isnan(micros) & keep
         state.considered_timestamps += int((present & keep).sum())
-        state.bad_timestamps += int(bad.sum())
-        if bad.any() and len(state.bad_timestamp_lines) < 5:
-            state.bad_timestamp_lines += tuple(first_lines(bad, lines))
+        findings.note("bad_timestamp", present & np.isnan(micros) & keep, lines, column=col)
         missing = np.isnan(micros) & keep
-        if missing.any():
-            if options.missing_timestamp == "drop":
-                report.drop("missing_timestamp", int(missing.sum()), first_lines(missing, lines))
-                keep &= ~missing
-            else:
-                state.missing_timestamps += int(missing.sum())
+        if missing.any() and options.missing_timestamp == "drop":
+            report.drop("missing_timestamp", int(missing.sum()), first_lines(missing, lines))
+            keep &= ~missing
 
     events = np.zeros(n, dtype=np.int64)
     if roles["event"]:
         events = _global_codes(table.column(roles["event"]), state.events)
         missing_event = (events < 0) & keep
-        if missing_event.any():
-            state.missing_events += int(missing_event.sum())
+        if state.findings.note("missing_event", missing_event, lines, label=options.missing_event):
+            report.filled["event"] = report.filled.get("event", 0) + int(missing_event.sum())
             events = np.where(events < 0, state.events.codes(pd.Index([options.missing_event]))[0],
                               events)
     else:
@@ -686,21 +676,19 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: _ReadState, raw: _Col
         col = roles["value"]
         present = ~is_missing(table.column(col))
         values = parse_numbers(table.column(col), decimal)
-        state.bad_values += int((present & np.isnan(values) & keep).sum())
+        state.findings.note("bad_value", present & np.isnan(values) & keep, lines, column=col)
         missing = np.isnan(values) & keep
         if missing.any() and options.missing_value == "drop":
             report.drop("missing_value", int(missing.sum()), first_lines(missing, lines))
             keep &= ~missing
-        else:
+        elif missing.any():
             state.missing_values += int(missing.sum())
+            # the fill's lines, noted now: the blocks of pass 3 no longer hold missing values
+            state.findings.note("value_filled", missing, lines, policy=options.missing_value)
         known = values[keep & ~np.isnan(values)]
-        state.value_sum += float(known.sum())
         state.value_count += int(known.size)
-        if options.missing_value == "median":
-            distinct, counts = np.unique(known, return_counts=True)
-            chunk_counts = pd.Series(counts, index=distinct)
-            state.value_counts = (chunk_counts if state.value_counts is None else
-                                  state.value_counts.add(chunk_counts, fill_value=0))
+        if options.missing_value != "drop":
+            state.findings.see_values(known)
 
     rows = np.flatnonzero(keep)
     by_name = {"user": users, "item": items, "event": events, "micros": micros,
@@ -720,42 +708,12 @@ def _finish_read(state: _ReadState, report: IngestReport, options: IngestOptions
                              "dropped: " + ", ".join(f"{k} {v:,}" for k, v in report.dropped.items())
                              + ")", column=f"{roles['user']} / {roles['item']}",
                              fix="check the column mapping and the missing-value options")
-    considered, bad = state.considered_timestamps, state.bad_timestamps
-    if considered and bad > options.max_bad_timestamp_share * considered:
-        raise LogFormatError(
-            name, f"{bad:,} of {considered:,} timestamps cannot be read as dates or epoch numbers",
-            column=roles["timestamp"], lines=list(state.bad_timestamp_lines[:5]),
-            fix="use ISO-8601 text (2024-05-01T12:00:00Z) or epoch seconds/milliseconds, or map "
-            "the timestamp to no column (--timestamp-col '') to use file order")
-    if state.implausible_timestamps:
-        report.warnings.append(implausible_warning(
-            str(roles["timestamp"]), state.implausible_timestamps, state.implausible_lines[:5]))
-    if bad:
-        report.warnings.append(f"{bad:,} timestamps in {roles['timestamp']!r} could not be read "
-                               f"(lines {', '.join(map(str, state.bad_timestamp_lines[:5]))}); "
-                               "treated as missing")
-    if state.missing_events:
-        report.filled["event"] = state.missing_events
-        report.warnings.append(f"{state.missing_events:,} rows have no event type; labelled "
-                               f"{options.missing_event!r}")
-    if state.bad_values:
-        report.warnings.append(f"{state.bad_values:,} values in {roles['value']!r} are not "
-                               "numbers; treated as missing")
+    findings = state.findings
+    refuse_unreadable_timestamps(name, roles["timestamp"], findings.counts.get("bad_timestamp", 0),
+                                 state.considered_timestamps,
+                                 findings.lines.get("bad_timestamp", []), options)
     if roles["value"] and state.value_count == 0:
-        raise LogFormatError(name, "no value in the value column is a number",
-                             column=roles["value"],
-                             fix="map the value to no column (--value-col '') or fix the column")
-
-
-def _value_fill(state: _ReadState, options: IngestOptions) -> float:
-    if options.missing_value == "mean" or state.value_counts is None:
-        return state.value_sum / max(state.value_count, 1)
-    counts = state.value_counts.sort_index()
-    cumulative = counts.cumsum().to_numpy()
-    total = cumulative[-1]
-    low = counts.index[np.searchsorted(cumulative, (total + 1) // 2)]
-    high = counts.index[np.searchsorted(cumulative, total // 2 + 1)]
-    return float((low + high) / 2)
+        refuse_no_numbers(name, roles["value"], findings.lines.get("bad_value", []))
 
 
 @dataclass
@@ -813,13 +771,12 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
     counts = grouped.counts
     has_time = bool(state.roles["timestamp"])
     has_value = bool(state.roles["value"])
-    fill_value = _value_fill(state, options) if has_value and state.missing_values else None
+    findings = state.findings
+    fill_value = (findings.value_fill(options.missing_value)
+                  if has_value and state.missing_values else None)
     ordered = _Columns(work / "ordered", {"item": np.int32, "event": np.int32,
                                           "micros": np.float64, "line": np.int64})
     kept_counts = np.zeros_like(counts)
-    filled_lines: list[int] = []
-    no_time_lines: list[int] = []
-    n_filled = n_file_order = n_duplicates = 0
     for index, (u0, u1) in enumerate(grouped.blocks):
         records = grouped.block(index)
         users = records["user"].astype(np.int64) - u0
@@ -833,17 +790,10 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
         sort_key: np.ndarray | None = None
         if has_time:
             missing = np.isnan(micros)
-            if missing.any() and options.missing_timestamp == "previous":
-                micros = fill_within_users(micros, users)
-                still = np.isnan(micros)
-                n_filled += int((missing & ~still).sum())
-                filled_lines += first_lines(missing & ~still, lines)
-                if still.any():
-                    report.drop("missing_timestamp", int(still.sum()), first_lines(still, lines))
-                    no_time_lines += first_lines(still, lines)
-                    keep &= ~still
-            elif missing.any():
-                n_file_order += int(missing.sum())
+            if missing.any():  # a block holds whole users: the policy sees each user's rows
+                micros, no_time = handle_missing_timestamps(micros, missing, keep, users, lines,
+                                                            options, report, findings)
+                keep &= ~no_time
             sort_key = micros
             if np.isnan(sort_key).any():
                 sort_key = np.nan_to_num(fill_within_users(sort_key, users), nan=0.0)
@@ -859,37 +809,23 @@ def _order(grouped: _Partitions, state: _ReadState, work: Path,
                 _row_codes, [users, items, events], micros if has_time else None,
                 values if has_value else None))
             if dup.any():
-                report.drop("duplicate", int(dup.sum()), np.sort(lines[dup])[:5])
-                n_duplicates += int(dup.sum())
+                report.drop("duplicate", findings.note("duplicate", dup, lines,
+                                                       note=duplicate_note(has_time)),
+                            first_lines(dup, lines))
                 order = order[~dup[order]]
         if min_value is not None:
             low = values[order] < min_value
             if low.any():
-                report.drop("below_min_rating", int(low.sum()), np.sort(lines[order[low]])[:5])
+                report.drop("below_min_rating", int(low.sum()), first_lines(low, lines[order]))
                 order = order[~low]
         # a row kept without a time gets one once the final sequence is known (in `_write`)
         stamps = micros[order] if has_time else np.zeros(order.size)
         ordered.append(item=items[order], event=events[order], micros=stamps, line=lines[order])
         kept_counts[u0:u1] = np.bincount(users[order], minlength=u1 - u0)
-    if n_filled:
-        report.filled["timestamp"] = n_filled
-        report.warnings.append(f"{n_filled:,} rows have no timestamp (lines "
-                               f"{', '.join(map(str, sorted(filled_lines)[:5]))}); given the "
-                               "timestamp of the user's previous event (or the next one for a "
-                               "first event)")
-    if no_time_lines:
-        report.warnings.append(f"{report.dropped['missing_timestamp']:,} rows belong to users "
-                               "without any timestamp; dropped")
-    if n_file_order:
-        report.filled["timestamp_file_order"] = n_file_order
-        report.warnings.append(f"{n_file_order:,} rows have no timestamp; kept in file order, "
-                               "right after the user's previous event")
     if fill_value is not None:
         report.filled["value"] = state.missing_values
-        report.warnings.append(f"{state.missing_values:,} rows have no value; filled with the "
-                               f"{options.missing_value} ({fill_value:g})")
-    if n_duplicates:
-        report.warnings.append(f"{n_duplicates:,} exact duplicate rows were removed")
+        findings.fields["value_filled"]["fill"] = fill_value
+    findings.write(report)
     if min_value is not None and ordered.rows == 0:
         raise LogFormatError(name, f"no event has a value of at least {min_value:g}",
                              fix="lower --min-rating")
@@ -953,7 +889,7 @@ def _k_core(ordered: dict[str, Any], counts: np.ndarray, n_items: int, k: int,
         first: list[int] = []
         for lo in range(0, n, sizes.block_events):
             gone = ~np.asarray(keep[lo:lo + sizes.block_events])
-            first = sorted([*first, *ordered["line"][lo:lo + sizes.block_events][gone][:5]])[:5]
+            first = sorted([*first, *first_lines(gone, ordered["line"][lo:lo + sizes.block_events])])[:5]
         report.drop("k_core", dropped, first)
     if dropped == n:
         raise LogFormatError(name, f"{k}-core filtering removed every event",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seqvae.logrules import drop_from_order, fill_within_users, time_order
+from seqvae.logrules import drop_from_order, fill_within_users, first_lines, time_order
 from seqvae.logs import EventLog, IngestReport
 
 PAD = 0
@@ -401,7 +401,7 @@ def encode(
     micros = _event_micros(log)
     if not keep.all():
         if report is not None:
-            report.drop("k_core", int((~keep).sum()), frame["line"].to_numpy()[~keep][:5])
+            report.drop("k_core", int((~keep).sum()), first_lines(~keep, frame["line"].to_numpy()))
         frame = frame.loc[keep]
         user_codes = user_codes[keep]
         item_codes = item_codes[keep]

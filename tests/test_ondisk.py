@@ -20,9 +20,9 @@ from seqvae.training import SeqVAEConfig, make_batches
 TINY = StoreOptions(chunk_bytes=1 << 13, chunk_rows=700, block_events=500)
 
 
-def messy_log(seed: int = 3, n: int = 6000) -> pd.DataFrame:
+def messy_log(seed: int = 3, n: int = 6000, unreadable: bool = True) -> pd.DataFrame:
     """Ids with leading zeros, unordered times, gaps in every column, exact duplicates, a user
-    without any timestamp, ratings."""
+    without any timestamp, ratings, a few unreadable times and ratings."""
     rng = np.random.default_rng(seed)
     users = np.array([f"{u:03d}" for u in range(300)], dtype=object)
     frame = pd.DataFrame({
@@ -39,6 +39,10 @@ def messy_log(seed: int = 3, n: int = 6000) -> pd.DataFrame:
                           ("event", 0.02), ("rating", 0.02)):
         frame.loc[rng.random(n) < share, column] = None
     frame.loc[frame["user_id"] == "250", "timestamp"] = None  # a user with no timestamp
+    if unreadable:  # text only: a Parquet column has one type
+        frame["rating"] = frame["rating"].astype(object)
+        frame.loc[rng.random(n) < 0.005, "timestamp"] = "yesterday"  # warned, then missing
+        frame.loc[rng.random(n) < 0.005, "rating"] = "five"  # warned, then missing
     frame = pd.concat([frame, frame.sample(300, random_state=seed)])  # exact duplicates
     return frame.sample(frac=1.0, random_state=seed + 1).reset_index(drop=True)
 
@@ -75,15 +79,19 @@ def test_store_holds_the_in_memory_encoding(tmp_path, options, sequence_options,
     store, store_report = build_store(path, tmp_path / "store", options, sequence_options,
                                       min_value=min_value, sizes=TINY)
     assert_same(memory, store.sequences())
+    # the same account of every row: counts, the lines behind them, the warnings word for word
     assert store_report.rows_read == report.rows_read
     assert store_report.dropped == report.dropped
+    assert store_report.dropped_lines == report.dropped_lines
     assert store_report.filled == report.filled
+    assert store_report.warnings == report.warnings
+    assert len(report.warnings) >= 2 and all("(lines " in w for w in report.warnings)
     assert store_report.balanced
     assert store.report.rows_kept == store_report.rows_kept  # saved with the store
 
 
 def test_parquet_file_and_folder_give_the_csv_encoding(tmp_path):
-    frame = messy_log(seed=5)
+    frame = messy_log(seed=5, unreadable=False)
     frame.to_csv(tmp_path / "log.csv", index=False)
     memory, _ = in_memory(tmp_path / "log.csv", IngestOptions(), SequenceOptions())
     frame.to_parquet(tmp_path / "log.parquet", index=False)
