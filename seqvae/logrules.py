@@ -92,6 +92,16 @@ class Findings:
                     **self.fields[kind]))
 
 
+def drop_missing_ids(users: np.ndarray, items: np.ndarray, lines: np.ndarray,
+                     report: IngestReport) -> np.ndarray:
+    """The first rule: a row without a user or an item id (codes < 0) is dropped -> rows kept."""
+    missing_user = users < 0
+    missing_item = (items < 0) & ~missing_user
+    for reason, mask in (("missing_user", missing_user), ("missing_item", missing_item)):
+        report.drop(reason, int(mask.sum()), first_lines(mask, lines))
+    return ~(missing_user | missing_item)
+
+
 def duplicate_note(has_timestamps: bool) -> str:
     """Without timestamps, a repeated event is indistinguishable from a duplicate row: say so."""
     return "" if has_timestamps else (

@@ -40,6 +40,7 @@ from seqvae.logformats import RawTable, load_raw, looks_numeric
 from seqvae.logrules import (
     Findings,
     drop_from_order,
+    drop_missing_ids,
     duplicate_note,
     duplicates_in_order,
     factorise,
@@ -256,22 +257,15 @@ def _build_event_log(raw: RawTable, options: IngestOptions) -> tuple[EventLog, I
     report.columns = dict(roles)
     report.source_columns = list(table.column_names)
     lines = raw.lines
-    n = table.num_rows
 
     user_codes, user_ids = id_codes(table.column(roles["user"]))  # type: ignore[arg-type]
     item_codes, item_ids = id_codes(table.column(roles["item"]))  # type: ignore[arg-type]
-    keep = np.ones(n, dtype=bool)
-    missing_user = user_codes < 0
-    missing_item = (item_codes < 0) & ~missing_user
-    for reason, mask in (("missing_user", missing_user), ("missing_item", missing_item)):
-        if mask.any():
-            report.drop(reason, int(mask.sum()), first_lines(mask, lines))
-            keep &= ~mask
+    keep = drop_missing_ids(user_codes, item_codes, lines, report)
     if report.rows_kept == 0:
         raise LogFormatError(
             name, "no row has both a user and an item",
             column=f"{roles['user']} / {roles['item']}",
-            lines=first_lines(missing_user | missing_item, lines),
+            lines=first_lines(~keep, lines),
             fix="check that the right columns are mapped to user and item",
         )
 

@@ -33,6 +33,7 @@ from seqvae.logcolumns import (
 from seqvae.logformats import decode_text, delimited_layout, detect_format, unique_names
 from seqvae.logrules import (
     Findings,
+    drop_missing_ids,
     first_lines,
     refuse_no_numbers,
     refuse_unreadable_timestamps,
@@ -399,13 +400,7 @@ def _read_chunk(table: pa.Table, lines: np.ndarray, state: ReadState, raw: Colum
     report.rows_kept += n
     users = _global_codes(table.column(roles["user"]), state.users)
     items = _global_codes(table.column(roles["item"]), state.items)
-    keep = np.ones(n, dtype=bool)
-    missing_user = users < 0
-    missing_item = (items < 0) & ~missing_user
-    for reason, mask in (("missing_user", missing_user), ("missing_item", missing_item)):
-        if mask.any():
-            report.drop(reason, int(mask.sum()), first_lines(mask, lines))
-            keep &= ~mask
+    keep = drop_missing_ids(users, items, lines, report)
 
     micros = np.full(n, np.nan)
     if roles["timestamp"]:
