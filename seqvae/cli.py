@@ -13,13 +13,60 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from seqvae.errors import SeqVAEError
 
 EXIT_BAD_INPUT = 2
+
+
+def add_side_table_flags(parser: argparse.ArgumentParser, kinds: Sequence[str]) -> None:
+    """Flags for the side tables a command reads: item metadata (titles, categories) and user
+    attributes, read as the Data page reads them (header detected unless told)."""
+    group = parser.add_argument_group("side tables")
+    for kind in kinds:
+        what = ("item metadata: item id, title, category, … (e.g. MovieLens' u.item)"
+                if kind == "item" else "user attributes: user id, segment, age, … (e.g. u.user)")
+        group.add_argument(f"--{kind}-meta", metavar="FILE", help=what)
+        group.add_argument(f"--{kind}-meta-header", choices=["auto", "yes", "no"], default="auto",
+                           help="does its first line name the columns (default: detected; "
+                           "u.item and u.user have none)")
+        group.add_argument(f"--{kind}-meta-key", metavar="COLUMN",
+                           help=f"the column holding the {kind} id (default: by name, else the "
+                           "first; headerless files have column_1, column_2, …)")
+        group.add_argument(f"--{kind}-meta-sep", metavar="SEP",
+                           help="its delimiter (default: sniffed)")
+        if kind == "item":
+            group.add_argument("--item-meta-title", metavar="COLUMN",
+                               help="the column holding the titles (default: detected)")
+
+
+def read_side_table(args: argparse.Namespace, kind: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The side table `--{kind}-meta` names, keyed by id, and how it was read (the columns
+    chosen, the first rows) — or None when none was given."""
+    from seqvae.logs import key_column, preview_table, read_metadata
+
+    path = getattr(args, f"{kind}_meta", None)
+    if not path:
+        return None
+    header = {"auto": None, "yes": True, "no": False}[getattr(args, f"{kind}_meta_header")]
+    sep = getattr(args, f"{kind}_meta_sep")
+    preview = preview_table(path, header=header, sep=sep)
+    columns = [str(c) for c in preview.columns]
+    key = getattr(args, f"{kind}_meta_key") or key_column(columns, cast(Any, kind))
+    title = getattr(args, "item_meta_title", None) if kind == "item" else None
+    table = read_metadata(path, key=cast(Any, kind), key_col=key, title_col=title,
+                          header=header, sep=sep)
+    if kind == "item" and title is None and "title" in table.columns:
+        title = next((c for c in columns if c not in table.columns and c != key), "title")
+    return table, {"source": Path(path).name, "rows": len(table), "key": key, "title": title,
+                   "columns": columns, "preview": preview.head(3).to_dict("records")}
 
 
 def add_reading_flags(parser: argparse.ArgumentParser) -> None:
@@ -122,8 +169,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_log(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Read and encode a log; the JSON object `seqvae inspect --json` prints."""
+def inspect_log(path: str, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Read and encode a log -> (the JSON object `seqvae inspect --json` prints, the sequences)."""
     from seqvae.logs import read_log
     from seqvae.sequences import encode
 
@@ -152,13 +199,22 @@ def inspect_log(path: str, args: argparse.Namespace) -> dict[str, Any]:
         "columns": report.columns,
         "details": report.details,
         "warnings": report.warnings,
-    }
+    }, sequences
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    result = inspect_log(args.log, args)
+    result, sequences = inspect_log(args.log, args)
+    for kind in ("item", "user"):
+        read = read_side_table(args, kind)
+        if read is not None:
+            table, how = read
+            known = (list(sequences.item_vocab.tokens) if kind == "item"
+                     else [str(u) for u in sequences.users])
+            how["matched"] = int(table.index.isin(known).sum())
+            how["of"] = len(known)
+            result[f"{kind}_meta"] = how
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
     print(f"{result['source']}  ({result['format']}"
           + "".join(f", {k} {v}" for k, v in result["details"].items()) + ")")
@@ -192,6 +248,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     _print_table(report_rows)
     for warning in result["warnings"]:
         print(f"warning: {warning}")
+    for kind in ("item", "user"):
+        side_info = result.get(f"{kind}_meta")
+        if side_info is None:
+            continue
+        how = side_info
+        print()
+        print(f"{kind} table {how['source']}: {how['rows']:,} rows, {kind} id column {how['key']!r}"
+              + (f", title column {how['title']!r}" if how.get("title") else "")
+              + f"; {how['matched']:,} of the log's {how['of']:,} {kind}s found in it")
+        print(f"  columns: {', '.join(how['columns'])}")
+        for row in how["preview"]:
+            line = " | ".join("" if value is None else str(value) for value in row.values())
+            print("  " + (line if len(line) <= 150 else line[:149] + "…"))
+        if how["matched"] == 0:
+            print(f"warning: no {kind} id of the log is in the {kind} table: check "
+                  f"--{kind}-meta-key and --{kind}-meta-header")
     return 0
 
 
@@ -450,6 +522,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(shaped)} shaped the model's vocabulary when it was "
                              "trained; a new log is encoded with that vocabulary as it is")
     recommender = load(args.model)
+    side = read_side_table(args, "item")
+    args.titles = side[0]["title"] if side is not None and "title" in side[0].columns else None
     if args.log is not None:
         return _recommend_log(recommender, args)
     if args.all:
@@ -469,19 +543,32 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise ValueError(f"{exc.args[0]} is not in the model's users; pass --items to recommend "
                          "for a new sequence") from None
-    rows = _ranked(ids[0], scores[0])
+    rows = _ranked(ids[0], scores[0], args.titles)
     if args.json:
         print(json.dumps({"user": args.user, "items": rows}, ensure_ascii=False))
     else:
         print(f"top {len(rows)} for {label}")
-        _print_table([(f"{row['rank']:>2}. {row['item']}", f"{row['score']:.3f}") for row in rows])
+        _print_table(_ranked_lines(rows))
     return 0
 
 
-def _ranked(ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
-    """One user's ranked items as JSON rows; items that cannot be recommended (-inf) left out."""
-    return [{"rank": r + 1, "item": str(i), "score": float(s)}
+def _ranked(ids: np.ndarray, scores: np.ndarray,
+            titles: pd.Series | None = None) -> list[dict[str, Any]]:
+    """One user's ranked items as JSON rows (with ``title`` from `--item-meta`); items that
+    cannot be recommended (-inf) left out."""
+    rows = [{"rank": r + 1, "item": str(i), "score": float(s)}
             for r, (i, s) in enumerate(zip(ids, scores, strict=True)) if np.isfinite(s)]
+    if titles is not None:
+        for row in rows:
+            title = titles.get(row["item"])
+            row["title"] = None if title is None or title != title else str(title)
+    return rows
+
+
+def _ranked_lines(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(f"{row['rank']:>2}. {row['item']}"
+             + (f"  {row['title']}" if row.get("title") else ""), f"{row['score']:.3f}")
+            for row in rows]
 
 
 def _write_recommendations(recommender: Any, args: argparse.Namespace, sequences: Any) -> int:
@@ -497,7 +584,7 @@ def _write_recommendations(recommender: Any, args: argparse.Namespace, sequences
     started = time.perf_counter()
     path = write_all_recommendations(recommender, args.out, k=args.k,
                                      exclude_seen=not args.include_seen, progress=progress,
-                                     sequences=sequences)
+                                     sequences=sequences, titles=args.titles)
     seconds = time.perf_counter() - started
     n_users = sequences.n_users
     if args.json:
@@ -534,17 +621,17 @@ def _recommend_log(recommender: Any, args: argparse.Namespace) -> int:
     if args.json:
         ids, scores = recommender.recommend_sequences(sequences, args.k, exclude_seen)
         print(json.dumps({"source": report.source, "k": args.k, "recommendations": [
-            {"user": str(user), "items": _ranked(ids[row], scores[row])}
+            {"user": str(user), "items": _ranked(ids[row], scores[row], args.titles)}
             for row, user in enumerate(sequences.users)]}, ensure_ascii=False))
         return 0
     shown = sequences.subset_users(np.arange(min(SHOWN_USERS, sequences.n_users)))
     ids, scores = recommender.recommend_sequences(shown, args.k, exclude_seen)
     for row, user in enumerate(shown.users):
-        rows = _ranked(ids[row], scores[row])
+        rows = _ranked(ids[row], scores[row], args.titles)
         events = int(shown.lengths[row])
         print(f"top {len(rows)} for {user} ({events:,} event{'s' if events != 1 else ''} of "
               f"{report.source})")
-        _print_table([(f"{r['rank']:>2}. {r['item']}", f"{r['score']:.3f}") for r in rows])
+        _print_table(_ranked_lines(rows))
     if sequences.n_users > shown.n_users:
         print(f"… and {sequences.n_users - shown.n_users:,} more users; --out FILE.parquet "
               "(or .csv) writes every one, --json prints them")
@@ -618,8 +705,17 @@ def cmd_embed(args: argparse.Namespace) -> int:
     fmt = "projector" if fmt == "tsv" and args.format == "auto" else fmt
     recommender = load(args.model)
     frame, mean = user_embeddings(recommender)
+    side = read_side_table(args, "user")
+    attributes: list[str] = []
+    if side is not None:  # each user's attributes beside the vectors (colour the projector by them)
+        table = side[0].add_prefix("attr_") if set(side[0].columns) & set(frame.columns) else side[0]
+        attributes = [str(c) for c in table.columns]
+        frame = frame.join(table, on="user")
+        found = int(frame[attributes].notna().any(axis=1).sum())
+        print(f"user attributes from {side[1]['source']}: {found:,} of {len(frame):,} users found")
     if fmt == "projector":
-        written = write_projector(mean, frame[["user", "events", "last_item"]], args.out)
+        written = write_projector(mean, frame[["user", "events", "last_item", *attributes]],
+                                  args.out)
         print(f"{len(frame):,} users: vectors in {written[0]}, metadata in {written[1]} "
               "(load both in the Embedding Projector)")
     else:
@@ -658,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("log", help="the log: CSV / TSV / any delimiter, Parquet, JSON lines")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     add_reading_flags(inspect)
+    add_side_table_flags(inspect, ("item", "user"))
     inspect.set_defaults(func=cmd_inspect)
 
     train = sub.add_parser("train", help="train a SeqVAE and save the model directory",
@@ -762,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--out", help="with --all or --log: FILE.parquet or FILE.csv")
     recommend.add_argument("--json", action="store_true", help="print one JSON object")
     add_reading_flags(recommend)
+    add_side_table_flags(recommend, ("item",))
     recommend.set_defaults(func=cmd_recommend)
 
     evaluate = sub.add_parser(
@@ -807,6 +905,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "projector pair: FILE.tsv and FILE_metadata.tsv)")
     embed.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "projector"],
                        help="default: from the extension (.tsv = projector)")
+    add_side_table_flags(embed, ("user",))
     embed.set_defaults(func=cmd_embed)
     return parser
 

@@ -208,10 +208,10 @@ def user_table(frame: pd.DataFrame, mu: np.ndarray, sigma: np.ndarray,
 def write_all_recommendations(recommender: Any, path: str | os.PathLike[str], k: int = 10,
                               exclude_seen: bool = True, chunk_users: int = 2048,
                               progress: Callable[[int, int], None] | None = None,
-                              sequences: Any = None) -> Path:
+                              sequences: Any = None, titles: pd.Series | None = None) -> Path:
     """`recommendation_chunks` streamed to Parquet or CSV (columns ``user``, ``rank``,
-    ``item``, ``score``). Memory stays at one chunk's score matrix whatever the number of
-    users; the file appears only when complete."""
+    ``item``, ``title`` when `titles` are given, ``score``). Memory stays at one chunk's score
+    matrix whatever the number of users; the file appears only when complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -219,11 +219,12 @@ def write_all_recommendations(recommender: Any, path: str | os.PathLike[str], k:
     if fmt not in ("parquet", "csv"):
         raise ValueError("recommendations are written as .parquet or .csv")
     schema = pa.schema([("user", pa.string()), ("rank", pa.int32()), ("item", pa.string()),
+                        *([("title", pa.string())] if titles is not None else []),
                         ("score", pa.float32())])
 
     def chunks() -> Iterator[pd.DataFrame]:
         return recommendation_chunks(recommender, k, exclude_seen, chunk_users,
-                                     sequences=sequences, progress=progress)
+                                     sequences=sequences, progress=progress, titles=titles)
 
     def write(tmp: Path) -> None:
         if fmt == "parquet":

@@ -344,3 +344,59 @@ def test_train_writes_tensorboard_scalars(trained):
             assert written[f"validation/{name}"][step] == pytest.approx(
                 epoch["validation"][name], rel=1e-6, abs=1e-9)
         assert written["epoch_seconds"][step] == pytest.approx(epoch["seconds"], rel=1e-6)
+
+
+def test_side_tables_without_a_header_are_read_as_told(trained, tmp_path, capsys):
+    """MovieLens ships u.item and u.user without a header line, '|'-separated, in Latin-1: the
+    CLI reads such side tables with the header, key and title columns the user names, and uses
+    them (titles beside recommendations, attributes beside each user's vector)."""
+    import pandas as pd
+
+    folder, model = trained
+    items = pd.read_csv(folder / "items.csv", dtype=str)
+    items["title"] = items["title"] + " é"  # Latin-1 when written below
+    items.to_csv(tmp_path / "u.item", sep="|", header=False, index=False, encoding="latin-1")
+    users = pd.DataFrame({"user": [f"U{u:05d}" for u in range(1, 121)],
+                          "age": [str(20 + u % 40) for u in range(120)],
+                          "job": [["writer", "doctor", "other"][u % 3] for u in range(120)]})
+    users.to_csv(tmp_path / "u.user", sep="|", header=False, index=False)
+    titles = dict(zip(items["item_id"], items["title"], strict=True))
+
+    code, out, _ = run_cli(capsys, "inspect", str(folder / "events.csv"), "--json",
+                           "--item-meta", str(tmp_path / "u.item"), "--item-meta-header", "no",
+                           "--item-meta-title", "column_2", "--user-meta", str(tmp_path / "u.user"),
+                           "--user-meta-header", "no")
+    result = json.loads(out)
+    assert code == 0
+    assert result["item_meta"]["key"] == "column_1" and result["item_meta"]["title"] == "column_2"
+    assert result["item_meta"]["rows"] == len(items)
+    assert result["item_meta"]["matched"] == result["item_meta"]["of"] == 60
+    assert result["user_meta"]["matched"] == result["user_meta"]["of"] == 120
+    # told there is a header, the first item becomes the column names, and the human output
+    # shows it: one row fewer, one item of the log missing from the table
+    code, out, _ = run_cli(capsys, "inspect", str(folder / "events.csv"), "--item-meta",
+                           str(tmp_path / "u.item"), "--item-meta-header", "yes")
+    assert code == 0 and f"{len(items) - 1:,} rows, item id column 'P0001'" in out
+    assert "59 of the log's 60 items found in it" in out
+
+    code, out, _ = run_cli(capsys, "recommend", str(model), "--user", "U00001", "--k", "5",
+                           "--json", "--item-meta", str(tmp_path / "u.item"),
+                           "--item-meta-header", "no", "--item-meta-title", "column_2")
+    rows = json.loads(out)["items"]
+    assert code == 0 and len(rows) == 5
+    assert [row["title"] for row in rows] == [titles[row["item"]] for row in rows]
+    assert all(row["title"].endswith(" é") for row in rows)
+    code, _, _ = run_cli(capsys, "recommend", str(model), "--all", "--out",
+                         str(tmp_path / "r.parquet"), "--item-meta", str(tmp_path / "u.item"),
+                         "--item-meta-header", "no")  # the title column detected
+    written = pd.read_parquet(tmp_path / "r.parquet")
+    assert code == 0 and list(written.columns) == ["user", "rank", "item", "title", "score"]
+    assert written["title"].tolist() == [titles[item] for item in written["item"]]
+
+    code, out, _ = run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "p.tsv"),
+                           "--user-meta", str(tmp_path / "u.user"), "--user-meta-header", "no")
+    assert code == 0 and "120 of 120 users found" in out
+    metadata = pd.read_csv(tmp_path / "p_metadata.tsv", sep="\t", dtype=str)
+    assert list(metadata.columns) == ["user", "events", "last_item", "column_2", "column_3"]
+    expected = users.set_index("user").loc[metadata["user"]]
+    assert metadata["column_3"].tolist() == expected["job"].tolist()
