@@ -17,9 +17,10 @@ shared `recommend` comes from `BaseRecommender`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,42 @@ class _MatrixRecommender(BaseRecommender):
         if not hasattr(self, "item_vocab_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit first")
 
+    # the model directory (`seqvae.bundle`): parameters as JSON, the fitted state as arrays
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """What `save` writes: ``(params, arrays)``; `from_state` rebuilds the model from them."""
+        self._check()
+        return dict(self.params_), self._arrays()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   n_items: int) -> _MatrixRecommender:
+        raise NotImplementedError
+
+    def save(self, directory: Any, **kwargs: Any) -> Any:
+        """Write the fitted model to a model directory (`seqvae.bundle.save`); `seqvae.load`
+        reads it back."""
+        from seqvae.bundle import save
+
+        return save(self, directory, **kwargs)
+
+    def _similarity_row(self, index: int) -> np.ndarray:
+        raise TypeError(f"{self.name} has no notion of similar items")
+
+    def similar_items(self, item: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """The `k` items the model links most to `item` (its own item-item weights):
+        ``(item_ids, weights)``."""
+        self._check()
+        index = int(self.item_vocab_.lookup([item])[0])
+        if index == OOV:
+            raise KeyError(f"unknown item id: {item!r}")
+        row = np.asarray(self._similarity_row(index), dtype=np.float64).copy()
+        row[[0, OOV, index]] = -np.inf
+        best = np.argsort(-row, kind="stable")[:k]
+        return self.item_vocab_.token(best), row[best]
+
 
 class Popularity(_MatrixRecommender):
     """Most popular first: an item's score is the number of training users who interacted with
@@ -78,6 +115,16 @@ class Popularity(_MatrixRecommender):
         self._check()
         scores = np.tile(self.counts_, (sequences.n_users, 1))
         return self._exclude(scores, sequences, exclude_seen)
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts_}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   n_items: int) -> Popularity:
+        model = cls()
+        model.counts_ = _sized(arrays["counts"], n_items)
+        return model
 
 
 class ItemKNN(_MatrixRecommender):
@@ -107,6 +154,21 @@ class ItemKNN(_MatrixRecommender):
         inputs = interactions(sequences, self.item_vocab_.size)
         scores = np.asarray((inputs @ self.similarity_).toarray(), dtype=np.float32)
         return self._exclude(scores, sequences, exclude_seen)
+
+    def _similarity_row(self, index: int) -> np.ndarray:
+        return self.similarity_[index].toarray().ravel()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        matrix = self.similarity_
+        return {"data": matrix.data, "indices": matrix.indices, "indptr": matrix.indptr}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   n_items: int) -> ItemKNN:
+        model = cls(int(params["neighbours"]))
+        model.similarity_ = sp.csr_matrix(
+            (arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n_items, n_items))
+        return model
 
 
 def _top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -159,6 +221,19 @@ class EASE(_MatrixRecommender):
         inputs = interactions(sequences, self.item_vocab_.size)
         scores = np.asarray(inputs @ self.weights_, dtype=np.float32)
         return self._exclude(scores, sequences, exclude_seen)
+
+    def _similarity_row(self, index: int) -> np.ndarray:
+        return self.weights_[index]  # how much having `index` adds to each item's score
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights_}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   n_items: int) -> EASE:
+        model = cls(float(params["l2"]))
+        model.weights_ = _sized(arrays["weights"], n_items, n_items)
+        return model
 
 
 @dataclass(frozen=True)
@@ -257,3 +332,39 @@ class MultVAEBaseline(_MatrixRecommender):
         scores = (np.concatenate(out) if out
                   else np.zeros((0, self.item_vocab_.size), np.float32))
         return self._exclude(scores, sequences, exclude_seen)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check()
+        config = {**asdict(self.config_), "epochs_run": self.epochs_, "params": self.params_}
+        return config, {f"w{i}": w for i, w in enumerate(self.model_.get_weights())}
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
+                   n_items: int) -> MultVAEBaseline:
+        from seqvae.model import MultVAE
+
+        fields = {f.name for f in dataclasses.fields(MultVAEConfig)}
+        model = cls(MultVAEConfig(**{k: v for k, v in params.items() if k in fields}))
+        model.params_ = dict(params.get("params", model.params_))
+        model.epochs_ = list(params.get("epochs_run", []))
+        config = model.config_
+        network = MultVAE(n_items, config.hidden_dim, config.latent_dim, config.dropout,
+                          config.seed)
+        network(np.zeros((1, n_items), np.float32))
+        weights = [arrays[f"w{i}"] for i in range(len(arrays))]
+        if [w.shape for w in weights] != [tuple(w.shape) for w in network.get_weights()]:
+            raise ValueError("the stored weights do not fit the network of these settings")
+        network.set_weights(weights)
+        model.model_ = network
+        return model
+
+
+def _sized(array: np.ndarray, *shape: int) -> np.ndarray:
+    if array.shape != shape:
+        raise ValueError(f"an array of shape {array.shape} where {shape} was expected")
+    return array
+
+
+#: every baseline by its name in `seqvae evaluate --models` and in the model directory
+BASELINES: dict[str, Any] = {model.name: model for model in
+                             (Popularity, ItemKNN, EASE, MultVAEBaseline)}

@@ -13,6 +13,11 @@ Layout (a contract users' scripts rely on):
 | ``users.json`` | the user ids of those sequences, in order |
 | ``manifest.json`` | the SHA-256 of every file above |
 
+The baselines (popularity, item-KNN, EASE, Mult-VAE) save to the same kind of directory, with
+``weights.npz`` (their arrays: counts, the similarity or weight matrix, the network's weights) in
+place of ``model.keras`` and ``history.json``, and ``config.json``'s ``kind`` naming the model;
+`load` gives back the model that was saved, whichever it is.
+
 Nothing is pickled: JSON, NumPy arrays loaded with ``allow_pickle=False``, and a Keras file whose
 custom layers are registered classes. A missing, truncated or modified file, a ``Lambda`` layer
 or a layer class seqvae does not know is refused with a `BundleError` that names the file.
@@ -37,6 +42,9 @@ from seqvae.sequences import SequenceOptions, Sequences, Vocabulary
 FORMAT_VERSION = 2
 FILES = ("model.keras", "vocab.json", "config.json", "history.json", "metrics.json",
          "histories.npz", "users.json")
+#: a baseline's directory: its arrays instead of a network and a training history
+BASELINE_FILES = ("weights.npz", "vocab.json", "config.json", "metrics.json", "histories.npz",
+                  "users.json")
 
 
 class BundleError(SeqVAEError, ValueError):
@@ -77,7 +85,8 @@ def check_target(directory: str | os.PathLike[str]) -> Path:
 
 def save(recommender: Any, directory: str | os.PathLike[str], *,
          metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Path:
-    """Write `recommender` to `directory` (created; an existing model directory is replaced).
+    """Write `recommender` — the SeqVAE, its twin or a baseline — to `directory` (created; an
+    existing model directory is replaced).
 
     The files are written to a temporary folder beside it and moved into place at the end, so
     an interrupted save never leaves a half-written model directory.
@@ -87,31 +96,46 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
     history = recommender.history_
     if history is None:
         raise BundleError("the recommender has no user histories to save")
+    baseline = recommender.name in _baselines()
 
     def write(staging: Path) -> None:
-        recommender.model_.save(staging / "model.keras")
+        data_schema = {**(data or {}),
+                       "time_buckets": history.options.time_buckets,
+                       "min_item_count": history.options.min_item_count,
+                       "has_timestamps": bool(history.has_timestamps)}
+        if baseline:
+            params, arrays = recommender.state()
+            np.savez(staging / "weights.npz", **arrays)
+            _write_json(staging / "config.json", {"format_version": FORMAT_VERSION,
+                                                  "kind": recommender.name, "model": params,
+                                                  "data": data_schema})
+        else:
+            recommender.model_.save(staging / "model.keras")
+            _write_json(staging / "config.json", {"format_version": FORMAT_VERSION,
+                                                  "kind": "seqvae",
+                                                  "model": recommender.config_.to_dict(),
+                                                  "data": data_schema})
+            training = getattr(recommender, "training_history_", None)
+            _write_json(staging / "history.json", training.to_dict() if training else {})
         _write_json(staging / "vocab.json", {"items": recommender.item_vocab_.to_json(),
                                              "events": recommender.event_vocab_.to_json()})
-        _write_json(staging / "config.json", {
-            "format_version": FORMAT_VERSION,
-            "model": recommender.config_.to_dict(),
-            "data": {**(data or {}),
-                     "time_buckets": history.options.time_buckets,
-                     "min_item_count": history.options.min_item_count,
-                     "has_timestamps": bool(history.has_timestamps)},
-        })
-        training = getattr(recommender, "training_history_", None)
-        _write_json(staging / "history.json", training.to_dict() if training else {})
         _write_json(staging / "metrics.json", metrics or {})
         np.savez_compressed(staging / "histories.npz", offsets=history.offsets,
                             items=history.items, events=history.events, gaps=history.gaps,
                             timestamps=history.timestamps)
         _write_json(staging / "users.json", [str(u) for u in history.users])
+        names = BASELINE_FILES if baseline else FILES
         _write_json(staging / "manifest.json",
                     {"format_version": FORMAT_VERSION,
-                     "sha256": {name: _sha256(staging / name) for name in FILES}})
+                     "sha256": {name: _sha256(staging / name) for name in names}})
 
     return atomic_directory(check_target(directory), write)
+
+
+def _baselines() -> dict[str, Any]:
+    from seqvae.baselines import BASELINES
+
+    return BASELINES
 
 
 def _read_json(directory: Path, name: str) -> Any:
@@ -123,22 +147,19 @@ def _read_json(directory: Path, name: str) -> Any:
 
 
 def load(directory: str | os.PathLike[str]) -> Any:
-    """Load a model directory written by `save` -> a working `SeqVAERecommender`.
+    """Load a model directory written by `save` -> the working recommender that was saved (a
+    `SeqVAERecommender`, or a baseline).
 
     Raises:
         BundleError: a file is missing, damaged or modified since it was saved; the network
             contains a Lambda layer or an unknown layer; or the files disagree with each other.
     """
-    import keras
-
-    from seqvae.model import SeqVAE
-    from seqvae.recommender import SeqVAERecommender
-    from seqvae.training import SeqVAEConfig, TrainingHistory
-
     root = Path(directory)
     if not root.is_dir():
         raise BundleError(f"{root} is not a model directory (no such folder)")
-    for name in (*FILES, "manifest.json"):
+    baseline = (root / "weights.npz").is_file() and not (root / "model.keras").exists()
+    names = BASELINE_FILES if baseline else FILES
+    for name in (*names, "manifest.json"):
         if not (root / name).is_file():
             raise BundleError(f"{root / name} is missing; this is not a complete seqvae model "
                               "directory")
@@ -151,10 +172,18 @@ def load(directory: str | os.PathLike[str]) -> Any:
             "embeddings, and its network cannot be rebuilt); retrain the model with "
             "`seqvae train` or the dashboard's Train page")
     expected = manifest.get("sha256", {}) if isinstance(manifest, dict) else {}
-    for name in FILES:
+    for name in names:
         if expected.get(name) != _sha256(root / name):
             raise BundleError(f"{root / name} does not match the checksum recorded when the model "
                               "was saved (truncated or modified); re-save or re-train the model")
+    if baseline:
+        return _load_baseline(root)
+    import keras
+
+    from seqvae.model import SeqVAE
+    from seqvae.recommender import SeqVAERecommender
+    from seqvae.training import SeqVAEConfig, TrainingHistory
+
     try:
         with zipfile.ZipFile(root / "model.keras") as archive:
             archive.testzip()
@@ -179,6 +208,40 @@ def load(directory: str | os.PathLike[str]) -> Any:
     if item_vocab.size != model.n_items or event_vocab.size != model.n_events:
         raise BundleError(f"{root / 'vocab.json'} does not fit model.keras ({item_vocab.size} "
                           f"item ids against {model.n_items})")
+    history = _read_history(root, item_vocab, event_vocab, config, model.n_gaps)
+    recommender = SeqVAERecommender(model, SeqVAEConfig.from_dict(config["model"]), item_vocab,
+                                    event_vocab, history)
+    recommender.training_history_ = TrainingHistory.from_dict(_read_json(root, "history.json"))
+    recommender.metrics_ = _read_json(root, "metrics.json")
+    return recommender
+
+
+def _load_baseline(root: Path) -> Any:
+    """A baseline's directory -> the fitted baseline, rebuilt from its parameters and arrays."""
+    config = _read_json(root, "config.json")
+    kind = config.get("kind") if isinstance(config, dict) else None
+    factory = _baselines().get(str(kind))
+    if factory is None:
+        raise BundleError(f"{root / 'config.json'} names the model {kind!r}, which this seqvae "
+                          f"does not know (one of {', '.join(_baselines())})")
+    vocab = _read_json(root, "vocab.json")
+    item_vocab = Vocabulary.from_json(vocab["items"])
+    event_vocab = Vocabulary.from_json(vocab["events"])
+    with np.load(root / "weights.npz", allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    try:
+        recommender = factory.from_state(config["model"], arrays, item_vocab.size)
+    except (KeyError, ValueError) as exc:
+        raise BundleError(f"{root / 'weights.npz'} does not fit {root / 'config.json'} "
+                          f"({exc})") from None
+    recommender.item_vocab_, recommender.event_vocab_ = item_vocab, event_vocab
+    recommender.history_ = _read_history(root, item_vocab, event_vocab, config, None)
+    recommender.metrics_ = _read_json(root, "metrics.json")
+    return recommender
+
+
+def _read_history(root: Path, item_vocab: Vocabulary, event_vocab: Vocabulary,
+                  config: dict[str, Any], n_gaps: int | None) -> Sequences:
     users = _read_json(root, "users.json")
     with np.load(root / "histories.npz", allow_pickle=False) as arrays:
         offsets = arrays["offsets"]
@@ -194,13 +257,10 @@ def load(directory: str | os.PathLike[str]) -> Any:
             event_vocab=event_vocab,
             has_timestamps=bool(config["data"].get("has_timestamps")),
             options=SequenceOptions(
-                time_buckets=int(config["data"].get("time_buckets") or model.n_gaps),
+                time_buckets=int(config["data"].get("time_buckets") or n_gaps
+                                 or SequenceOptions().time_buckets),
                 min_item_count=int(config["data"].get("min_item_count") or 1)),
         )
     if len(users) != offsets.shape[0] - 1:
         raise BundleError(f"{root / 'users.json'} does not fit histories.npz")
-    recommender = SeqVAERecommender(model, SeqVAEConfig.from_dict(config["model"]), item_vocab,
-                                    event_vocab, history)
-    recommender.training_history_ = TrainingHistory.from_dict(_read_json(root, "history.json"))
-    recommender.metrics_ = _read_json(root, "metrics.json")
-    return recommender
+    return history

@@ -692,6 +692,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {r.model}: chosen {', '.join(f'{k}={v}' for k, v in shown.items())}")
     if args.json:
         print(f"results written to {args.json}")
+    if args.save_models:
+        from seqvae.bundle import check_target
+
+        for r in result.results:
+            folder = check_target(Path(args.save_models) / r.model)
+            r.recommender.save(folder, metrics={"protocol": result.protocol, "params": r.params,
+                                                "validation": r.validation, "test": r.metrics},
+                               data={"source": report.source})
+        print(f"models saved in {args.save_models}: "
+              + ", ".join(r.model for r in result.results))
     return 0
 
 
@@ -890,6 +900,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the SeqVAE's epoch limit; early stopping picks the epoch (30)")
     evaluate.add_argument("--seed", type=int, default=0, help="seeds the split and the models (0)")
     evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    evaluate.add_argument("--save-models", metavar="DIR",
+                          help="also save every chosen model as a model directory DIR/<model> "
+                          "(`seqvae.load` reads any of them back)")
     evaluate.add_argument("--metrics-all", action="store_true",
                           help="show every metric in the table (the JSON always has them all)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -371,6 +371,8 @@ class SeqVAERecommender(BaseRecommender):
                  history: Sequences | None = None) -> None:
         self.model_ = model
         self.config_ = config
+        # the deterministic twin (no latent) is the model `sasrec` of the comparisons
+        self.name = "seqvae" if getattr(config, "variational", True) else "sasrec"
         self.item_vocab_ = item_vocab
         self.event_vocab_ = event_vocab
         self.history_ = history
@@ -533,6 +535,12 @@ class SeqVAERecommender(BaseRecommender):
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[start:start + items.shape[0]] = np.where(counts > 0, sums / counts, np.nan)
         return out
+
+    def save(self, directory: Any, **kwargs: Any) -> Any:
+        """Write the model directory (`seqvae.bundle.save`); `seqvae.load` reads it back."""
+        from seqvae.bundle import save
+
+        return save(self, directory, **kwargs)
 
     def item_vectors(self) -> np.ndarray:
         """The items' vectors (n_items, D): the tied embedding table the scores are taken

@@ -3,6 +3,8 @@ item-KNN, and what the personalised models must do better than popularity on the
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from seqvae.baselines import (
     _top_per_row,
     interactions,
 )
+from seqvae.bundle import BundleError, load
 from seqvae.errors import NotFittedError
 from seqvae.evaluation import evaluate
 from seqvae.logs import read_log
@@ -27,7 +30,7 @@ from seqvae.training import SeqVAEConfig, fit
 TINY_MULTVAE = MultVAEConfig(hidden_dim=64, latent_dim=16, epochs=3, patience=3, batch_size=128)
 TINY_SEQVAE = SeqVAEConfig(embed_dim=16, hidden_dim=32, latent_dim=8, max_len=20, stride=10,
                            epochs=2, patience=2, seed=1)
-NAMES = ["pop", "itemknn", "ease", "multvae", "seqvae"]
+NAMES = ["pop", "itemknn", "ease", "multvae", "sasrec", "seqvae"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def fitted(split):
         "multvae": MultVAEBaseline(TINY_MULTVAE).fit(split.train, split.validation),
     }
     models["seqvae"], _ = fit(split, TINY_SEQVAE)
+    models["sasrec"], _ = fit(split, replace(TINY_SEQVAE, variational=False))
     return models
 
 
@@ -83,6 +87,35 @@ def test_the_recommender_contract(name, fitted, split):
         model.recommend(["no-such-user"])
     with pytest.raises(ValueError, match="`k`"):
         model.recommend(ids, k=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_saves_and_loads_to_the_same_scores(name, fitted, split, tmp_path):
+    """One contract for the model directory: whatever the model, `save` then `seqvae.load`
+    gives the same kind of model with the same scores, recommendations and similar items."""
+    model = fitted[name]
+    model.save(tmp_path / name, metrics={"note": name})
+    again = load(tmp_path / name)
+    assert type(again) is type(model) and again.name == model.name
+    assert again.params_ == model.params_ or name in ("seqvae", "sasrec")
+    assert again.metrics_ == {"note": name}
+    users = split.validation.inputs.subset_users(np.arange(40))
+    np.testing.assert_allclose(again.score(users), model.score(users), rtol=1e-5, atol=1e-6)
+    ids = list(split.train.users[:4])
+    assert again.recommend(ids, k=5)[0].tolist() == model.recommend(ids, k=5)[0].tolist()
+    item = split.train.item_vocab.token(np.array([5]))[0]
+    if name in ("pop", "multvae"):  # no item-item notion of their own
+        with pytest.raises(TypeError, match="similar items"):
+            model.similar_items(item)
+    else:
+        similar, weights = model.similar_items(item, k=5)
+        assert item not in similar and np.all(np.diff(weights) <= 0)
+        assert again.similar_items(item, k=5)[0].tolist() == similar.tolist()
+    # a stored array changed after saving is refused, naming the file
+    stored = tmp_path / name / ("model.keras" if name in ("seqvae", "sasrec") else "weights.npz")
+    stored.write_bytes(stored.read_bytes()[:-8] + b"tampered")
+    with pytest.raises(BundleError, match=stored.name):
+        load(tmp_path / name)
 
 
 @pytest.mark.parametrize("factory", [Popularity, ItemKNN, EASE, MultVAEBaseline])

@@ -139,9 +139,17 @@ def test_train_refuses_a_log_it_cannot_learn_from(tmp_path, capsys):
 def test_evaluate_writes_the_documented_json(sample_events, tmp_path, capsys):
     out = tmp_path / "results.json"
     code, stdout, _ = run_cli(capsys, "evaluate", str(sample_events), "--models", "pop,itemknn",
-                              "--k", "5,10", "--json", str(out), "--quiet")
+                              "--k", "5,10", "--json", str(out), "--quiet", "--save-models",
+                              str(tmp_path / "models"))
     assert code == 0
     result = json.loads(out.read_text())
+    # every chosen model saved, and read back as that model with its test metrics
+    from seqvae.bundle import load
+
+    knn_saved = load(tmp_path / "models" / "itemknn")
+    assert knn_saved.name == "itemknn" and load(tmp_path / "models" / "pop").name == "pop"
+    assert knn_saved.metrics_["test"] == pytest.approx(result["results"][1]["metrics"])
+    assert knn_saved.params_ == result["results"][1]["params"]
     assert result["protocol"] == "leave-one-out"
     assert result["dataset"] == {"users": 2000, "items": 1000, "events": 69372}
     assert result["selection"] == "NDCG@10"
