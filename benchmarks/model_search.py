@@ -37,12 +37,10 @@ SETTINGS = {
 
 def load_split(setting: str):
     from seqvae.compare import make_split
-    from seqvae.logs import read_log
-    from seqvae.sequences import encode
+    from seqvae.pipeline import prepare
 
     path, users, _ = SETTINGS[setting]
-    log, report = read_log(path)
-    sequences = encode(log, report=report)
+    sequences = prepare(path).sequences
     if users is not None:
         sequences = sequences.subset_users(range(users))
     return make_split(sequences, "leave-one-out", seed=0)

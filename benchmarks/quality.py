@@ -57,14 +57,10 @@ MEASURE = r"""
 import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from seqvae.compare import compare, make_split
-from seqvae.logs import keep_positive, read_log
-from seqvae.sequences import encode
+from seqvae.pipeline import prepare
 from seqvae.training import SeqVAEConfig
 args = json.loads(sys.argv[1])
-log, report = read_log(args["path"])
-if args["min_rating"] is not None:
-    log = keep_positive(log, args["min_rating"], report)
-sequences = encode(log, report=report)
+sequences = prepare(args["path"], min_rating=args["min_rating"]).sequences
 split = make_split(sequences, args["protocol"], seed=0, min_length=args["min_length"])
 started = time.perf_counter()
 result = compare(sequences, args["protocol"], [args["model"]], args["ks"], split=split,

@@ -32,13 +32,10 @@ DATASETS = {
 MEASURE = r"""
 import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-from seqvae.logs import read_log
-from seqvae.sequences import encode
-from seqvae.splits import leave_one_out
+from seqvae.pipeline import prepare, training_split
 from seqvae.training import SeqVAEConfig, fit, make_batches
-log, report = read_log(sys.argv[1])
-sequences = encode(log, report=report)
-split = leave_one_out(sequences)
+sequences = prepare(sys.argv[1]).sequences
+split = training_split(sequences)
 config = SeqVAEConfig(epochs=int(sys.argv[2]))
 batches = make_batches(split.train, config)
 padded = sum(b["items"].size for b in batches.buckets)

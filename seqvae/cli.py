@@ -171,11 +171,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def inspect_log(path: str, args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Read and encode a log -> (the JSON object `seqvae inspect --json` prints, the sequences)."""
-    from seqvae.logs import read_log
-    from seqvae.sequences import encode
+    from seqvae.pipeline import prepare
 
-    log, report = read_log(path, options_from_args(args))
-    sequences = encode(log, _sequence_options(args), report)
+    data = prepare(path, options_from_args(args), _sequence_options(args))
+    log, report, sequences = data.log, data.report, data.sequences
     lengths = sequences.lengths
     summary = log.summary()
     return {
@@ -395,9 +394,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from seqvae.bundle import check_target, save
+    from seqvae.bundle import check_target
     from seqvae.ondisk import SequenceStore, build_store, fit_store, is_store
-    from seqvae.training import SeqVAEConfig, evaluate_holdout, is_chief, remove_checkpoint
+    from seqvae.pipeline import prepare, tested, train
+    from seqvae.training import SeqVAEConfig, is_chief, remove_checkpoint
 
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
                           encoder=args.encoder, beta_cap=args.beta_cap, seed=args.seed,
@@ -439,32 +439,27 @@ def cmd_train(args: argparse.Namespace) -> int:
                 store, _ = build_store(args.log, args.store or temporary / "store",
                                        options_from_args(args), _sequence_options(args),
                                        min_value=args.min_rating, sizes=_store_sizes(args))
-            recommender, history, test_holdout = fit_store(
-                store, config, eval_users=args.eval_users, block_events=args.block_events,
-                **hooks)
+            trained = tested(*fit_store(store, config, eval_users=args.eval_users,
+                                        block_events=args.block_events, **hooks), config)
             report = store.report
         else:
-            recommender, history, test_holdout, report = _fit_in_memory(
-                args, config, hooks)
+            data = prepare(args.log, options_from_args(args), _sequence_options(args),
+                           min_rating=args.min_rating)
+            trained = train(data.sequences, config, **hooks)
+            report = data.report
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
         if board is not None:
             board.close()
-    test = evaluate_holdout(recommender, test_holdout, config.eval_k)
+    history = trained.history
     result: dict[str, Any] = {
         "epochs": len(history.epochs), "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
-        "validation": history.best_validation, "test": test,
+        "validation": history.best_validation, "test": trained.test,
         "workers": getattr(strategy, "num_replicas_in_sync", 1)}
-    sequences = recommender.history_  # every user's full sequence, as saved with the model
     if chief:
-        metrics = {"protocol": "leave-one-out", "best_epoch": history.best_epoch,
-                   "validation": history.best_validation, "test": test,
-                   "evaluated_users": test_holdout.n_users}
-        result["out"] = str(save(recommender, out, metrics=metrics, data={
-            "source": report.source, "columns": report.columns, "users": sequences.n_users,
-            "items": sequences.item_vocab.size - 2, "events": sequences.n_events}))
+        result["out"] = str(trained.save(out, report))
         remove_checkpoint(checkpoint)  # the run is complete
     if args.json:
         print(json.dumps(result))
@@ -472,7 +467,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"model saved to {out}  (best epoch {history.best_epoch} of {len(history.epochs)}, "
               f"{history.seconds:.0f} s)")
         _print_table([(f"validation {k}", f"{v:.4f}") for k, v in history.best_validation.items()]
-                     + [(f"test {k}", f"{v:.4f}") for k, v in test.items()])
+                     + [(f"test {k}", f"{v:.4f}") for k, v in trained.test.items()])
     return 0
 
 
@@ -487,21 +482,6 @@ def _each(*hooks: Any) -> Any:
             hook(value)
 
     return call
-
-
-def _fit_in_memory(args: argparse.Namespace, config: Any, hooks: dict[str, Any]) -> tuple[Any, ...]:
-    from seqvae.logs import keep_positive, read_log
-    from seqvae.sequences import encode
-    from seqvae.splits import leave_one_out
-    from seqvae.training import fit
-
-    log, report = read_log(args.log, options_from_args(args))
-    if args.min_rating is not None:
-        log = keep_positive(log, args.min_rating, report)
-    sequences = encode(log, _sequence_options(args), report)
-    split = leave_one_out(sequences)
-    recommender, history = fit(split, config, history_sequences=sequences, **hooks)
-    return recommender, history, split.test, report
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -648,8 +628,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from seqvae.compare import compare
     from seqvae.export import atomic_write
-    from seqvae.logs import keep_positive, read_log
-    from seqvae.sequences import encode
+    from seqvae.pipeline import prepare
     from seqvae.training import SeqVAEConfig
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -657,10 +636,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ks = [int(k) for k in args.k.split(",") if k.strip()]
     except ValueError:
         raise ValueError(f"--k should be comma-separated integers, e.g. 10,20; got {args.k!r}") from None
-    log, report = read_log(args.log, options_from_args(args))
-    if args.min_rating is not None:
-        log = keep_positive(log, args.min_rating, report)
-    sequences = encode(log, _sequence_options(args), report)
+    data = prepare(args.log, options_from_args(args), _sequence_options(args),
+                   min_rating=args.min_rating)
+    sequences, report = data.sequences, data.report
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
     config = SeqVAEConfig(epochs=args.epochs, seed=args.seed)
     from seqvae.compare import make_split

@@ -150,14 +150,10 @@ class TrainingJob(_Job):
 
 def prepare_split(log: EventLog) -> tuple[Any, Any]:
     """Encode and split a log for training; raises a readable error when it cannot train."""
-    from seqvae.sequences import encode
-    from seqvae.splits import leave_one_out
-    from seqvae.training import check_trainable
+    from seqvae.pipeline import encode_log, training_split
 
-    sequences = encode(log)
-    split = leave_one_out(sequences)
-    check_trainable(split)
-    return sequences, split
+    sequences = encode_log(log).sequences
+    return sequences, training_split(sequences)
 
 
 def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
@@ -192,20 +188,17 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
     if not job._wait_for_slot():
         return
     try:
-        from seqvae.training import evaluate_holdout, fit
+        from seqvae.pipeline import train
 
-        recommender, history = fit(split, job.config, history_sequences=sequences,
-                                   on_batch=job._on_batch, on_epoch=job._on_epoch,
-                                   cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
-        job._set_phase("testing")
-        test = evaluate_holdout(recommender, split.test, job.config.eval_k)
-        # μ of every user now, on this thread: the Latent page then opens without encoding them
-        job._set_phase("encoding")
-        recommender.history_encoding()
+        # μ of every user is encoded on this thread too: the Latent page then opens at once
+        trained = train(sequences, job.config, split=split, on_phase=job._set_phase,
+                        encode_users=True, on_batch=job._on_batch, on_epoch=job._on_epoch,
+                        cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
+        history = trained.history
         with job._lock:
-            job.recommender = recommender
+            job.recommender = trained.recommender
             job.history = history
-            job.test_metrics = test
+            job.test_metrics = trained.test
             job.state = "cancelled" if history.cancelled else "done"
             job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept the "
                            f"best epoch ({history.best_epoch})" if history.cancelled else
@@ -243,9 +236,9 @@ def start_evaluation(log: EventLog, dataset_name: str, protocol: str, models: li
     """Split the log now (so a protocol that cannot work says why at once), then compare the
     models on a background thread, sharing the server's training slots."""
     from seqvae.compare import make_split
-    from seqvae.sequences import encode
+    from seqvae.pipeline import encode_log
 
-    sequences = encode(log)
+    sequences = encode_log(log).sequences
     split = make_split(sequences, protocol)
     import keras  # noqa: F401  (imported on the script thread, as for training)
 

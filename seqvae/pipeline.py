@@ -1,0 +1,123 @@
+"""One flow from a behaviour log to a trained, tested model directory, for every caller: the
+command line (`seqvae train`, `evaluate`), the dashboard's training job, the benchmarks.
+
+    data = prepare("events.csv", min_rating=None)        # read, filter, encode
+    trained = train(data.sequences, SeqVAEConfig())      # leave-one-out split, fit, test
+    trained.save("model", data.report)                   # the model directory
+
+Comparing models under a protocol is `seqvae.compare.compare`, which takes the same prepared
+sequences. Each step can also be run alone (`seqvae.logs.read_log`, `seqvae.sequences.encode`,
+`seqvae.training.fit`); this module only fixes their order and what is recorded, so the CLI and
+the dashboard cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from seqvae.logs import EventLog, IngestOptions, IngestReport, Source, keep_positive, read_log
+from seqvae.sequences import SequenceOptions, Sequences, encode
+from seqvae.splits import Split, leave_one_out
+
+
+@dataclass
+class Prepared:
+    """A log read, filtered and encoded, with the report that accounts for every row."""
+
+    log: EventLog
+    report: IngestReport
+    sequences: Sequences
+
+
+def prepare(source: Source, options: IngestOptions | None = None,
+            sequence_options: SequenceOptions | None = None, *, min_rating: float | None = None,
+            name: str | None = None) -> Prepared:
+    """Read `source` (`read_log`), keep the events rated at least `min_rating` when given
+    (`keep_positive`), and encode the users' sequences (`encode`); every drop is in the report.
+    """
+    log, report = read_log(source, options, name=name)
+    return encode_log(log, report, sequence_options, min_rating=min_rating)
+
+
+def encode_log(log: EventLog, report: IngestReport | None = None,
+               sequence_options: SequenceOptions | None = None, *,
+               min_rating: float | None = None) -> Prepared:
+    """`prepare`'s steps after reading, for a log already in memory (the dashboard's)."""
+    report = report or IngestReport(source=log.source, format="in memory",
+                                    rows_read=log.n_events, rows_kept=log.n_events)
+    if min_rating is not None:
+        log = keep_positive(log, min_rating, report)
+    return Prepared(log, report, encode(log, sequence_options, report))
+
+
+def training_split(sequences: Sequences) -> Split:
+    """The split a model is trained on: each user's last event for the test, the one before
+    for validation (early stopping). Refuses, before any epoch, data that cannot train."""
+    from seqvae.training import check_trainable
+
+    split = leave_one_out(sequences)
+    check_trainable(split)
+    return split
+
+
+@dataclass
+class Trained:
+    """A fitted SeqVAE (or its twin), its training curves and its score on the test holdout."""
+
+    recommender: Any
+    history: Any  # a `TrainingHistory`
+    test: dict[str, float]
+    test_users: int
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """What the model directory records as ``metrics.json``."""
+        return {"protocol": "leave-one-out", "best_epoch": self.history.best_epoch,
+                "validation": self.history.best_validation, "test": self.test,
+                "evaluated_users": self.test_users}
+
+    def save(self, directory: str | os.PathLike[str], report: IngestReport) -> Path:
+        """The model directory (`seqvae.bundle.save`), with the metrics and the data schema."""
+        from seqvae.bundle import save
+
+        sequences = self.recommender.history_  # every user's full sequence
+        return save(self.recommender, directory, metrics=self.metrics, data={
+            "source": report.source, "columns": report.columns, "users": sequences.n_users,
+            "items": sequences.item_vocab.size - 2, "events": sequences.n_events})
+
+
+def train(sequences: Sequences, config: Any, *, split: Split | None = None,
+          on_phase: Callable[[str], None] | None = None, encode_users: bool = False,
+          **fit_options: Any) -> Trained:
+    """Split (`training_split`, unless given), fit (`seqvae.training.fit`: `on_batch`,
+    `on_epoch`, `cancel`, `strategy`, `checkpoint_dir` go to it), then test the best epoch.
+
+    Recommendations come from every user's full sequence (`sequences`). With `encode_users`,
+    μ of every user is computed before returning (the Latent page's first need), and
+    `on_phase` hears "testing" and "encoding" as each starts.
+    """
+    from seqvae.training import fit
+
+    split = split or training_split(sequences)
+    recommender, history = fit(split, config, history_sequences=sequences, **fit_options)
+    return tested(recommender, history, split.test, config, on_phase=on_phase,
+                  encode_users=encode_users)
+
+
+def tested(recommender: Any, history: Any, test_holdout: Any, config: Any, *,
+           on_phase: Callable[[str], None] | None = None, encode_users: bool = False) -> Trained:
+    """The last steps of `train` for a model fitted elsewhere (from a sequence store)."""
+    from seqvae.training import evaluate_holdout
+
+    if on_phase is not None:
+        on_phase("testing")
+    test = evaluate_holdout(recommender, test_holdout, config.eval_k)
+    if encode_users:
+        if on_phase is not None:
+            on_phase("encoding")
+        recommender.history_encoding()
+    return Trained(recommender, history, test, test_holdout.n_users)

@@ -1,0 +1,61 @@
+"""seqvae.pipeline: the one flow the CLI, the dashboard's jobs and the benchmarks share."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqvae.bundle import load
+from seqvae.errors import TrainingDataError
+from seqvae.pipeline import encode_log, prepare, train, training_split
+from seqvae.sample import generate
+from seqvae.training import SeqVAEConfig
+
+TINY = SeqVAEConfig(embed_dim=16, hidden_dim=32, latent_dim=8, max_len=20, stride=10, epochs=2,
+                    patience=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def rated_log() -> bytes:
+    events = generate(n_users=150, n_items=80, seed=4).events.copy()
+    events["rating"] = np.random.default_rng(0).integers(1, 6, len(events))
+    return events.to_csv(index=False).encode()
+
+
+def test_prepare_reads_filters_and_encodes_with_one_report(rated_log):
+    data = prepare(io.BytesIO(rated_log), min_rating=3, name="rated.csv")
+    dropped = data.report.dropped["below_min_rating"]
+    frame = pd.read_csv(io.BytesIO(rated_log))
+    assert dropped == int((frame["rating"] < 3).sum())
+    assert data.report.balanced and data.report.rows_kept == data.sequences.n_events
+    assert data.log.frame["value"].min() >= 3
+    # the same steps on a log already in memory (the dashboard's) give the same sequences
+    again = encode_log(prepare(io.BytesIO(rated_log), name="rated.csv").log, min_rating=3)
+    np.testing.assert_array_equal(again.sequences.items, data.sequences.items)
+
+
+def test_train_tests_the_best_epoch_and_saves_what_it_measured(rated_log, tmp_path):
+    data = prepare(io.BytesIO(rated_log), name="rated.csv")
+    phases: list[str] = []
+    trained = train(data.sequences, TINY, on_phase=phases.append, encode_users=True)
+    assert phases == ["testing", "encoding"]
+    assert trained.recommender.history_ is data.sequences  # recommends from full sequences
+    assert trained.test_users == data.sequences.n_users
+    assert set(trained.test) == {"NDCG@10", "HR@10"} and 0 < trained.test["HR@10"] <= 1
+    assert trained.metrics["best_epoch"] == trained.history.best_epoch
+    folder = trained.save(tmp_path / "model", data.report)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test"] == pytest.approx(trained.test)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["data"]["source"] == "rated.csv" and config["data"]["users"] == 150
+    assert load(folder).metrics_["test"] == pytest.approx(trained.test)
+
+
+def test_a_log_that_cannot_train_is_refused_before_any_epoch():
+    one_event_each = b"user,item,ts\n1,a,1\n2,b,2\n3,a,3\n"
+    with pytest.raises(TrainingDataError):
+        training_split(prepare(io.BytesIO(one_event_each), name="tiny.csv").sequences)
