@@ -109,20 +109,15 @@ def reconstruction_ui(recommender, user: str, metadata) -> None:
         st.caption("One event only: nothing to compare the model's expectations with.")
         return
     vocab = recommender.item_vocab_
-    actual_next = vocab.lookup(list(items[1:]))
-    steps = probabilities[:-1]
-    # rank of what really came next, among all items (1 = the model's first guess)
-    actual_p = steps[np.arange(steps.shape[0]), actual_next]
-    ranks = (steps > actual_p[:, None]).sum(axis=1) + 1
-    top3 = np.argsort(-steps, axis=1)[:, :3]
+    steps = recommender.next_item_ranks(user)  # rank 1 = the model's first guess
     table = pd.DataFrame({
-        "after": labels_for(items[:-1], metadata),
-        "what came next": labels_for(items[1:], metadata),
-        "its rank": ranks,
-        "p": np.round(actual_p, 4),
-        "the model's top 3": [", ".join(labels_for(vocab.token(r), metadata)) for r in top3],
+        "after": labels_for(steps["after"], metadata),
+        "what came next": labels_for(steps["next"], metadata),
+        "its rank": steps["rank"],
+        "p": np.round(steps["p"], 4),
+        "the model's top 3": [", ".join(labels_for(top, metadata)) for top in steps["top"]],
     })
-    hit_share = float((ranks <= 10).mean())
+    hit_share = float((steps["rank"] <= 10).mean())
     st.caption(f"For {hit_share:.0%} of this user's steps, what came next was among the model's "
                "top 10 guesses (ranking all items).")
     st.dataframe(table, hide_index=True)

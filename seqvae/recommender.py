@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from seqvae.errors import NotFittedError
 from seqvae.sequences import (
@@ -507,6 +508,23 @@ class SeqVAERecommender(BaseRecommender):
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         return self.item_vocab_.token(batch.items[0, :length]), probabilities
+
+    def next_item_ranks(self, user_or_sequence: Any, top: int = 3) -> pd.DataFrame:
+        """How well the model expected each next event of a user's most recent window: one row
+        per step with ``after`` and ``next`` (item ids), ``rank`` (of the next item among every
+        item the model can score, 1 = its first guess), ``p`` (its probability) and ``top``
+        (the model's `top` guesses, best first)."""
+        items, probabilities = self.reconstruct(user_or_sequence)
+        if len(items) < 2:
+            return pd.DataFrame({"after": [], "next": [], "rank": [], "p": [], "top": []})
+        steps = probabilities[:-1].copy()
+        steps[:, [PAD, OOV]] = -np.inf  # never guessed, never ranked above anything
+        actual = self.item_vocab_.lookup(list(items[1:]))
+        p = probabilities[np.arange(steps.shape[0]), actual]
+        ranks = (steps > p[:, None]).sum(axis=1) + 1
+        guesses = np.argsort(-steps, axis=1, kind="stable")[:, :top]
+        return pd.DataFrame({"after": items[:-1], "next": items[1:], "rank": ranks, "p": p,
+                             "top": [list(self.item_vocab_.token(row)) for row in guesses]})
 
     def reconstruction_error(self, sequences: Sequences,
                              max_cells: int = 40_000_000) -> np.ndarray:

@@ -102,6 +102,16 @@ def test_recommend_known_users_and_inference_shapes(cyclic):
     rows = np.arange(len(items) - 1)
     by_hand = -np.log(probabilities[rows, sequences.item_vocab.lookup(list(items[1:]))]).mean()
     assert first == pytest.approx(by_hand, rel=1e-4)
+    # the next item's rank at each step (what the User page shows): 1 where the model's first
+    # guess was right, the next item's own probability, the guesses best first
+    steps = recommender.next_item_ranks(users[0])
+    assert steps["next"].tolist() == list(items[1:]) and steps["after"].tolist() == list(items[:-1])
+    np.testing.assert_allclose(steps["p"], probabilities[rows, sequences.item_vocab.lookup(
+        list(items[1:]))], rtol=1e-6)
+    assert ((steps["rank"] == 1) == (predicted == items[1:])).all()
+    assert (steps["rank"] >= 1).all() and (steps["rank"] == 1).mean() > 0.9
+    assert [top[0] for top in steps["top"]] == list(predicted)
+    assert len(recommender.next_item_ranks(["10"])) == 0  # one event: nothing to rank
 
 
 def test_same_seed_same_metrics():
