@@ -11,8 +11,11 @@
   the difference to the SeqVAE is what modelling the sequence adds.
 
 Every model reads binary user x item interactions (repeats count once), scores the full item
-vocabulary of the data it was fitted on, and implements `score(sequences, exclude_seen)`; the
-shared `recommend` comes from `BaseRecommender`.
+vocabulary of the data it was fitted on, and keeps the estimator contract the SeqVAE keeps
+(`SeqVAERecommender.configured(config).fit(split)`): configured in ``__init__``,
+``fit(split_or_sequences) -> self``, ``score(sequences, exclude_seen)``, the shared `recommend`
+of `BaseRecommender`, ``similar_items`` where the model has item-item weights, and
+``save(directory)`` / `seqvae.load` (`seqvae.bundle`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import scipy.sparse as sp
 from seqvae.errors import NotFittedError, TrainingDataError
 from seqvae.recommender import BaseRecommender
 from seqvae.sequences import OOV, Sequences
+from seqvae.splits import Split
 
 
 def interactions(sequences: Sequences, n_items: int | None = None) -> sp.csr_matrix:
@@ -47,6 +51,14 @@ def interactions(sequences: Sequences, n_items: int | None = None) -> sp.csr_mat
 
 class _MatrixRecommender(BaseRecommender):
     """Shared fitting bookkeeping for the models that read the interaction matrix."""
+
+    def fit(self, data: Split | Sequences, **_hooks: Any) -> Any:
+        """Fit on a `Split`'s training part, or on sequences -> self (the estimator contract;
+        these models take no epochs, so `on_epoch` / `cancel` have nothing to do)."""
+        return self._fit(data.train if isinstance(data, Split) else data)
+
+    def _fit(self, train: Sequences) -> Any:
+        raise NotImplementedError
 
     def _start(self, train: Sequences) -> sp.csr_matrix:
         if train.n_events == 0:
@@ -106,7 +118,7 @@ class Popularity(_MatrixRecommender):
     def __init__(self) -> None:
         self.params_: dict[str, Any] = {}
 
-    def fit(self, train: Sequences) -> Popularity:
+    def _fit(self, train: Sequences) -> Popularity:
         matrix = self._start(train)
         self.counts_ = np.asarray(matrix.sum(axis=0), dtype=np.float32).ravel()
         return self
@@ -138,7 +150,7 @@ class ItemKNN(_MatrixRecommender):
             raise ValueError(f"`neighbours` should be >= 1. Received: {neighbours}")
         self.params_ = {"neighbours": int(neighbours)}
 
-    def fit(self, train: Sequences) -> ItemKNN:
+    def _fit(self, train: Sequences) -> ItemKNN:
         matrix = self._start(train)
         norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
         inverse = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
@@ -197,7 +209,7 @@ class EASE(_MatrixRecommender):
             raise ValueError(f"`l2` should be > 0. Received: `l2`={l2}")
         self.params_ = {"l2": float(l2)}
 
-    def fit(self, train: Sequences) -> EASE:
+    def _fit(self, train: Sequences) -> EASE:
         from scipy.linalg import lapack
 
         matrix = self._start(train)
@@ -266,16 +278,20 @@ class MultVAEBaseline(_MatrixRecommender):
                         ("hidden_dim", "latent_dim", "dropout", "beta_cap", "batch_size")}
         self.epochs_: list[dict[str, float]] = []
 
-    def fit(self, train: Sequences, validation: Any = None,
+    def fit(self, data: Split | Sequences, validation: Any = None,  # type: ignore[override]
             on_epoch: Callable[[dict[str, float]], None] | None = None,
             cancel: Any = None) -> MultVAEBaseline:
-        """Train; with a `validation` holdout, keep the epoch with the best validation NDCG and
+        """Train on a `Split` (its validation part for early stopping) or on sequences (with
+        an optional `validation` holdout): keep the epoch with the best validation NDCG and
         stop after `patience` epochs without improvement (or once `cancel` is cancelled)."""
         import keras
 
         from seqvae.evaluation import evaluate
         from seqvae.model import MultVAE
 
+        train = data.train if isinstance(data, Split) else data
+        if isinstance(data, Split):
+            validation = data.validation
         config = self.config_
         matrix = self._start(train)
         keras.utils.set_random_seed(config.seed)

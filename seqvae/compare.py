@@ -112,8 +112,6 @@ def compare(
         progress: called with a line of text at each stage.
         cancel: a `CancelToken`, checked between models, epochs and chunks.
     """
-    from seqvae.training import SeqVAEConfig
-
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ValueError(f"`models` should be names from {', '.join(MODELS)}. "
@@ -132,35 +130,16 @@ def compare(
             break
         say(f"{name}: fitting")
         started = time.perf_counter()
-        tried: list[dict[str, Any]] = []
-        if name in ("seqvae", "sasrec"):
-            from seqvae.training import fit
-
-            config = replace(seqvae_config or SeqVAEConfig(), eval_k=select_k,
-                             variational=VARIATIONAL[name])
-            def said(record: Any, model: str = name) -> None:
-                say(f"{model}: epoch {record.epoch}, validation {selection} "
-                    f"{record.validation[selection]:.4f}")
-
-            recommender, history = fit(split, config, cancel=cancel, on_epoch=said)
-            validation = history.best_validation
-            params = {**config.to_dict(), "epochs": history.best_epoch}
-            tried = [{"epoch": e.epoch, selection: e.validation[selection]}
-                     for e in history.epochs]
-        elif name == "multvae":
-            from seqvae.baselines import MultVAEBaseline, MultVAEConfig
-
-            mconfig = replace(multvae_config or MultVAEConfig(), eval_k=select_k, seed=seed)
-            recommender = MultVAEBaseline(mconfig).fit(
-                split.train, split.validation, cancel=cancel, on_epoch=lambda r: say(
-                    f"multvae: epoch {r['epoch']}, validation {selection} {r[selection]:.4f}"))
+        if name in GRIDS:
+            recommender, validation, tried = _grid_search(name, split, select_k, say, cancel)
+        else:  # the neural models: epochs chosen by early stopping on validation
+            recommender = _neural(name, seqvae_config, multvae_config, select_k, seed).fit(
+                split, cancel=cancel, on_epoch=lambda r, m=name: say(
+                    f"{m}: epoch {r['epoch']}, validation {selection} {r[selection]:.4f}"))
             tried = [{"epoch": r["epoch"], selection: r[selection]} for r in recommender.epochs_]
             validation = evaluate(recommender, split.validation, [select_k],
                                   with_auc=False).metrics
-            params = dict(recommender.params_)
-        else:
-            recommender, validation, tried = _grid_search(name, split, select_k, say, cancel)
-            params = dict(recommender.params_)
+        params = dict(recommender.params_)
         fit_seconds = time.perf_counter() - started
         if cancel is not None and cancel.cancelled:
             say(f"{name}: stopped before testing")
@@ -178,6 +157,20 @@ def compare(
                       ks=ks, selection=selection, results=results)
 
 
+def _neural(name: str, seqvae_config: Any, multvae_config: Any, select_k: int, seed: int) -> Any:
+    """An unfitted SeqVAE, twin or Mult-VAE, its epochs chosen on validation NDCG@`select_k`."""
+    if name == "multvae":
+        from seqvae.baselines import MultVAEBaseline, MultVAEConfig
+
+        return MultVAEBaseline(replace(multvae_config or MultVAEConfig(), eval_k=select_k,
+                                       seed=seed))
+    from seqvae.recommender import SeqVAERecommender
+    from seqvae.training import SeqVAEConfig
+
+    return SeqVAERecommender.configured(replace(seqvae_config or SeqVAEConfig(),
+                                                eval_k=select_k, variational=VARIATIONAL[name]))
+
+
 def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], None],
                  cancel: Any = None) -> tuple[Any, dict[str, float], list[dict[str, Any]]]:
     from seqvae.baselines import EASE, ItemKNN, Popularity
@@ -189,7 +182,7 @@ def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], No
     for params in GRIDS[name]:
         if best is not None and cancel is not None and cancel.cancelled:
             break  # keep the best setting so far
-        model = factory(**params).fit(split.train)
+        model = factory(**params).fit(split)
         validation = evaluate(model, split.validation, [select_k], with_auc=False).metrics
         tried.append({**params, metric: validation[metric]})
         say(f"{name}: {params or 'fitted'}, validation {metric} {validation[metric]:.4f}")

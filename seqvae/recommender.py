@@ -380,9 +380,38 @@ class SeqVAERecommender(BaseRecommender):
         self.training_history_: Any = None  # a TrainingHistory, set by fit or load
         self.metrics_: dict[str, Any] = {}  # the evaluation recorded with the model
 
+    @classmethod
+    def configured(cls, config: Any) -> SeqVAERecommender:
+        """An unfitted SeqVAE (or, with ``variational=False``, its twin) with `config`; `fit`
+        trains it: the estimator contract every model of `seqvae.compare` keeps."""
+        return cls(None, config, Vocabulary(()), Vocabulary(()))
+
+    def fit(self, data: Any, *, on_epoch: Any = None, cancel: Any = None,
+            **training: Any) -> SeqVAERecommender:
+        """Train on a `Split` (early stopping on its validation part) -> self. `on_epoch`
+        hears ``{"epoch", <validation metrics>}`` after each epoch; `training` goes to
+        `seqvae.training.fit` (``history_sequences``, ``checkpoint_dir``, ``strategy``, …)."""
+        from seqvae.training import fit
+
+        hook = None if on_epoch is None else (
+            lambda record: on_epoch({"epoch": record.epoch, **record.validation}))
+        fitted, _ = fit(data, self.config_, on_epoch=hook, cancel=cancel, **training)
+        self.__dict__.update(fitted.__dict__)
+        return self
+
     @property
     def params_(self) -> dict[str, Any]:  # type: ignore[override]
-        return dict(self.config_.to_dict()) if hasattr(self.config_, "to_dict") else {}
+        params = dict(self.config_.to_dict()) if hasattr(self.config_, "to_dict") else {}
+        if self.training_history_ is not None and self.training_history_.best_epoch:
+            params["epochs"] = self.training_history_.best_epoch  # chosen on validation
+        return params
+
+    @property
+    def epochs_(self) -> list[dict[str, Any]]:
+        """Every epoch trained and its validation metrics (as `MultVAEBaseline.epochs_`)."""
+        history = self.training_history_
+        return [] if history is None else [{"epoch": e.epoch, **e.validation}
+                                           for e in history.epochs]
 
     # ---- building inputs --------------------------------------------------------------------
 

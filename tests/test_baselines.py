@@ -23,9 +23,10 @@ from seqvae.bundle import BundleError, load
 from seqvae.errors import NotFittedError
 from seqvae.evaluation import evaluate
 from seqvae.logs import read_log
+from seqvae.recommender import SeqVAERecommender
 from seqvae.sequences import PAD, encode
 from seqvae.splits import leave_one_out
-from seqvae.training import SeqVAEConfig, fit
+from seqvae.training import SeqVAEConfig
 
 TINY_MULTVAE = MultVAEConfig(hidden_dim=64, latent_dim=16, epochs=3, patience=3, batch_size=128)
 TINY_SEQVAE = SeqVAEConfig(embed_dim=16, hidden_dim=32, latent_dim=8, max_len=20, stride=10,
@@ -41,14 +42,19 @@ def split(sample_events):
 
 @pytest.fixture(scope="module")
 def fitted(split):
+    # the estimator contract: configured in __init__, fit(split) -> self
     models = {
-        "pop": Popularity().fit(split.train),
-        "itemknn": ItemKNN(neighbours=50).fit(split.train),
-        "ease": EASE(l2=200.0).fit(split.train),
-        "multvae": MultVAEBaseline(TINY_MULTVAE).fit(split.train, split.validation),
+        "pop": Popularity().fit(split),
+        "itemknn": ItemKNN(neighbours=50).fit(split),
+        "ease": EASE(l2=200.0).fit(split),
+        "multvae": MultVAEBaseline(TINY_MULTVAE).fit(split),
+        "seqvae": SeqVAERecommender.configured(TINY_SEQVAE).fit(split),
+        "sasrec": SeqVAERecommender.configured(replace(TINY_SEQVAE, variational=False)).fit(split),
     }
-    models["seqvae"], _ = fit(split, TINY_SEQVAE)
-    models["sasrec"], _ = fit(split, replace(TINY_SEQVAE, variational=False))
+    for name in ("multvae", "seqvae", "sasrec"):  # epochs chosen by early stopping
+        epochs = models[name].epochs_
+        assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1))
+        assert models[name].params_["epochs"] == 1 + int(np.argmax([e["NDCG@10"] for e in epochs]))
     return models
 
 
