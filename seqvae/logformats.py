@@ -463,7 +463,7 @@ def _raw_from_delimited(
     if layout is None:
         return _raw_from_sequence_lines(text, name, warnings, encoding)
     table, lines_arr, ragged = _parse_delimited(text, layout.sep, layout.names, layout.skip,
-                                                layout.infer, name, utf8)
+                                                layout.infer, name, utf8, options.null_texts)
     if ragged:
         warnings.append(ragged)
     if table.num_rows == 0:
@@ -559,7 +559,7 @@ def delimited_layout(text: str, name: str, options: IngestOptions, warnings: lis
 
 def _parse_delimited(
     text: str, sep: str, names: list[str], skip: int, infer: set[str], name: str,
-    utf8: bytes | None = None,
+    utf8: bytes | None = None, null_texts: tuple[str, ...] = NULL_TEXTS,
 ) -> tuple[pa.Table, np.ndarray, str]:
     """Parse the whole text after its first `skip` lines (a header, Excel's "sep=" line). Fast
     path: pyarrow; ragged or blank-line files: Python's csv.
@@ -587,7 +587,7 @@ def _parse_delimited(
             parse_options=pacsv.ParseOptions(delimiter=sep, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=column_types,
-                null_values=list(NULL_TEXTS),
+                null_values=list(null_texts),
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
@@ -607,18 +607,19 @@ def _parse_delimited(
         if table is not None and not invalid:
             start = 1 + skip
             return table, np.arange(start, start + table.num_rows, dtype=np.int64), ""
-    return _parse_delimited_slow(text, sep, names, skip, name)
+    return _parse_delimited_slow(text, sep, names, skip, name, null_texts)
 
 
 def _parse_delimited_slow(
-    text: str, sep: str, names: list[str], skip: int, name: str
+    text: str, sep: str, names: list[str], skip: int, name: str,
+    null_texts: tuple[str, ...] = NULL_TEXTS,
 ) -> tuple[pa.Table, np.ndarray, str]:
     n = len(names)
     columns: list[list[str | None]] = [[] for _ in range(n)]
     line_numbers: list[int] = []
     short: list[int] = []
     long: list[int] = []
-    null_texts = set(NULL_TEXTS)
+    nulls = set(null_texts)
     def numbered_rows() -> Iterable[tuple[int, list[str]]]:
         if sep == " ":
             yield from enumerate((ln.split() for ln in text.splitlines()), start=1)
@@ -644,7 +645,7 @@ def _parse_delimited_slow(
             row = row[:n]
         for j in range(n):
             cell = row[j].strip()
-            columns[j].append(None if cell in null_texts else cell)
+            columns[j].append(None if cell in nulls else cell)
         line_numbers.append(line_no)
     table = pa.table({names[j]: pa.array(columns[j], type=pa.string()) for j in range(n)})
     notes = []

@@ -56,6 +56,7 @@ from seqvae.logtypes import (
     DROP_REASONS,
     NULL_TEXTS,
     ROLES,
+    SIDE_NULL_TEXTS,
     IngestOptions,
     IngestReport,
     Source,
@@ -178,7 +179,7 @@ def read_metadata(
     Raises:
         LogFormatError: the table cannot be read, has no key column, or a named column is missing.
     """
-    opts = IngestOptions(sep=sep, header=header)
+    opts = IngestOptions(sep=sep, header=header, null_texts=SIDE_NULL_TEXTS)
     raw = load_raw(source, opts, name)
     table = raw.table
     names = list(table.column_names)
@@ -212,7 +213,8 @@ def preview_table(source: Source, *, header: bool | None = None, name: str | Non
                   sep: str | None = None, rows: int = 5) -> pd.DataFrame:
     """The first `rows` rows of a side table as it would be read (every column, as text), to
     choose its header, key and title columns from."""
-    raw = load_raw(source, IngestOptions(sep=sep, header=header), name)
+    raw = load_raw(source, IngestOptions(sep=sep, header=header, null_texts=SIDE_NULL_TEXTS),
+                   name)
     return raw.table.slice(0, rows).to_pandas().astype("string")
 
 

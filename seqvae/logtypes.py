@@ -40,6 +40,9 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
 
 #: Texts read as a missing value in delimited files.
 NULL_TEXTS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "none", "#N/A")
+#: The same for side tables, where "none" is as likely a category as a gap (MovieLens' u.user
+#: has the occupation "none").
+SIDE_NULL_TEXTS = tuple(t for t in NULL_TEXTS if t.lower() != "none")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class IngestOptions:
     max_bytes: int = 2 * 1024**3
     # Text encoding; None reads UTF-8 (with or without BOM) and falls back to Latin-1.
     encoding: str | None = None
+    # Cells of delimited text read as missing
+    null_texts: tuple[str, ...] = NULL_TEXTS
 
     def __post_init__(self) -> None:
         if self.sep is not None and self.sep not in ("", None):

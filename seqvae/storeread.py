@@ -38,7 +38,7 @@ from seqvae.logrules import (
     refuse_no_numbers,
     refuse_unreadable_timestamps,
 )
-from seqvae.logtypes import NULL_TEXTS, IngestOptions, IngestReport
+from seqvae.logtypes import IngestOptions, IngestReport
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def open_source(path: Path, options: IngestOptions, sizes: StoreOptions) -> Chun
                     parse_options=pacsv.ParseOptions(delimiter=layout.sep,
                                                      invalid_row_handler=on_invalid),
                     convert_options=pacsv.ConvertOptions(
-                        column_types=types, null_values=list(NULL_TEXTS),
+                        column_types=types, null_values=list(options.null_texts),
                         strings_can_be_null=True, quoted_strings_can_be_null=True))
                 if first:
                     types = {field.name: field.type for field in table.schema

@@ -386,9 +386,13 @@ def test_side_files_without_a_header_are_read_as_such():
     assert list(items.index) == ["1", "2", "3"]  # the first row is data, not a header
     assert items.loc["3", "title"] == "Café Society (1995)"
     # MovieLens' u.user: no header, the key first
-    users = read_metadata(b"1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n",
-                          key="user", name="u.user")
-    assert list(users.index) == ["1", "2", "3"] and users.loc["2", "column_4"] == "other"
+    users = read_metadata(b"1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n"
+                          b"127|33|M|none|73439\n128|33|F||\n", key="user", name="u.user")
+    assert list(users.index) == ["1", "2", "3", "127", "128"]
+    assert users.loc["2", "column_4"] == "other"
+    # in a side table "none" is a category (u.user's occupation), not a missing value; an
+    # empty cell is missing
+    assert users.loc["127", "column_4"] == "none" and pd.isna(users.loc["128", "column_4"])
     # the reader's choices: header yes/no, the key and the title columns
     forced = read_metadata(b"1|24|M\n2|53|F\n", key="user", header=True)
     assert list(forced.index) == ["2"]
