@@ -19,28 +19,33 @@ PROTOCOLS = {
     "holdout-users": "unseen users: 80% of their events in, the rest predicted",
     "time-cut": "one global time: predict what happens after it",
 }
-MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec (the SeqVAE without its latent)",
-               "multvae": "Mult-VAE (no order)", "ease": "EASE", "itemknn": "item-KNN",
-               "pop": "most popular"}
+# short, so every chosen model's chip shows in the box
+MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec", "multvae": "Mult-VAE", "ease": "EASE",
+               "itemknn": "item-KNN", "pop": "most popular"}
 
 
 def settings_ui(dataset: state.Dataset) -> None:
     job = st.session_state.get(state.EVALUATION)
     busy = job is not None and job.active
-    a, b, c = st.columns([2, 3, 2])
+    a, b, c = st.columns([2, 4, 2])
     protocol = a.radio("Protocol", list(PROTOCOLS), key="eval_protocol",
                        captions=list(PROTOCOLS.values()))
     models = b.multiselect("Models", list(MODEL_NAMES), default=list(MODEL_NAMES),
-                           format_func=MODEL_NAMES.get, key="eval_models")
+                           format_func=MODEL_NAMES.get, key="eval_models",
+                           help="SASRec: the SeqVAE without its latent (same network, no KL); "
+                           "Mult-VAE: a VAE over the bag of items, no order; EASE and item-KNN: "
+                           "item-item models; most popular: the same list for everyone.")
     ks = c.multiselect("K", [1, 5, 10, 20, 50, 100], default=[10, 20], key="eval_ks")
     model_in_use = state.model()
     config = (model_in_use.recommender.config_ if model_in_use is not None
               else SeqVAEConfig(epochs=state.DASHBOARD_EPOCHS))
-    c.caption(f"The SeqVAE and its twin without the latent (SASRec) are trained afresh on "
-              "the split with "
-              f"{'the model in use’s' if model_in_use else 'the Train page’s default'} settings "
-              f"(at most {config.epochs} epochs); every choice is made on validation and the "
-              "test part is scored once per model.")
+    neural = [MODEL_NAMES[m] for m in models if m in ("seqvae", "sasrec")]
+    if neural:
+        c.caption(f"{' and '.join(neural)} {'are' if len(neural) > 1 else 'is'} trained afresh "
+                  "on the split with "
+                  f"{'the model in use’s' if model_in_use else 'the Train page’s default'} "
+                  f"settings (at most {config.epochs} epochs). ")
+    c.caption("Every choice is made on validation; the test part is scored once per model.")
     if st.button("Run the evaluation", type="primary", key="eval_start",
                  disabled=busy or not models or not ks):
         try:
@@ -169,8 +174,8 @@ dataset = state.dataset()
 if dataset is None:
     st.info("Load a log on the Data page first; then compare the SeqVAE with the baselines here.")
 else:
-    st.caption("Split the loaded log, fit the SeqVAE and four baselines on the training part, "
-               "and measure each once on the held-out part — the same code as "
+    st.caption("Split the loaded log, fit the SeqVAE and the baselines you choose on the "
+               "training part, and measure each once on the held-out part — the same code as "
                "`seqvae evaluate`.")
     settings_ui(dataset)
     progress_ui()

@@ -160,10 +160,11 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             st.markdown("Items that set them apart")
             st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch",
                          column_config=LIFT_COLUMNS)
-            st.caption("Lift = share of the selection / share of all users, shrunk toward 1 "
-                       "as if 20 users like everyone had joined the selection, so items a "
-                       "handful of users touched do not top the list; items fewer than 5 "
-                       "selected users (or 2%) had are left out. Raw lift: without shrinkage.")
+            st.caption("Raw lift = the selected users who had the item / the number expected if "
+                       "the selection were like everyone. Lift, the order: the same with 20 "
+                       "users added to both, so an item 3 users had where 0.3 were expected "
+                       "(raw 10) ranks below one 60 had where 20 were (raw 3); items fewer than "
+                       "5 selected users (or 2%) had are left out.")
         with right:
             st.markdown("Event types")
             st.dataframe(events_table, hide_index=True, width="stretch",

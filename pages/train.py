@@ -96,7 +96,7 @@ def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
     eta_text = f" · about {eta:.0f} s left" if eta is not None else ""
     return (f"Epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}"
             f" · loss {progress.loss:.3f} (reconstruction {progress.reconstruction_loss:.3f}, "
-            f"KL {progress.kl_loss:.2f}, β {progress.beta:.3f}){eta_text}")
+            f"KL {progress.kl_loss:.2f}, β {progress.beta:.2g}){eta_text}")
 
 
 @st.fragment(run_every=5.0)
@@ -156,11 +156,21 @@ def test_metrics_ui(job: jobs.TrainingJob) -> None:
     if not job.test_metrics:
         return
     columns = st.columns(len(job.test_metrics))
+    floor = job.popularity_metrics
     for column, (name, value) in zip(columns, job.test_metrics.items(), strict=True):
-        column.metric(f"test {name}", f"{value:.4f}")
+        column.metric(f"test {name}", f"{value:.4f}",
+                      delta=f"{value - floor[name]:+.4f} vs most popular" if name in floor
+                      else None)
     st.caption("Test: each user's last event, ranked among every item they had not seen, by the "
                "kept epoch's model; scored once, after training (the validation event chose the "
-               "epoch).")
+               "epoch). Against it: the most popular items, scored on the same test.")
+    below = [name for name, value in job.test_metrics.items()
+             if name in floor and value < floor[name]]
+    if below:
+        st.warning(f"This model ranks the next item worse than the most popular items do "
+                   f"({', '.join(below)}): its map and recommendations say little about taste "
+                   "yet. Train for more epochs (Continue, or raise the epoch limit), or compare "
+                   "on the Evaluate page.", icon="⚠️")
 
 
 def continue_ui(job: jobs.TrainingJob) -> None:

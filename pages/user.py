@@ -27,7 +27,8 @@ def pick_user_ui(users: np.ndarray) -> str | None:
         st.session_state["user_query"] = ""
         st.session_state["user_pick"] = pending
     query = st.text_input("Find a user by id", key="user_query",
-                          placeholder="type part of an id, e.g. U0004")
+                          placeholder="type part of an id"
+                          + (f", e.g. {users[len(users) // 2]}" if len(users) else ""))
     matches = users if not query else users[np.char.find(users.astype(str), query.strip()) >= 0]
     if matches.size == 0:
         st.warning(f"No user id contains “{escape_markdown(query)}”.")

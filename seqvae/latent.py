@@ -197,10 +197,13 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     """What sets the users at `members` (row indices or a boolean mask) apart.
 
     For each item: the share of the cohort's users who interacted with it, the share of all
-    users, the raw lift (cohort share / overall share) and the **lift** the items are ranked by,
-    shrunk toward 1: the cohort share is estimated as if `prior_users` more users, behaving like
-    everyone, had joined the cohort — (in + prior · overall share) / (n + prior) — so an item that
-    3 of 10 users touched no longer outranks one that 300 of 1,000 did. Items reached by fewer than
+    users, the raw lift (cohort share / overall share, = the cohort's users of the item / the
+    number expected if the cohort were like everyone) and the **lift** the items are ranked by,
+    shrunk toward 1 by `prior_users` pseudo-users added to both counts: (observed + prior) /
+    (expected + prior). An item 3 cohort users touched where 0.3 were expected (raw lift 10) gets
+    1.13; one 60 touched where 20 were expected (raw lift 3) gets 2.0 and ranks first. (A pseudo-
+    count proportional to the overall share would leave the order of raw lift unchanged.) Items
+    reached by fewer than
     `min_users` of the cohort (default: 5, or 2% of the cohort when that is more; never more
     than the cohort) are left out. For event types: the share of the cohort's events against all
     events. Returns ``(items, events)``, highest lift first. `reach`: `item_reach` of the same
@@ -218,12 +221,14 @@ def characterise(sequences: Sequences, members: np.ndarray, item_vocab: Any, eve
     share_in = in_users / max(n_in, 1)
     share_all = all_users / max(n_all, 1)
     candidates = np.flatnonzero(in_users >= max(1, min(min_users, n_in)))
-    shrunk = ((in_users + prior_users * share_all) / (n_in + prior_users)
-              / np.maximum(share_all, 1e-12))
+    expected = n_in * share_all
+    shrunk = (in_users + prior_users) / (expected + prior_users) if prior_users > 0 else (
+        share_in / np.maximum(share_all, 1e-12))
     order = candidates[np.lexsort((-in_users[candidates], -shrunk[candidates]))][:top]
-    items = pd.DataFrame({"item": item_vocab.token(order), "cohort users": in_users[order],
-                          "cohort share": share_in[order], "overall share": share_all[order],
-                          "lift": shrunk[order],
+    # lift first after the item: the column a narrow table must not hide
+    items = pd.DataFrame({"item": item_vocab.token(order), "lift": shrunk[order],
+                          "cohort users": in_users[order], "cohort share": share_in[order],
+                          "overall share": share_all[order],
                           "raw lift": share_in[order] / np.maximum(share_all[order], 1e-12)})
     event_all = np.bincount(sequences.events, minlength=event_vocab.size)
     event_in = np.bincount(sequences.events[mask[user]], minlength=event_vocab.size)

@@ -72,6 +72,9 @@ class Trained:
     history: Any  # a `TrainingHistory`
     test: dict[str, float]
     test_users: int
+    # the most popular items scored on the same test: the floor a model must clear to be
+    # worth reading (None unless asked for)
+    popularity: dict[str, float] | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -92,20 +95,28 @@ class Trained:
 
 def train(sequences: Sequences, config: Any, *, split: Split | None = None,
           on_phase: Callable[[str], None] | None = None, encode_users: bool = False,
-          **fit_options: Any) -> Trained:
+          popularity: bool = False, **fit_options: Any) -> Trained:
     """Split (`training_split`, unless given), fit (`seqvae.training.fit`: `on_batch`,
     `on_epoch`, `cancel`, `strategy`, `checkpoint_dir` go to it), then test the best epoch.
 
     Recommendations come from every user's full sequence (`sequences`). With `encode_users`,
     μ of every user is computed before returning (the Latent page's first need), and
-    `on_phase` hears "testing" and "encoding" as each starts.
+    `on_phase` hears "testing" and "encoding" as each starts. With `popularity`, the most
+    popular items are scored on the same test too (`Trained.popularity`).
     """
     from seqvae.training import fit
 
     split = split or training_split(sequences)
     recommender, history = fit(split, config, history_sequences=sequences, **fit_options)
-    return tested(recommender, history, split.test, config, on_phase=on_phase,
-                  encode_users=encode_users)
+    trained = tested(recommender, history, split.test, config, on_phase=on_phase,
+                     encode_users=encode_users)
+    if popularity:
+        from seqvae.baselines import Popularity
+        from seqvae.training import evaluate_holdout
+
+        trained.popularity = evaluate_holdout(Popularity().fit(split), split.test,
+                                              config.eval_k)
+    return trained
 
 
 def tested(recommender: Any, history: Any, test_holdout: Any, config: Any, *,

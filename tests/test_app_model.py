@@ -67,6 +67,15 @@ def test_train_then_open_a_user(app, small_log):
     assert not any("none yet" in t for t in texts(at.sidebar.info))  # one model box, not two
     # the loss curves and the validation curves are drawn
     assert len(at.get("plotly_chart")) >= 2
+    # the test metrics, each against the most popular items on the same test
+    job = at.session_state[state.JOB]
+    shown = {m.label: m for m in at.metric}
+    for name, value in job.test_metrics.items():
+        assert shown[f"test {name}"].value == f"{value:.4f}"
+        delta = value - job.popularity_metrics[name]
+        assert shown[f"test {name}"].delta == f"{delta:+.4f} vs most popular"
+    below = any(v < job.popularity_metrics[k] for k, v in job.test_metrics.items())
+    assert below == any("worse than the most popular" in w for w in texts(at.warning))
 
     at.switch_page("pages/user.py").run()
     assert not at.exception

@@ -31,6 +31,9 @@ def test_continue_training_goes_on_from_the_last_epoch():
     # the job hands over a model whose users' μ are already encoded (for the Latent page)
     assert first.phase == "encoding" and first.snapshot()["phase"] == "encoding"
     assert first.recommender._encoding_cache[2].shape[0] == first.recommender.history_.n_users
+    # and the most popular items' score on the same test, the floor the page compares with
+    assert set(first.popularity_metrics) == set(first.test_metrics) == {"NDCG@10", "HR@10"}
+    assert 0 < first.popularity_metrics["HR@10"] < 1
     checkpoint = first.checkpoint_dir
     assert checkpoint is not None and any(Path(checkpoint).iterdir())
     second = wait(jobs.start_training(log, "shop.csv", replace(config, epochs=4),

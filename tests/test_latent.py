@@ -76,9 +76,10 @@ def test_characterise_hand_worked():
     by_item = items.set_index("item")
     assert by_item.loc["y", "lift"] == pytest.approx(2.0)
     assert by_item.loc["x", "lift"] == pytest.approx(1.0)
-    # shrunk toward 1 as if 2 users like everyone joined: (2 + 2 * 0.5) / (2 + 2) / 0.5 = 1.5
+    # shrunk toward 1 by 2 pseudo-users on both sides: 2 observed, 2 * 0.5 = 1 expected ->
+    # (2 + 2) / (1 + 2)
     shrunk, _ = characterise(seqs, rows, vocab, events, min_users=1, prior_users=2)
-    assert shrunk.set_index("item").loc["y", "lift"] == pytest.approx(1.5)
+    assert shrunk.set_index("item").loc["y", "lift"] == pytest.approx(4 / 3)
     assert shrunk.set_index("item").loc["y", "raw lift"] == pytest.approx(2.0)
     assert items["item"].iloc[0] == "y"
     assert "w" not in by_item.index and "z" not in by_item.index  # no cohort user has them
@@ -124,7 +125,12 @@ def test_a_tiny_item_no_longer_outranks_a_well_supported_one():
     table, _ = characterise(seqs, rows, seqs.item_vocab, seqs.event_vocab)
     assert table["item"].iloc[0] == "broad"
     assert "rare" not in set(table["item"])  # 3 users: below the default minimum support (5)
-    assert 1.0 < table.set_index("item").loc["broad", "lift"] < 3.0
+    assert table.set_index("item").loc["broad", "lift"] == pytest.approx((60 + 20) / (20 + 20))
+    # the shrinkage itself reorders, not only the minimum support: kept in, the rare item
+    # (3 observed, 0.3 expected) ranks below the broad one
+    kept, _ = characterise(seqs, rows, seqs.item_vocab, seqs.event_vocab, min_users=1)
+    assert kept["item"].tolist()[:2] == ["broad", "rare"]
+    assert kept.set_index("item").loc["rare", "lift"] == pytest.approx(23 / 20.3)
 
 
 def test_attribute_breakdown_and_top_categories():

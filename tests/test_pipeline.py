@@ -41,8 +41,11 @@ def test_prepare_reads_filters_and_encodes_with_one_report(rated_log):
 def test_train_tests_the_best_epoch_and_saves_what_it_measured(rated_log, tmp_path):
     data = prepare(io.BytesIO(rated_log), name="rated.csv")
     phases: list[str] = []
-    trained = train(data.sequences, TINY, on_phase=phases.append, encode_users=True)
+    trained = train(data.sequences, TINY, on_phase=phases.append, encode_users=True,
+                    popularity=True)
     assert phases == ["testing", "encoding"]
+    assert set(trained.popularity) == set(trained.test)  # the floor, on the same test users
+    assert 0 < trained.popularity["HR@10"] < 1
     assert trained.recommender.history_ is data.sequences  # recommends from full sequences
     assert trained.test_users == data.sequences.n_users
     assert set(trained.test) == {"NDCG@10", "HR@10"} and 0 < trained.test["HR@10"] <= 1

@@ -94,6 +94,7 @@ class TrainingJob(_Job):
     recommender: Any = None
     history: Any = None
     test_metrics: dict[str, float] = field(default_factory=dict)
+    popularity_metrics: dict[str, float] = field(default_factory=dict)  # the same test
     created: float = field(default_factory=time.monotonic)
     # after the last epoch: "testing" (scoring the test split), then "encoding" (μ of every
     # user, for the Latent page)
@@ -192,13 +193,15 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
 
         # μ of every user is encoded on this thread too: the Latent page then opens at once
         trained = train(sequences, job.config, split=split, on_phase=job._set_phase,
-                        encode_users=True, on_batch=job._on_batch, on_epoch=job._on_epoch,
+                        encode_users=True, popularity=True,
+                        on_batch=job._on_batch, on_epoch=job._on_epoch,
                         cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
         history = trained.history
         with job._lock:
             job.recommender = trained.recommender
             job.history = history
             job.test_metrics = trained.test
+            job.popularity_metrics = trained.popularity or {}
             job.state = "cancelled" if history.cancelled else "done"
             job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept the "
                            f"best epoch ({history.best_epoch})" if history.cancelled else
