@@ -183,8 +183,13 @@ def side_table_ui(current: state.Dataset, kind: str, label: str) -> None:
     header = SIDE_HEADER[st.radio("Header line", list(SIDE_HEADER), horizontal=True,
                                   key=f"{kind}s_header",
                                   help="MovieLens' u.item and u.user have none.")]
+    typed = st.text_input("Column names (optional)", key=f"{kind}s_names",
+                          placeholder="comma-separated, e.g. user, age, gender, occupation, zip",
+                          help="Names for the columns of a file without a header line (or in "
+                          "place of its header); they name the colours and the breakdowns.")
+    names = [n.strip() for n in typed.split(",")] if typed.strip() else None
     try:
-        preview = preview_table(data, header=header, name=upload.name)
+        preview = preview_table(data, header=header, name=upload.name, names=names)
     except LogFormatError as exc:
         st.error(escape_markdown(str(exc)))
         return
@@ -197,11 +202,11 @@ def side_table_ui(current: state.Dataset, kind: str, label: str) -> None:
         choices = ["(detect)", *[c for c in columns if c != key_col]]
         picked = right.selectbox("Title column", choices, key="items_title")
         title_col = None if picked == "(detect)" else picked
-    signature = (upload.file_id, header, key_col, title_col)
+    signature = (upload.file_id, header, key_col, title_col, tuple(names or ()))
     if st.session_state.get(f"{kind}s_read") != signature:
         try:
             table = read_metadata(data, key=kind, key_col=key_col, title_col=title_col,
-                                  header=header, name=upload.name)
+                                  header=header, name=upload.name, names=names)
         except LogFormatError as exc:
             st.error(escape_markdown(str(exc)))
             return

@@ -42,6 +42,8 @@ def add_side_table_flags(parser: argparse.ArgumentParser, kinds: Sequence[str]) 
                            "first; headerless files have column_1, column_2, …)")
         group.add_argument(f"--{kind}-meta-sep", metavar="SEP",
                            help="its delimiter (default: sniffed)")
+        group.add_argument(f"--{kind}-meta-names", metavar="A,B,C",
+                           help="names for its columns (a file without a header line)")
         if kind == "item":
             group.add_argument("--item-meta-title", metavar="COLUMN",
                                help="the column holding the titles (default: detected)")
@@ -57,12 +59,14 @@ def read_side_table(args: argparse.Namespace, kind: str) -> tuple[pd.DataFrame, 
         return None
     header = {"auto": None, "yes": True, "no": False}[getattr(args, f"{kind}_meta_header")]
     sep = getattr(args, f"{kind}_meta_sep")
-    preview = preview_table(path, header=header, sep=sep)
+    typed = getattr(args, f"{kind}_meta_names")
+    names = [n.strip() for n in typed.split(",")] if typed else None
+    preview = preview_table(path, header=header, sep=sep, names=names)
     columns = [str(c) for c in preview.columns]
     key = getattr(args, f"{kind}_meta_key") or key_column(columns, cast(Any, kind))
     title = getattr(args, "item_meta_title", None) if kind == "item" else None
     table = read_metadata(path, key=cast(Any, kind), key_col=key, title_col=title,
-                          header=header, sep=sep)
+                          header=header, sep=sep, names=names)
     if kind == "item" and title is None and "title" in table.columns:
         title = next((c for c in columns if c not in table.columns and c != key), "title")
     return table, {"source": Path(path).name, "rows": len(table), "key": key, "title": title,

@@ -527,6 +527,12 @@ def delimited_layout(text: str, name: str, options: IngestOptions, warnings: lis
     header_names = [c.strip() for c in rows[0]] if header else None
     if options.names is not None:
         names = list(options.names)
+        if len(names) != n_fields:  # fewer would drop columns, more would invent them
+            raise LogFormatError(
+                name, f"{len(names)} column names were given for {n_fields} columns "
+                f"({_DELIMITER_NAMES.get(sep, sep)}-separated)",
+                lines=[1 + preamble], fix=f"give {n_fields} names, one per column, in order")
+        names = unique_names(names)
     elif header_names is not None:
         names = unique_names(header_names)
     else:

@@ -17,6 +17,7 @@ dictionary encoding of ids); only ragged files fall back to Python's ``csv`` mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,6 +166,7 @@ def read_metadata(
     header: bool | None = None,
     name: str | None = None,
     sep: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Read a side table keyed by item (titles, categories) or by user (attributes, segments).
 
@@ -174,13 +176,13 @@ def read_metadata(
     logs), else it is the first column, or it is given as `key_col`; it becomes the index, as
     text, first row kept for a repeated key. For items, the ``title`` column is `title_col`, or
     a column named like a title, or the text column whose values are nearly all distinct names
-    (not numbers, dates or links); it is renamed ``title``.
+    (not numbers, dates or links); it is renamed ``title``. `names` names the columns (of a file
+    without a header, or in place of its header), as for logs.
 
     Raises:
         LogFormatError: the table cannot be read, has no key column, or a named column is missing.
     """
-    opts = IngestOptions(sep=sep, header=header, null_texts=SIDE_NULL_TEXTS)
-    raw = load_raw(source, opts, name)
+    raw = load_raw(source, _side_options(sep, header, names), name)
     table = raw.table
     names = list(table.column_names)
     col = key_col or (key_column(names, key) if len(names) > 1 else None)
@@ -210,12 +212,19 @@ def key_column(names: list[str], key: Literal["item", "user"]) -> str:
 
 
 def preview_table(source: Source, *, header: bool | None = None, name: str | None = None,
-                  sep: str | None = None, rows: int = 5) -> pd.DataFrame:
+                  sep: str | None = None, rows: int = 5,
+                  names: Sequence[str] | None = None) -> pd.DataFrame:
     """The first `rows` rows of a side table as it would be read (every column, as text), to
     choose its header, key and title columns from."""
-    raw = load_raw(source, IngestOptions(sep=sep, header=header, null_texts=SIDE_NULL_TEXTS),
-                   name)
+    raw = load_raw(source, _side_options(sep, header, names), name)
     return raw.table.slice(0, rows).to_pandas().astype("string")
+
+
+def _side_options(sep: str | None, header: bool | None,
+                  names: Sequence[str] | None) -> IngestOptions:
+    cleaned = tuple(n.strip() for n in names) if names else None
+    return IngestOptions(sep=sep, header=header, names=cleaned or None,
+                         null_texts=SIDE_NULL_TEXTS)
 
 
 _TITLE_NAMES = ("title", "name", "itemname", "productname", "movietitle", "itemtitle", "label")

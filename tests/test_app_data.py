@@ -192,6 +192,17 @@ def test_side_files_without_a_header_with_the_readers_choices(app):
     at.radio(key="users_header").set_value("no").run()
     at.selectbox(key="users_key").set_value("column_4").run()
     assert list(at.session_state[state.DATASET].users.index) == ["technician", "other", "writer"]
+    # names for a headerless file's columns: they name the attributes downstream
+    at.text_input(key="users_names").set_value("user, age, gender, occupation, zip").run()
+    assert not at.exception, at.exception
+    users = at.session_state[state.DATASET].users
+    assert list(users.index) == ["1", "2", "3"] and users.loc["3", "occupation"] == "writer"
+    # a wrong number of names is refused with the count, and the table read before is kept
+    at.text_input(key="users_names").set_value("user, age").run()
+    assert any("2 column names were given for 5 columns" in t for t in texts(at.error))
+    assert at.session_state[state.DATASET].users.loc["3", "occupation"] == "writer"
+    at.text_input(key="users_names").set_value("").run()
+    at.selectbox(key="users_key").set_value("column_1").run()
     # items: the title column detected, or chosen
     u_item = ("1|Toy Story (1995)|01-Jan-1995\n2|GoldenEye (1995)|01-Jan-1995\n"
               "3|Four Rooms (1995)|01-Jan-1995\n").encode("latin-1")
