@@ -247,11 +247,17 @@ def summary_ui(current: state.Dataset) -> None:
     else:
         d.metric("Time span", "file order", help="the log has no timestamps")
     values = charts.value_distribution(current.log)
-    columns = st.columns(3 if values is not None else 2)
-    columns[0].plotly_chart(charts.events_per_user(current.log), width="stretch")
-    columns[1].plotly_chart(charts.event_type_mix(current.log), width="stretch")
-    if values is not None:
-        columns[2].plotly_chart(values, width="stretch")
+    # a log without an event-type column (ratings, purchases only) has nothing to mix: one bar
+    # "unknown" would only puzzle
+    mix = current.log.has_event and current.log.frame["event"].nunique() > 1
+    charts_shown = [charts.events_per_user(current.log),
+                    *([charts.event_type_mix(current.log)] if mix else []),
+                    *([values] if values is not None else [])]
+    for column, figure in zip(st.columns(len(charts_shown)), charts_shown, strict=True):
+        column.plotly_chart(figure, width="stretch")
+    if not current.log.has_event:
+        st.caption("The log has no event-type column: every event counts alike (the model "
+                   "labels them all “unknown”).")
     if current.min_value is not None:
         st.caption(f"Only events with a value of at least {current.min_value:g} are kept.")
     over_time = charts.events_over_time(current.log)

@@ -26,6 +26,8 @@ def test_load_the_sample(app):
     assert any("2,000 users" in t for t in texts(at.sidebar.success))
     # the planted segments come along as user attributes, titles as item metadata
     assert any("segment" in t for t in texts(at.caption))
+    # four event types: their mix is drawn
+    assert any("Event types" in c.proto.spec for c in at.get("plotly_chart"))
 
 
 def test_upload_a_log_with_problems_shows_the_report(app):
@@ -174,6 +176,10 @@ def test_side_files_without_a_header_with_the_readers_choices(app):
                                          for i in range(1, 4))
     at.file_uploader(key="log_upload").upload("u.data", log.encode(), "text/plain")
     at.run()
+    # ratings only, no event types: no one-bar "unknown" mix, a line that says why
+    assert any("no event-type column" in t for t in texts(at.caption))
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert not any("Event types" in spec for spec in titles)
     u_user = b"1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n"
     at.file_uploader(key="users_upload").upload("u.user", u_user, "text/plain")
     at.run()
