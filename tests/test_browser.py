@@ -152,17 +152,14 @@ def test_bad_upload_shows_a_message_not_a_traceback(page, server, tmp_path):
     shot(page, "04-bad-upload")
 
 
-def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_path):
-    """The whole path a person clicks through: upload, train a tiny model, open a user."""
-    from seqvae.sample import generate
-
-    log = tmp_path / "shop.csv"
-    generate(n_users=80, n_items=40, seed=3).events.to_csv(log, index=False)
+def upload_and_train(page, server: str, log: Path) -> None:
+    """Upload `log` on the Data page and train 2 epochs; returns once the page has settled
+    (the run that follows the job's end has drawn the sidebar's model and the zip button: a
+    click before it can be lost to that rerun)."""
     page.goto(server)
     page.get_by_role("heading", name="Data").wait_for()
     page.locator("input[type=file]").first.set_input_files(str(log))
-    page.get_by_text("Summary of shop.csv").wait_for()
-
+    page.get_by_text(f"Summary of {log.name}").wait_for()
     page.get_by_role("link", name="Train").click()
     page.get_by_role("heading", name="Train").wait_for()
     epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
@@ -170,8 +167,17 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
     epochs.press("Enter")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
-    page.get_by_text("Model: SeqVAE on shop.csv").wait_for()  # the sidebar has the new model
+    page.get_by_text(f"Model: SeqVAE on {log.name}").wait_for()  # the sidebar has the model
     page.get_by_role("button", name="Prepare the zip").wait_for()
+
+
+def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_path):
+    """The whole path a person clicks through: upload, train a tiny model, open a user."""
+    from seqvae.sample import generate
+
+    log = tmp_path / "shop.csv"
+    generate(n_users=80, n_items=40, seed=3).events.to_csv(log, index=False)
+    upload_and_train(page, server, log)
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
     shot(page, "05-trained")
 
@@ -275,17 +281,7 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     log, users = tmp_path / "shop.csv", tmp_path / "segments.csv"
     sample.events.to_csv(log, index=False)
     sample.segments.to_csv(users, index=False)
-    page.goto(server)
-    page.get_by_role("heading", name="Data").wait_for()
-    page.locator("input[type=file]").first.set_input_files(str(log))
-    page.get_by_text("Summary of shop.csv").wait_for()
-    page.get_by_role("link", name="Train").click()
-    page.get_by_role("heading", name="Train").wait_for()
-    epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
-    epochs.fill("2")
-    epochs.press("Enter")
-    page.get_by_role("button", name="Train", exact=True).click()
-    page.get_by_text("Training finished").wait_for(timeout=240_000)
+    upload_and_train(page, server, log)
 
     # What-if: unedited, nothing is new; with an added item, the list changes
     page.get_by_role("link", name="User").click()
