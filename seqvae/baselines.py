@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -57,8 +58,9 @@ class _MatrixRecommender(BaseRecommender):
         these models take no epochs, so `on_epoch` / `cancel` have nothing to do)."""
         return self._fit(data.train if isinstance(data, Split) else data)
 
+    @abstractmethod
     def _fit(self, train: Sequences) -> Any:
-        raise NotImplementedError
+        """Fit on training sequences -> self."""
 
     def _start(self, train: Sequences) -> sp.csr_matrix:
         if train.n_events == 0:
@@ -78,13 +80,15 @@ class _MatrixRecommender(BaseRecommender):
         self._check()
         return dict(self.params_), self._arrays()
 
+    @abstractmethod
     def _arrays(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """The fitted state as named arrays (what `weights.npz` holds)."""
 
     @classmethod
+    @abstractmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
                    n_items: int) -> _MatrixRecommender:
-        raise NotImplementedError
+        """The fitted model back from `state`'s parameters and arrays."""
 
     def save(self, directory: Any, **kwargs: Any) -> Any:
         """Write the fitted model to a model directory (`seqvae.bundle.save`); `seqvae.load`
@@ -349,10 +353,16 @@ class MultVAEBaseline(_MatrixRecommender):
                   else np.zeros((0, self.item_vocab_.size), np.float32))
         return self._exclude(scores, sequences, exclude_seen)
 
+    def _fit(self, train: Sequences) -> MultVAEBaseline:
+        return self.fit(train)  # no validation holdout: every epoch, none chosen
+
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._check()
         config = {**asdict(self.config_), "epochs_run": self.epochs_, "params": self.params_}
-        return config, {f"w{i}": w for i, w in enumerate(self.model_.get_weights())}
+        return config, self._arrays()
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {f"w{i}": w for i, w in enumerate(self.model_.get_weights())}
 
     @classmethod
     def from_state(cls, params: dict[str, Any], arrays: dict[str, np.ndarray],
