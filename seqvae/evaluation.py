@@ -8,6 +8,7 @@ excluded — see `top_k`.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,15 +20,39 @@ import numpy as np
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the `k` highest scores of each row, best first. (n, V) -> (n, k).
 
-    Ties are broken by the lower index, so results are reproducible.
+    Ties are broken by the lower index, so results are reproducible. When TensorFlow is
+    already loaded (a neural model is in use), its multi-threaded `top_k`, which breaks ties
+    the same way, does the work: on 2,048 users x 12,101 items it takes a fifth of NumPy's
+    `argpartition` (0.11 s against 0.50 s on 2 cores), which was half of a Beauty validation.
     """
     if k < 1:
         raise ValueError(f"`k` should be a positive integer. Received: `k`={k}")
     k = min(k, scores.shape[1])
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and scores.dtype == np.float32 and scores.size:
+        return np.asarray(tf.math.top_k(scores, k=k, sorted=True).indices, dtype=np.int64)
+    return top_k_numpy(scores, k)
+
+
+def top_k_numpy(scores: np.ndarray, k: int) -> np.ndarray:
+    """`top_k` by NumPy alone: `argpartition` finds each row's k-th highest score; every item
+    above it is taken, and of the items equal to it the lowest indices (`argpartition` alone
+    would take arbitrary ones where a tie straddles the cut)."""
+    k = min(k, scores.shape[1])
+    n = scores.shape[0]
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    kth = np.take_along_axis(scores, part, axis=1).min(axis=1, keepdims=True)
+    taken = scores >= kth
+    crowded = np.flatnonzero(taken.sum(axis=1) > k)  # rows where a tie straddles the cut
+    if crowded.size:
+        rows, row_kth = scores[crowded], kth[crowded]
+        tied = rows == row_kth
+        room = k - (rows > row_kth).sum(axis=1, keepdims=True)
+        taken[crowded] = (rows > row_kth) | (tied & (np.cumsum(tied, axis=1) <= room))
+    chosen = np.nonzero(taken)[1].reshape(n, k)  # row by row, in index order
+    chosen_scores = np.take_along_axis(scores, chosen, axis=1)
+    order = np.lexsort((chosen, -chosen_scores), axis=1)
+    return np.take_along_axis(chosen, order, axis=1)
 
 
 def hits_at_k(top_items: np.ndarray, target_offsets: np.ndarray,

@@ -23,6 +23,7 @@ from seqvae.evaluation import (
     precision,
     recall,
     top_k,
+    top_k_numpy,
     truncated_recall,
 )
 from seqvae.logs import read_log
@@ -37,6 +38,19 @@ def test_top_k_orders_best_first_and_breaks_ties_by_index():
     assert top_k(scores, 3).tolist() == [[1, 3, 2], [4, 0, 1]]
     with pytest.raises(ValueError, match="`k`"):
         top_k(scores, 0)
+
+
+def test_top_k_gives_the_same_items_with_tensorflow_loaded_as_with_numpy():
+    import tensorflow  # noqa: F401  (loaded: `top_k` takes TensorFlow's path for float32)
+
+    rng = np.random.default_rng(4)
+    # many ties (scores rounded to one decimal) and excluded items (-inf) in every row
+    scores = np.round(rng.standard_normal((300, 500)), 1).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    for k in (1, 10, 50, 500):
+        assert np.array_equal(top_k(scores, k), top_k_numpy(scores, k))
+    worked = np.array([[0.1, 0.9, 0.5, 0.9, -np.inf]], np.float32)
+    assert top_k(worked, 5).tolist() == [[1, 3, 2, 0, 4]]
 
 
 def test_hits_at_k():
