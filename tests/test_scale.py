@@ -21,7 +21,11 @@ from seqvae.splits import leave_one_out
 from seqvae.training import SeqVAEConfig, fit, local_cluster
 
 # Two workers add the same numbers in another order (each sums its half, then the halves are
-# added): the weights after an epoch agree to about 1e-6 relative on this machine.
+# added): the weights after an epoch agree to ~2e-6 on this machine. A weight is compared
+# relative to its norm, or to 1 where the norm is below 1: the attention's key biases get no
+# gradient at all in exact arithmetic (a softmax does not change when every key's score moves
+# by the same amount), so only rounding moves them, by ~1e-6, and their tiny norms (~1e-5)
+# would turn that into a large relative gap.
 WEIGHT_TOLERANCE = 1e-4
 LOSS_TOLERANCE = 1e-5
 
@@ -31,13 +35,6 @@ def train_command(log, out, *extra: str) -> list[str]:
             "--dropout", "0", "--batch-size", "64", "--json", "--quiet", *extra]
 
 
-@pytest.mark.xfail(reason="known regression with the tied item embeddings (format 2): after one "
-                   "epoch two workers' weights differ from one process's beyond rounding (with "
-                   "the event, gap and position tables' gradients made dense the loss agreed to "
-                   "1.4e-5 relative, but one variable still differed by ~74%); the GRU with "
-                   "untied output vectors agreed to 1e-6. Open in issue 12's notes; training "
-                   "under multi-worker still runs.",
-                   strict=False)
 def test_two_workers_train_as_one_process_with_the_same_global_batch(sample_events, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     processes = [subprocess.Popen(
@@ -61,9 +58,9 @@ def test_two_workers_train_as_one_process_with_the_same_global_batch(sample_even
     loss_two = two.training_history_.epochs[0].loss
     loss_one = one.training_history_.epochs[0].loss
     assert abs(loss_two - loss_one) <= LOSS_TOLERANCE * abs(loss_one)
-    gaps = [float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
-            for a, b in zip(two.model_.get_weights(), one.model_.get_weights(), strict=True)]
-    assert max(gaps) <= WEIGHT_TOLERANCE, gaps
+    gaps = {w.path: float(np.linalg.norm(np.asarray(w) - b) / max(np.linalg.norm(b), 1.0))
+            for w, b in zip(two.model_.weights, one.model_.get_weights(), strict=True)}
+    assert max(gaps.values()) <= WEIGHT_TOLERANCE, gaps
     scores_two = two.model_.get_weights()[-1]
     assert not np.allclose(scores_two, 0)  # it trained
 
@@ -103,8 +100,9 @@ def test_a_stopped_run_resumes_from_its_checkpoint_as_if_never_stopped(small_spl
     np.testing.assert_allclose([e.loss for e in history.epochs],
                                [e.loss for e in whole_history.epochs], rtol=1e-6)
     assert history.best_epoch == whole_history.best_epoch
+    # atol: the key biases, which only rounding moves (see WEIGHT_TOLERANCE), sit near 1e-6
     for a, b in zip(resumed.model_.get_weights(), whole.model_.get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
     with pytest.raises(TrainingDataError, match="belongs to another run"):
         fit(small_split, SeqVAEConfig(**{**config.to_dict(), "latent_dim": 4}),
