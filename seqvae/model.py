@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 PACKAGE = "seqvae"
@@ -175,17 +176,86 @@ class TiedItemScorer(layers.Layer):
         return {**super().get_config(), "n_items": self.n_items, "n_reserved": self.n_reserved}
 
 
+def lowpass_kernel(length: int, bins: int) -> np.ndarray:
+    """The weights, by lag 0 … `length` − 1, with which BSARec's low-pass filter (keep the
+    `bins` lowest frequencies of a sequence's real FFT over `length` positions) forms its value
+    at the last position of a left-padded sequence: the filter is a circular convolution, so at
+    the last position it reads the events `lag` steps back with weight ``h[lag]``, where h is
+    the filter's response to an impulse. (length,) float32; ``h[0] = (2 bins − 1) / length``
+    for bins < length / 2 (3 bins over 50: 0.1, then a slow decay)."""
+    spectrum = np.fft.rfft(np.eye(1, length, 0)[0])
+    spectrum[bins:] = 0.0
+    return np.fft.irfft(spectrum, n=length).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LowPassMixing(layers.Layer):
+    """BSARec's frequency branch (Shin et al., "An Attentive Inductive Bias for Sequential
+    Recommendation beyond the Self-Attention", AAAI 2024), made causal.
+
+    BSARec splits a left-padded sequence x into its low frequencies (the `bins` lowest of the
+    real FFT, a smooth trend of the user's taste) and the rest, and rescales the rest by a
+    learned β² per dimension: ``low + β² · (x − low)``. It reads the result at the last position
+    only. Here every position t is given what BSARec would read if t were the last event: the
+    low part is a causal convolution of the window's events 0 … t with `lowpass_kernel`, so
+    every position can be supervised without seeing the future.
+
+        low_t = Σ_{s ≤ t, same window} h[t − s] · x_s            (B, L, D)
+        y_t   = low_t + β² ⊙ (x_t − low_t)
+    """
+
+    def __init__(self, dim: int, max_len: int, bins: int = 3, seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if bins < 1:
+            raise ValueError(f"`bins` should be a positive integer. Received: `bins`={bins}")
+        self.dim = dim
+        self.max_len = max_len
+        self.bins = bins
+        self.seed = seed
+        self.kernel = lowpass_kernel(max_len, bins)
+
+    def build(self, input_shape: Any = None) -> None:
+        # BSARec's sqrt_beta: N(0, 1) per dimension; its square scales the high frequencies
+        self.sqrt_beta = self.add_weight(
+            name="sqrt_beta", shape=(self.dim,),
+            initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
+
+    def call(self, x: Any, allowed: Any) -> Any:
+        """`x` (B, L, D), padding zeroed; `allowed` (B, L, L) bool, the encoder's causal mask."""
+        length = ops.shape(x)[1]
+        positions = ops.arange(length)
+        lag = ops.expand_dims(positions, 1) - ops.expand_dims(positions, 0)  # (L, L)
+        weights = ops.take(ops.convert_to_tensor(self.kernel),
+                           ops.clip(lag, 0, self.max_len - 1))
+        weights = ops.where(allowed, ops.expand_dims(weights, 0), 0.0)  # (B, L, L)
+        low = ops.matmul(weights, x)
+        return low + ops.square(self.sqrt_beta) * (x - low)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dim": self.dim, "max_len": self.max_len,
+                "bins": self.bins, "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class CausalAttentionBlock(layers.Layer):
     """One pre-norm transformer block over a right-padded sequence (B, L, D):
 
         x = x + Dropout(MultiHeadAttention(LN(x)))     query t sees keys 1..t that are not padding
         x = x + Dropout(W_2 GELU(W_1 LN(x)))           (D -> ffn_dim -> D)
+
+    With ``lowpass`` = α > 0 the attention shares its place with BSARec's causal low-pass branch
+    (`LowPassMixing`, `lowpass_bins` frequencies): ``(1 − α) · attention + α · low-pass``, each
+    with its own dropout (pre-norm), or, post-norm as in BSARec, ``(1 − α) · LN(x + attention)
+    + α · LN(x + low-pass)``.
     """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
-                 norm: str = "pre", init_std: float = 0.0, **kwargs: Any) -> None:
+                 norm: str = "pre", init_std: float = 0.0, lowpass: float = 0.0,
+                 lowpass_bins: int = 3, max_len: int = 50, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= lowpass <= 1.0:
+            raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={lowpass}")
         if norm not in NORMS:
             raise ValueError(f"`norm` should be one of {', '.join(map(repr, NORMS))}. "
                              f"Received: `norm`={norm!r}")
@@ -210,6 +280,18 @@ class CausalAttentionBlock(layers.Layer):
         self.ffn_out = layers.Dense(dim, name="ffn_out",
                                     kernel_initializer=kernel_init(init_std, seed + 2))
         self.ffn_dropout = layers.Dropout(dropout, seed=seed + 2, name="ffn_dropout")
+        self.lowpass = lowpass
+        self.lowpass_bins = lowpass_bins
+        self.max_len = max_len
+        self.lowpass_mixing: LowPassMixing | None = None
+        if lowpass:
+            # seeds far from the blocks' own (seed, seed + 1, seed + 2, every 3 apart)
+            self.lowpass_mixing = LowPassMixing(dim, max_len, lowpass_bins, seed=seed + 1000,
+                                                name="lowpass")
+            self.lowpass_dropout = layers.Dropout(dropout, seed=seed + 1001,
+                                                  name="lowpass_dropout")
+            if norm == "post":
+                self.lowpass_norm = layers.LayerNormalization(epsilon=1e-6, name="lowpass_norm")
 
     def build(self, input_shape: Any) -> None:
         self.attention_norm.build(input_shape)
@@ -217,24 +299,41 @@ class CausalAttentionBlock(layers.Layer):
         self.ffn_norm.build(input_shape)
         self.ffn_in.build(input_shape)
         self.ffn_out.build((*input_shape[:-1], self.ffn_dim))
+        if self.lowpass_mixing is not None:
+            self.lowpass_mixing.build(input_shape)
+            if self.norm == "post":
+                self.lowpass_norm.build(input_shape)
+
+    def _lowpass(self, x: Any, attention_mask: Any, training: bool | None) -> Any:
+        assert self.lowpass_mixing is not None
+        return self.lowpass_dropout(self.lowpass_mixing(x, attention_mask), training=training)
 
     def call(self, x: Any, attention_mask: Any, training: bool | None = None) -> Any:
+        alpha = self.lowpass
         if self.norm == "post":
             attended = self.attention(x, x, attention_mask=attention_mask, training=training)
-            x = self.attention_norm(x + self.attention_dropout(attended, training=training))
-            hidden = self.ffn_out(self.ffn_in(x))
-            return self.ffn_norm(x + self.ffn_dropout(hidden, training=training))
+            mixed = self.attention_norm(x + self.attention_dropout(attended, training=training))
+            if alpha:
+                low = self.lowpass_norm(x + self._lowpass(x, attention_mask, training))
+                mixed = (1.0 - alpha) * mixed + alpha * low
+            hidden = self.ffn_out(self.ffn_in(mixed))
+            return self.ffn_norm(mixed + self.ffn_dropout(hidden, training=training))
         normed = self.attention_norm(x)
         attended = self.attention(normed, normed, attention_mask=attention_mask,
                                   training=training)
-        x = x + self.attention_dropout(attended, training=training)
+        update = self.attention_dropout(attended, training=training)
+        if alpha:
+            update = (1.0 - alpha) * update + alpha * self._lowpass(normed, attention_mask,
+                                                                    training)
+        x = x + update
         hidden = self.ffn_out(self.ffn_in(self.ffn_norm(x)))
         return x + self.ffn_dropout(hidden, training=training)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "heads": self.heads,
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed,
-                "norm": self.norm, "init_std": self.init_std}
+                "norm": self.norm, "init_std": self.init_std, "lowpass": self.lowpass,
+                "lowpass_bins": self.lowpass_bins, "max_len": self.max_len}
 
 
 # where each attention block normalises: "pre" (LN before each sub-layer, one LN at the end)
@@ -265,6 +364,18 @@ def causal_padding_mask(mask: Any) -> Any:
     return ops.logical_and(ops.expand_dims(causal, 0), ops.expand_dims(mask, 1))
 
 
+def causal_segment_mask(segments: Any) -> Any:
+    """(B, L) int segment of each cell (1, 2, … for the windows packed into a row, 0 padding)
+    -> (B, L, L) bool: query t may attend to key s when s <= t and both belong to the same
+    window. A window occupies consecutive cells, so this is exactly its own causal mask; a
+    padding cell attends to the padding before it and to itself, so no row is empty."""
+    length = ops.shape(segments)[1]
+    positions = ops.arange(length)
+    causal = ops.expand_dims(positions, 1) >= ops.expand_dims(positions, 0)  # (L, L)
+    same = ops.equal(ops.expand_dims(segments, 2), ops.expand_dims(segments, 1))  # (B, L, L)
+    return ops.logical_and(ops.expand_dims(causal, 0), same)
+
+
 ENCODERS = ("attention", "gru", "lstm")
 
 
@@ -272,7 +383,11 @@ ENCODERS = ("attention", "gru", "lstm")
 class SeqVAE(_LossTracking, keras.Model):
     """The sequential VAE. Inputs are a dict of int32 tensors of shape (B, L), right-padded with 0:
     ``items``, ``events``, ``gaps``; training batches also carry ``targets`` (B, L, next_k), the
-    ids of the next items at each step (0 where there is none).
+    ids of the next items at each step (0 where there is none). A packed batch (attention only:
+    several short windows share a row, `seqvae.training.pack_windows`) adds ``segments`` (B, L),
+    the window each cell belongs to (1, 2, …; 0 padding), and ``positions`` (B, L), each cell's
+    place in its own window; attention then stays inside a window, so every window is encoded
+    exactly as if it had a row of its own.
 
     ``call`` returns a dict: ``mean`` and ``log_var`` (B, L, Z), ``logits`` (B, L, n_items) and
     ``mask`` (B, L).
@@ -288,6 +403,8 @@ class SeqVAE(_LossTracking, keras.Model):
         max_len: the longest window (the learned position table's size; attention only).
         dropout: on the embeddings and inside the attention blocks.
         variational: sample z and add the KL term (False: the deterministic twin, z = μ).
+        lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
+            attention in every block (0: attention alone), and the frequencies it keeps.
         seed: seeds every dropout and the sampling.
     """
 
@@ -308,6 +425,8 @@ class SeqVAE(_LossTracking, keras.Model):
         seed: int = 0,
         block_norm: str = "pre",
         init_std: float = 0.0,
+        lowpass: float = 0.0,
+        lowpass_bins: int = 3,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -329,6 +448,8 @@ class SeqVAE(_LossTracking, keras.Model):
         self.seed = seed
         self.block_norm = block_norm
         self.init_std = init_std
+        self.lowpass = lowpass
+        self.lowpass_bins = lowpass_bins
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -347,7 +468,9 @@ class SeqVAE(_LossTracking, keras.Model):
             self.input_norm = layers.LayerNormalization(epsilon=1e-6, name="input_norm")
             self.blocks = [CausalAttentionBlock(embed_dim, n_heads, hidden_dim, dropout,
                                                 seed=seed + 10 + 3 * b, norm=block_norm,
-                                                init_std=init_std, name=f"block_{b}")
+                                                init_std=init_std, lowpass=lowpass,
+                                                lowpass_bins=lowpass_bins, max_len=max_len,
+                                                name=f"block_{b}")
                            for b in range(n_blocks)]
             # a post-norm stack already ends on a LayerNormalization
             self.output_norm = (layers.LayerNormalization(epsilon=1e-6, name="output_norm")
@@ -373,11 +496,15 @@ class SeqVAE(_LossTracking, keras.Model):
         embedded = (self.item_embedding(items) + self.event_embedding(inputs["events"])
                     + self.gap_embedding(inputs["gaps"]))
         if self.encoder_kind == "attention":
-            positions = ops.arange(ops.shape(items)[1])
-            embedded = self.input_norm(embedded + self.position_embedding(positions)[None])
+            if "segments" in inputs:  # several windows packed into each row (training)
+                position_vectors = self.position_embedding(inputs["positions"])
+                attention_mask = causal_segment_mask(inputs["segments"])
+            else:
+                position_vectors = self.position_embedding(ops.arange(ops.shape(items)[1]))[None]
+                attention_mask = causal_padding_mask(mask)
+            embedded = self.input_norm(embedded + position_vectors)
             hidden = self.input_dropout(embedded, training=training)
             hidden = hidden * ops.cast(mask, hidden.dtype)[..., None]
-            attention_mask = causal_padding_mask(mask)
             for block in self.blocks:
                 hidden = block(hidden, attention_mask, training=training)
             return (self.output_norm(hidden) if self.output_norm is not None else hidden), mask
@@ -505,6 +632,8 @@ class SeqVAE(_LossTracking, keras.Model):
             "seed": self.seed,
             "block_norm": self.block_norm,
             "init_std": self.init_std,
+            "lowpass": self.lowpass,
+            "lowpass_bins": self.lowpass_bins,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

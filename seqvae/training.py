@@ -28,6 +28,8 @@ from seqvae.splits import Holdout, Split
 
 # AdamW's gradients are clipped to this norm, each variable's on its own
 CLIP_NORM = 5.0
+# how training windows are put into batches (`SeqVAEConfig.batching`)
+BATCHINGS = ("auto", "packed", "random", "length")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class SeqVAEConfig:
     block_norm: str = "pre"
     # 0: Keras' default initialisers; s: embeddings and kernels drawn from N(0, s²), truncated
     init_std: float = 0.0
+    # attention only: the share α of BSARec's low-pass branch beside the attention in every
+    # block (made causal: `seqvae.model.LowPassMixing`; 0 = attention alone), and how many of
+    # the lowest frequencies of a `max_len` window it keeps (BSARec's c = 5 keeps 3)
+    lowpass: float = 0.0
+    lowpass_bins: int = 3
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -66,10 +73,13 @@ class SeqVAEConfig:
     # windows per batch; 0: from the data, `auto_batch_size` (256 on Beauty, 64 on the sample)
     batch_size: int = 0
     # "random": batches drawn from all windows, padded to `max_len` (the softmax runs at real
-    # steps only, so padding costs little); "length": batches of windows of similar length,
-    # each cut to its bucket. Batches of one length learned far slower (validation NDCG@20 on
-    # Beauty 0.029 against 0.043 after 4 epochs; docs/model.md): each step saw one kind of user
-    batching: str = "random"
+    # steps only); "packed" (attention only): the same random batches with several short
+    # windows packed into each row of `max_len` cells, each window attending to itself alone —
+    # the same computation without most of the padding; "length": batches of windows of
+    # similar length, each cut to its bucket. Batches of one length learned far slower
+    # (validation NDCG@20 on Beauty 0.029 against 0.043 after 4 epochs; docs/model.md): each
+    # step saw one kind of user. "auto": packed for attention, random for gru / lstm
+    batching: str = "auto"
     # upper bound on epochs; early stopping usually ends sooner
     epochs: int = 30
     learning_rate: float = 4e-3
@@ -114,11 +124,23 @@ class SeqVAEConfig:
         if self.block_norm not in ("pre", "post"):
             raise ValueError("`block_norm` should be 'pre' or 'post'. "
                              f"Received: `block_norm`={self.block_norm!r}")
+        if not 0.0 <= self.lowpass <= 1.0:
+            raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={self.lowpass}")
+        if self.lowpass and self.encoder != "attention":
+            raise ValueError("`lowpass` mixes a branch into the attention blocks; it needs "
+                             f"`encoder`='attention'. Received: `encoder`={self.encoder!r}")
+        if not isinstance(self.lowpass_bins, int) or not 1 <= self.lowpass_bins <= self.max_len // 2:
+            raise ValueError("`lowpass_bins` should be an integer from 1 to max_len / 2 "
+                             f"({self.max_len // 2}). Received: `lowpass_bins`={self.lowpass_bins!r}")
         if self.init_std < 0:
             raise ValueError(f"`init_std` should be >= 0. Received: `init_std`={self.init_std}")
-        if self.batching not in ("length", "random"):
-            raise ValueError("`batching` should be 'length' or 'random'. "
+        if self.batching not in BATCHINGS:
+            raise ValueError(f"`batching` should be one of {', '.join(map(repr, BATCHINGS))}. "
                              f"Received: `batching`={self.batching!r}")
+        if self.batching == "packed" and self.encoder != "attention":
+            raise ValueError("`batching`='packed' needs the attention encoder (a recurrent "
+                             "state would run from one packed window into the next); use "
+                             f"'random' or 'auto'. Received: `encoder`={self.encoder!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError("`lr_schedule` should be 'constant' or 'cosine'. "
                              f"Received: `lr_schedule`={self.lr_schedule!r}")
@@ -139,6 +161,13 @@ class SeqVAEConfig:
                                                  or self.steps_per_epoch < 1):
             raise ValueError("`steps_per_epoch` should be a positive integer or None. "
                              f"Received: `steps_per_epoch`={self.steps_per_epoch!r}")
+
+    @property
+    def batching_used(self) -> str:
+        """What "auto" stands for with this encoder: "packed" for attention, else "random"."""
+        if self.batching != "auto":
+            return self.batching
+        return "packed" if self.encoder == "attention" else "random"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,6 +290,60 @@ class TrainingBatches:
     @property
     def batches_per_epoch(self) -> int:
         return sum(math.ceil(b["items"].shape[0] / self.batch_size) for b in self.buckets)
+
+
+def pack_windows(batch: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """Pack a batch of right-padded windows into as few rows of `length` cells as first-fit
+    decreasing finds, several short windows to a row, with ``segments`` (1, 2, … the window of
+    each cell within its row, 0 padding) and ``positions`` (each cell's place in its window).
+
+    The attention encoder keeps each window to itself (`seqvae.model.causal_segment_mask`) and
+    gives it its own positions, so a packed row computes what the windows would on rows of their
+    own: the same batch at a fraction of the cells. On Beauty, whose users mostly have under ten
+    events, a batch of 256 windows padded to 50 is 86% padding; packed, about 10%.
+
+    Args:
+        batch: ``items``, ``events``, ``gaps`` (B, L) and ``targets`` (B, L, K), right-padded.
+        length: the row length (at least the longest window).
+
+    Returns:
+        The same keys with (R, length) and (R, length, K) arrays, plus ``segments`` and
+        ``positions`` (R, length) int32; windows keep their order within a row.
+    """
+    sizes = (batch["items"] != 0).sum(axis=1)
+    if sizes.size and int(sizes.max()) > length:
+        raise ValueError(f"a window of {int(sizes.max())} events does not fit a row of {length}")
+    free: list[int] = []  # room left in each row
+    row_of = np.empty(sizes.size, dtype=np.int64)
+    for window in np.argsort(-sizes, kind="stable"):
+        size = int(sizes[window])
+        row = next((r for r, room in enumerate(free) if room >= size), len(free))
+        if row == len(free):
+            free.append(length)
+        row_of[window] = row
+        free[row] -= size
+    # within a row, windows in batch order: each one's first cell and number (1, 2, …)
+    order = np.lexsort((np.arange(sizes.size), row_of))
+    first = np.ones(sizes.size, dtype=bool)
+    first[1:] = row_of[order][1:] != row_of[order][:-1]
+    before = np.cumsum(sizes[order]) - sizes[order]
+    rank = np.arange(sizes.size)
+    starts = np.empty(sizes.size, dtype=np.int64)
+    segment = np.empty(sizes.size, dtype=np.int64)
+    starts[order] = before - np.maximum.accumulate(np.where(first, before, 0))
+    segment[order] = 1 + rank - np.maximum.accumulate(np.where(first, rank, 0))
+    packed = {key: np.zeros((len(free), length, *value.shape[2:]), dtype=value.dtype)
+              for key, value in batch.items()}
+    packed["segments"] = np.zeros((len(free), length), dtype=np.int32)
+    packed["positions"] = np.zeros((len(free), length), dtype=np.int32)
+    window = np.repeat(np.arange(sizes.size), sizes)  # each real cell's window
+    place = np.arange(window.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rows, cells = row_of[window], starts[window] + place
+    for key, value in batch.items():
+        packed[key][rows, cells] = value[window, place]
+    packed["segments"][rows, cells] = segment[window]
+    packed["positions"][rows, cells] = place
+    return packed
 
 
 def auto_batch_size(n_windows: int) -> int:
@@ -425,6 +508,8 @@ def _signature(config: SeqVAEConfig) -> dict[str, Any]:
                  "targets": tf.TensorSpec((None, None, config.next_k), tf.int32),
                  "noise": tf.TensorSpec((None, None, config.latent_dim), tf.float32),
                  "n_steps": tf.TensorSpec((), tf.float32)}
+    if config.batching_used == "packed":
+        signature.update(segments=cells, positions=cells)
     if config.negatives:
         signature.update(negatives=tf.TensorSpec((config.negatives,), tf.int32),
                          negative_log_q=tf.TensorSpec((config.negatives,), tf.float32),
@@ -446,9 +531,13 @@ def _distributed_batches(source: BatchSource, epoch: int, config: SeqVAEConfig,
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
 
+        packed = config.batching_used == "packed"
+
         def generate() -> Iterator[dict[str, np.ndarray]]:
             rng = epoch_rng(config.seed, epoch, stream=1)
             for batch in source.epoch(epoch):
+                if packed:
+                    batch = pack_windows(batch, config.max_len)
                 complete = _complete(batch, rng, config.latent_dim, sampler)
                 for replica in range(first, first + local):
                     yield shard(complete, replica, replicas)
@@ -664,6 +753,7 @@ def train_from(
     from seqvae.recommender import SeqVAERecommender
 
     strategy = strategy or tf.distribute.get_strategy()
+    config = replace(config, batching=config.batching_used)  # recorded as used
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
         model = SeqVAE(
@@ -682,6 +772,8 @@ def train_from(
             seed=config.seed,
             block_norm=config.block_norm,
             init_std=config.init_std,
+            lowpass=config.lowpass,
+            lowpass_bins=config.lowpass_bins,
         )
         learning_rate: Any = config.learning_rate
         if config.lr_schedule == "cosine":  # a function of the optimiser's step: resumes exactly

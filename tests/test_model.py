@@ -13,11 +13,15 @@ from seqvae.model import (
     CausalAttentionBlock,
     GaussianLatent,
     ItemScorer,
+    LowPassMixing,
     SeqVAE,
     TiedItemScorer,
     causal_padding_mask,
+    causal_segment_mask,
     gaussian_kl,
+    lowpass_kernel,
 )
+from seqvae.training import pack_windows
 
 
 def test_kl_matches_the_closed_form():
@@ -41,10 +45,13 @@ def test_kl_agrees_with_monte_carlo():
         (log_q - log_p).mean(), abs=0.01)
 
 
-@pytest.fixture(scope="module", params=["attention", "gru", "lstm"])
+@pytest.fixture(scope="module", params=["attention", "gru", "lstm", "attention+lowpass"])
 def model(request):
+    # "attention+lowpass": BSARec's causal low-pass branch beside attention, post-norm as there
+    lowpass = request.param.endswith("+lowpass")
     m = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-               encoder=request.param, n_heads=2, max_len=8)
+               encoder=request.param.split("+")[0], n_heads=2, max_len=8,
+               lowpass=0.7 if lowpass else 0.0, block_norm="post" if lowpass else "pre")
     m.build_for_inputs()
     return m
 
@@ -150,6 +157,10 @@ def test_layers_round_trip_through_their_config():
     assert TiedItemScorer.from_config(TiedItemScorer(10).get_config()).n_items == 10
     block = CausalAttentionBlock(8, 2, 16, 0.1, seed=4)
     assert CausalAttentionBlock.from_config(block.get_config()).get_config() == block.get_config()
+    mixed = CausalAttentionBlock(8, 2, 16, 0.1, seed=4, lowpass=0.7, lowpass_bins=2, max_len=9)
+    assert CausalAttentionBlock.from_config(mixed.get_config()).get_config() == mixed.get_config()
+    mixing = LowPassMixing(8, 9, 2, seed=1)
+    assert LowPassMixing.from_config(mixing.get_config()).get_config() == mixing.get_config()
     assert keras.saving.get_registered_name(SeqVAE) == "seqvae>SeqVAE"
 
 
@@ -179,3 +190,75 @@ def test_training_scores_only_real_steps_and_loses_nothing(variational):
     full = {"mean": mean, "log_var": log_var, "mask": mask, "logits": net.decode(z)}
     for got, want in zip(net.loss_terms(batch, trained), net.loss_terms(batch, full), strict=True):
         assert float(got) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_causal_segment_mask_worked_by_hand():
+    # one row holding window 1 (cells 0-1), window 2 (cells 2-4) and a padding cell
+    mask = np.asarray(causal_segment_mask(np.array([[1, 1, 2, 2, 2, 0]], "int32")))[0]
+    assert mask.astype(int).tolist() == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],  # window 2's first event sees itself only, not window 1
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],  # padding sees padding: no row is empty
+    ]
+
+
+def test_the_lowpass_branch_gives_each_step_what_bsarec_reads_at_the_last_position():
+    # BSARec (AAAI 2024) left-pads a sequence to max_len, keeps the lowest `bins` frequencies of
+    # its real FFT ("ortho" both ways) and reads the last position; `LowPassMixing` must give
+    # every step t of a right-padded window what that gives for the events up to t
+    max_len, bins, dim = 8, 3, 4
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 5, dim)).astype("float32")  # 5 events, no padding
+    layer = LowPassMixing(dim, max_len, bins, seed=2)
+    layer.build((1, 5, dim))
+    beta2 = np.asarray(layer.sqrt_beta) ** 2
+    allowed = causal_padding_mask(np.ones((1, 5), bool))
+    got = np.asarray(layer(x, allowed))[0]
+    for t in range(5):
+        padded = np.zeros((max_len, dim))
+        padded[max_len - t - 1:] = x[0, :t + 1]  # left-padded prefix of t + 1 events
+        spectrum = np.fft.rfft(padded, axis=0, norm="ortho")
+        spectrum[bins:] = 0
+        low = np.fft.irfft(spectrum, n=max_len, axis=0, norm="ortho")[-1]
+        np.testing.assert_allclose(got[t], low + beta2 * (x[0, t] - low), atol=1e-5)
+    # the kernel's first weight, worked by hand: (1 + 2 cos 0 + 2 cos 0) / 8 = 5 / 8
+    assert lowpass_kernel(max_len, bins)[0] == pytest.approx(5 / 8)
+
+
+@pytest.mark.parametrize("variational, lowpass", [(True, 0.0), (False, 0.0), (True, 0.7)])
+def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass):
+    # five windows of 4, 1, 3, 2 and 2 events, right-padded to 6; packed into rows of 6
+    net = SeqVAE(n_items=20, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
+                 dropout=0.0, variational=variational, n_heads=2, max_len=6, lowpass=lowpass)
+    net.build_for_inputs()
+    net.beta.assign(0.5)
+    items = np.array([[2, 3, 4, 5, 0, 0], [6, 0, 0, 0, 0, 0], [7, 8, 9, 0, 0, 0],
+                      [10, 11, 0, 0, 0, 0], [12, 13, 0, 0, 0, 0]], "int32")
+    targets = np.where(items > 0, items + 1, 0)[..., None].astype("int32")
+    targets[:, :, 0][items == 0] = 0
+    batch = {**inputs(items, events=(items > 0) * (2 + items % 2), gaps=(items > 0) * 3),
+             "targets": targets}
+    packed = pack_windows(batch, 6)
+    # 12 events in 2 full rows instead of 5 rows of 6 cells
+    assert packed["items"].shape == (2, 6) and (packed["items"] != 0).all()
+    rng = np.random.default_rng(3)
+    packed["noise"] = rng.standard_normal((2, 6, 4)).astype("float32")
+    # the same noise, cell for cell, back in the unpacked layout
+    noise = np.zeros((5, 6, 4), "float32")
+    for row, cell in zip(*np.nonzero(packed["items"]), strict=True):
+        window = int(np.flatnonzero((items == packed["items"][row, cell]).any(axis=1))[0])
+        noise[window, packed["positions"][row, cell]] = packed["noise"][row, cell]
+    batch["noise"] = noise
+    mean_packed = np.asarray(net.encode_steps(packed, training=True)[0])
+    mean_rows = np.asarray(net.encode_steps(batch, training=True)[0])
+    for row, cell in zip(*np.nonzero(packed["items"]), strict=True):
+        window = int(np.flatnonzero((items == packed["items"][row, cell]).any(axis=1))[0])
+        np.testing.assert_allclose(mean_packed[row, cell],
+                                   mean_rows[window, packed["positions"][row, cell]], atol=1e-5)
+    got = net.loss_terms(packed, net(packed, training=True))
+    want = net.loss_terms(batch, net(batch, training=True))
+    for a, b in zip(got, want, strict=True):
+        assert float(a) == pytest.approx(float(b), rel=1e-5)

@@ -21,6 +21,7 @@ from seqvae.training import (
     evaluate_holdout,
     fit,
     make_batches,
+    pack_windows,
     shard,
 )
 
@@ -190,6 +191,36 @@ def test_batches_by_length_or_from_every_window():
     assert mixed.n_windows == by_length.n_windows == 50 and mixed.n_steps == by_length.n_steps
     lengths = [(b["items"] != 0).sum(axis=1) for b in mixed.epoch(np.random.default_rng(0))]
     assert any((x < 10).any() and (x > 20).any() for x in lengths)
+
+
+def test_packing_puts_short_windows_together_in_batch_order():
+    # windows of 3, 5, 2 and 4 events (ids 11.., 21.., 31.., 41..) into rows of 6 cells:
+    # first-fit decreasing places 5 → row 0, 4 → row 1, 3 → row 2, 2 → row 1 (4 + 2 = 6)
+    sizes = [3, 5, 2, 4]
+    items = np.zeros((4, 6), "int32")
+    for w, n in enumerate(sizes):
+        items[w, :n] = 10 * (w + 1) + 1 + np.arange(n)
+    batch = {"items": items, "events": np.where(items > 0, 2, 0), "gaps": np.where(items > 0, 1, 0),
+             "targets": np.where(items > 0, items + 1, 0)[..., None]}
+    packed = pack_windows(batch, 6)
+    assert packed["items"].tolist() == [[21, 22, 23, 24, 25, 0],
+                                        [31, 32, 41, 42, 43, 44],  # batch order within a row
+                                        [11, 12, 13, 0, 0, 0]]
+    assert packed["segments"].tolist() == [[1, 1, 1, 1, 1, 0], [1, 1, 2, 2, 2, 2],
+                                           [1, 1, 1, 0, 0, 0]]
+    assert packed["positions"].tolist() == [[0, 1, 2, 3, 4, 0], [0, 1, 0, 1, 2, 3],
+                                            [0, 1, 2, 0, 0, 0]]
+    assert (packed["targets"][..., 0] == np.where(packed["items"] > 0,
+                                                  packed["items"] + 1, 0)).all()
+    with pytest.raises(ValueError, match="does not fit a row of 4"):
+        pack_windows(batch, 4)
+
+
+def test_packed_batching_is_the_attention_default_and_refused_for_recurrent_encoders():
+    assert SeqVAEConfig().batching_used == "packed"
+    assert SeqVAEConfig(encoder="gru").batching_used == "random"
+    with pytest.raises(ValueError, match="needs the attention encoder"):
+        SeqVAEConfig(encoder="lstm", batching="packed")
 
 
 @pytest.mark.parametrize("encoder", ["gru", "lstm"])
