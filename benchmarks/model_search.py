@@ -3,11 +3,12 @@
     python benchmarks/model_search.py beauty-p1 '{"encoder": "attention", "batch_size": 256}'
     python benchmarks/model_search.py beauty-slice '{...}' --note "why this run"
 
-Settings: ``beauty-p1``, ``ml100k-p1`` (as in `quality.py`), ``beauty-slice`` (the first 4,000
-users of Beauty, for quick directions) and ``sample`` (the bundled generated log). The split is
-the quality benchmark's (seed 0); the test part is never scored here. Every run appends one line
-to `benchmarks/model_search.jsonl`: the setting, every `SeqVAEConfig` field, each epoch's
-validation NDCG/HR at the selection K and its seconds, the best epoch and the time to reach it.
+Settings: ``beauty-p1``, ``ml100k-p1``, ``ml100k-p2`` (as in `quality.py`), ``beauty-slice``
+(the first 4,000 users of Beauty, for quick directions) and ``sample`` (the bundled generated
+log). The split is the quality benchmark's (seed 0); the test part is never scored here.
+Every run appends one line to `benchmarks/model_search.jsonl`: the setting, every
+`SeqVAEConfig` field, each epoch's validation NDCG/HR at the selection K and its seconds, the
+best epoch and the time to reach it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ SETTINGS = {
     "beauty-p1": (DATA / "amazon-beauty" / "Beauty.txt", None, 20),
     "beauty-slice": (DATA / "amazon-beauty" / "Beauty.txt", 4000, 20),
     "ml100k-p1": (DATA / "ml-100k" / "u.data", None, 20),
+    "ml100k-p2": (DATA / "ml-100k" / "u.data", None, 100),
     "sample": (ROOT / "sample_data" / "events.csv", None, 10),
 }
 
@@ -40,6 +42,9 @@ def load_split(setting: str):
     from seqvae.pipeline import prepare
 
     path, users, _ = SETTINGS[setting]
+    if setting == "ml100k-p2":  # as in quality.py: ratings >= 4, held-out users, 80/20 fold-in
+        return make_split(prepare(path, min_rating=4.0).sequences, "holdout-users", seed=0,
+                          min_length=5)
     sequences = prepare(path).sequences
     if users is not None:
         sequences = sequences.subset_users(range(users))
