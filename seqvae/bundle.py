@@ -182,7 +182,7 @@ def load(directory: str | os.PathLike[str]) -> Any:
 
     from seqvae.model import SeqVAE
     from seqvae.recommender import SeqVAERecommender
-    from seqvae.training import SeqVAEConfig, TrainingHistory
+    from seqvae.training import TrainingHistory
 
     try:
         with zipfile.ZipFile(root / "model.keras") as archive:
@@ -209,7 +209,7 @@ def load(directory: str | os.PathLike[str]) -> Any:
         raise BundleError(f"{root / 'vocab.json'} does not fit model.keras ({item_vocab.size} "
                           f"item ids against {model.n_items})")
     history = _read_history(root, item_vocab, event_vocab, config, model.n_gaps)
-    recommender = SeqVAERecommender(model, SeqVAEConfig.from_dict(config["model"]), item_vocab,
+    recommender = SeqVAERecommender(model, saved_config(config["model"]), item_vocab,
                                     event_vocab, history)
     recommender.training_history_ = TrainingHistory.from_dict(_read_json(root, "history.json"))
     recommender.metrics_ = _read_json(root, "metrics.json")
@@ -238,6 +238,18 @@ def _load_baseline(root: Path) -> Any:
     recommender.history_ = _read_history(root, item_vocab, event_vocab, config, None)
     recommender.metrics_ = _read_json(root, "metrics.json")
     return recommender
+
+
+# SeqVAEConfig fields added since format 2, with the values that rebuild a model saved before
+# them: a directory written without them reports the settings it was trained with
+ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False}
+
+
+def saved_config(values: dict[str, Any]) -> Any:
+    """The `SeqVAEConfig` a model directory's config.json records, older directories included."""
+    from seqvae.training import SeqVAEConfig
+
+    return SeqVAEConfig.from_dict({**ADDED_FIELDS, **values})
 
 
 def _read_history(root: Path, item_vocab: Vocabulary, event_vocab: Vocabulary,

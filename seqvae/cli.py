@@ -296,7 +296,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                           n_blocks=args.blocks, n_heads=args.heads,
                           variational=not args.deterministic, negatives=args.negatives,
-                          dropout=args.dropout, steps_per_epoch=args.steps_per_epoch)
+                          dropout=args.dropout, steps_per_epoch=args.steps_per_epoch,
+                          lowpass=args.lowpass)
     out = check_target(args.out)
     chief = strategy is None or is_chief(strategy)
     checkpoint = Path(args.checkpoint_dir or f"{out}.checkpoint")
@@ -658,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"attention blocks ({defaults.n_blocks})")
     train.add_argument("--heads", type=int, default=defaults.n_heads,
                        help=f"attention heads per block ({defaults.n_heads})")
+    train.add_argument("--lowpass", type=float, default=defaults.lowpass,
+                       help="share of BSARec's low-pass branch beside the attention in every "
+                       f"block, 0 to 1 (attention only; 0: attention alone) ({defaults.lowpass})")
     train.add_argument("--max-len", type=int, default=defaults.max_len,
                        help=f"events per window ({defaults.max_len})")
     train.add_argument("--beta-cap", type=float, default=defaults.beta_cap,

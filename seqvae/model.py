@@ -56,14 +56,16 @@ class GaussianLatent(layers.Layer):
     """
 
     def __init__(self, latent_dim: int, log_var_min: float = -8.0, log_var_max: float = 4.0,
-                 seed: int | None = None, log_var_init: float = 0.0, **kwargs: Any) -> None:
+                 seed: int | None = None, log_var_init: float = 0.0,
+                 mean_init: str = "glorot_uniform", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.latent_dim = latent_dim
         self.log_var_min = log_var_min
         self.log_var_max = log_var_max
         self.seed = seed
         self.log_var_init = log_var_init
-        self.mean_dense = layers.Dense(latent_dim, name="mean")
+        self.mean_init = mean_init
+        self.mean_dense = layers.Dense(latent_dim, name="mean", kernel_initializer=mean_init)
         # the log-variance starts at `log_var_init` (its bias): below 0, training starts with
         # z close to μ and the KL term widens σ where the next item does not need precision
         self.log_var_dense = layers.Dense(
@@ -93,7 +95,8 @@ class GaussianLatent(layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "latent_dim": self.latent_dim,
                 "log_var_min": self.log_var_min, "log_var_max": self.log_var_max,
-                "seed": self.seed, "log_var_init": self.log_var_init}
+                "seed": self.seed, "log_var_init": self.log_var_init,
+                "mean_init": self.mean_init}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -182,7 +185,8 @@ def lowpass_kernel(length: int, bins: int) -> np.ndarray:
     at the last position of a left-padded sequence: the filter is a circular convolution, so at
     the last position it reads the events `lag` steps back with weight ``h[lag]``, where h is
     the filter's response to an impulse. (length,) float32; ``h[0] = (2 bins − 1) / length``
-    for bins < length / 2 (3 bins over 50: 0.1, then a slow decay)."""
+    for bins < length / 2 (3 bins over 50: 0.1, then a slow decay); with every frequency kept
+    (bins > length / 2) the filter passes x unchanged."""
     spectrum = np.fft.rfft(np.eye(1, length, 0)[0])
     spectrum[bins:] = 0.0
     return np.fft.irfft(spectrum, n=length).astype(np.float32)
@@ -427,6 +431,7 @@ class SeqVAE(_LossTracking, keras.Model):
         init_std: float = 0.0,
         lowpass: float = 0.0,
         lowpass_bins: int = 3,
+        identity_head: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -450,6 +455,7 @@ class SeqVAE(_LossTracking, keras.Model):
         self.init_std = init_std
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
+        self.identity_head = identity_head
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -480,9 +486,13 @@ class SeqVAE(_LossTracking, keras.Model):
             self.recurrent = rnn(hidden_dim, return_sequences=True, name=encoder)
         # σ starts at e^-2 ≈ 0.14: a latent that starts as the prior's σ = 1 drowns μ in noise
         # and collapses to the prior before it learns (measured on Beauty: docs/model.md)
-        self.latent = GaussianLatent(latent_dim, seed=seed + 1, log_var_init=-4.0, name="latent")
+        # identity_head: μ = h and u = z at the start (a plain SASRec score, h · E), so the
+        # head's two linear maps do not start as a random rotation and rescaling of h
+        head = "identity" if identity_head else None
+        self.latent = GaussianLatent(latent_dim, seed=seed + 1, log_var_init=-4.0, name="latent",
+                                     mean_init=head or "glorot_uniform")
         self.decoder = layers.Dense(embed_dim, name="decoder",
-                                    kernel_initializer=kernel_init(init_std, seed + 7))
+                                    kernel_initializer=head or kernel_init(init_std, seed + 7))
         self.scorer = TiedItemScorer(n_items, name="item_scorer")
         self._init_tracking()
 
@@ -634,6 +644,7 @@ class SeqVAE(_LossTracking, keras.Model):
             "init_std": self.init_std,
             "lowpass": self.lowpass,
             "lowpass_bins": self.lowpass_bins,
+            "identity_head": self.identity_head,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

@@ -57,11 +57,15 @@ class SeqVAEConfig:
     block_norm: str = "pre"
     # 0: Keras' default initialisers; s: embeddings and kernels drawn from N(0, s²), truncated
     init_std: float = 0.0
-    # attention only: the share α of BSARec's low-pass branch beside the attention in every
-    # block (made causal: `seqvae.model.LowPassMixing`; 0 = attention alone), and how many of
-    # the lowest frequencies of a `max_len` window it keeps (BSARec's c = 5 keeps 3)
+    # the share α of BSARec's low-pass branch beside the attention in every attention block
+    # (made causal: `seqvae.model.LowPassMixing`; 0 = attention alone; gru / lstm have no such
+    # block), and how many of the lowest frequencies of a `max_len` window it keeps (BSARec's
+    # c = 5 keeps 3)
     lowpass: float = 0.0
     lowpass_bins: int = 3
+    # start the latent head and the decoder as identity maps (μ = h, u = z), so the network
+    # starts as a plain SASRec score; False: Keras' default (Glorot) initialisation
+    identity_head: bool = False
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -126,12 +130,9 @@ class SeqVAEConfig:
                              f"Received: `block_norm`={self.block_norm!r}")
         if not 0.0 <= self.lowpass <= 1.0:
             raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={self.lowpass}")
-        if self.lowpass and self.encoder != "attention":
-            raise ValueError("`lowpass` mixes a branch into the attention blocks; it needs "
-                             f"`encoder`='attention'. Received: `encoder`={self.encoder!r}")
-        if not isinstance(self.lowpass_bins, int) or not 1 <= self.lowpass_bins <= self.max_len // 2:
-            raise ValueError("`lowpass_bins` should be an integer from 1 to max_len / 2 "
-                             f"({self.max_len // 2}). Received: `lowpass_bins`={self.lowpass_bins!r}")
+        if not isinstance(self.lowpass_bins, int) or self.lowpass_bins < 1:
+            raise ValueError("`lowpass_bins` should be a positive integer. "
+                             f"Received: `lowpass_bins`={self.lowpass_bins!r}")
         if self.init_std < 0:
             raise ValueError(f"`init_std` should be >= 0. Received: `init_std`={self.init_std}")
         if self.batching not in BATCHINGS:
@@ -774,6 +775,7 @@ def train_from(
             init_std=config.init_std,
             lowpass=config.lowpass,
             lowpass_bins=config.lowpass_bins,
+            identity_head=config.identity_head,
         )
         learning_rate: Any = config.learning_rate
         if config.lr_schedule == "cosine":  # a function of the optimiser's step: resumes exactly

@@ -134,3 +134,15 @@ def test_a_model_directory_of_the_earlier_format_is_refused_with_what_to_do(save
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"format 1.*retrain"):
         seqvae.load(old)
+
+
+def test_a_directory_saved_before_the_newer_settings_reports_how_it_was_built():
+    from seqvae.bundle import ADDED_FIELDS, saved_config
+    from seqvae.training import SeqVAEConfig
+
+    # a config.json from before `lowpass` and `identity_head`: the attention alone, a Glorot head
+    older = {k: v for k, v in SeqVAEConfig(lowpass=0.7).to_dict().items() if k not in ADDED_FIELDS}
+    config = saved_config(older)
+    assert (config.lowpass, config.lowpass_bins, config.identity_head) == (0.0, 3, False)
+    # what a directory does record wins
+    assert saved_config(SeqVAEConfig(lowpass=0.7).to_dict()).lowpass == 0.7

@@ -262,3 +262,17 @@ def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, 
     want = net.loss_terms(batch, net(batch, training=True))
     for a, b in zip(got, want, strict=True):
         assert float(a) == pytest.approx(float(b), rel=1e-5)
+
+
+def test_an_identity_head_starts_as_the_plain_sasrec_score():
+    # with identity_head, μ = h and u = μ at the start: the logits are LN(h) · E + b exactly
+    net = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=8,
+                 identity_head=True)
+    net.build_for_inputs()
+    batch = inputs([[2, 3, 4, 0]])
+    hidden, _ = net.encode_hidden(batch, training=False)
+    mean = np.asarray(net.encode_steps(batch, training=False)[0])
+    np.testing.assert_allclose(mean, np.asarray(hidden), atol=1e-6)
+    logits = np.asarray(net(batch, training=False)["logits"])[0, :3, 2:]
+    table = np.asarray(net.item_embedding.embeddings)[2:]
+    np.testing.assert_allclose(logits, np.asarray(hidden)[0, :3] @ table.T, atol=1e-5)
