@@ -53,6 +53,7 @@ bench: setup
 	"$(PY)" benchmarks/train_speed.py
 	"$(PY)" benchmarks/dashboard.py
 	"$(PY)" benchmarks/latent.py
+	"$(PY)" benchmarks/segments.py
 	"$(PY)" benchmarks/load.py
 	"$(PY)" benchmarks/quality.py
 	"$(PY)" benchmarks/scale.py
