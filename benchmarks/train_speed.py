@@ -6,8 +6,8 @@ Each dataset is trained in a fresh process with the default `SeqVAEConfig` (earl
 validation NDCG@10, leave-one-out split), and measured there: wall time of every epoch, the
 epoch with the best validation NDCG and the time to reach it, training events per second
 (events in the training windows' real steps x epochs / training seconds), the share of padded
-steps the length buckets leave, and the peak resident memory of the process. Writes
-`benchmarks/train_speed.json` and `benchmarks/train_speed.md`.
+cells the batches leave (packed rows, or windows padded to their bucket), and the peak resident
+memory of the process. Writes `benchmarks/train_speed.json` and `benchmarks/train_speed.md`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,17 @@ MEASURE = r"""
 import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from seqvae.pipeline import prepare, training_split
-from seqvae.training import SeqVAEConfig, fit, make_batches
+import numpy as np
+from seqvae.training import SeqVAEConfig, fit, make_batches, pack_windows
 sequences = prepare(sys.argv[1]).sequences
 split = training_split(sequences)
 config = SeqVAEConfig(epochs=int(sys.argv[2]))
 batches = make_batches(split.train, config)
-padded = sum(b["items"].size for b in batches.buckets)
+# the cells the network runs over in one epoch: packed rows, or windows padded to their bucket
+epoch = batches.epoch(np.random.default_rng(0))
+if config.batching_used == "packed":
+    epoch = [pack_windows(b, config.max_len) for b in epoch]
+padded = sum(b["items"].size for b in epoch)
 started = time.perf_counter()
 recommender, history = fit(split, config, on_epoch=lambda r: print(
     f"  epoch {r.epoch}: {r.seconds:.0f} s, validation {r.validation}", file=sys.stderr,
@@ -49,7 +54,7 @@ print(json.dumps({
     "users": sequences.n_users, "items": sequences.item_vocab.size - 2,
     "events": sequences.n_events, "train_steps": batches.n_steps,
     "padding_share": 1 - batches.n_steps / padded,
-    "epochs": len(history.epochs), "best_epoch": history.best_epoch,
+    "epochs": len(history.epochs), "best_epoch": history.best_epoch, "patience": config.patience,
     "seconds": total, "seconds_to_best": to_best,
     "first_epoch_seconds": history.epochs[0].seconds,
     "events_per_s": batches.n_steps * len(history.epochs) / sum(e.seconds for e in history.epochs),
@@ -90,7 +95,9 @@ def main() -> None:
     lines = [
         f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}, "
         f"{machine['date']}. Default `SeqVAEConfig`, leave-one-out, early stopping on validation "
-        "NDCG@10 (patience 3); one run per dataset in a fresh process.",
+        "NDCG@10 (patience "
+        f"{', '.join(sorted({str(r.get('patience', '?')) for r in results.values()}))}); one run "
+        "per dataset in a fresh process.",
         "",
         "| data | users | items | training steps/epoch | padding | epochs run / limit (best) "
         "| first epoch s | to best s | total s | events/s | val NDCG@10 | peak memory |",
