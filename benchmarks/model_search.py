@@ -6,6 +6,9 @@
 Settings: ``beauty-p1``, ``ml100k-p1``, ``ml100k-p2`` (as in `quality.py`), ``beauty-slice``
 (the first 4,000 users of Beauty, for quick directions) and ``sample`` (the bundled generated
 log). The split is the quality benchmark's (seed 0); the test part is never scored here.
+``--without gaps`` / ``--without events`` (or both, comma-separated) measure what the log's
+times and event types buy: every event gets the "no previous event" gap bucket, or one event
+type, before the split, so the network sees the items alone.
 Every run appends one line to `benchmarks/model_search.jsonl`: the setting, every
 `SeqVAEConfig` field, each epoch's validation NDCG/HR at the selection K and its seconds, the
 best epoch and the time to reach it.
@@ -37,15 +40,35 @@ SETTINGS = {
 }
 
 
-def load_split(setting: str):
+def without(sequences, inputs: set[str]):
+    """`sequences` with the named side inputs blanked: ``gaps`` -> every event the first-event
+    bucket, ``events`` -> every event the first event type (id 2)."""
+    from dataclasses import replace as replace_fields
+
+    import numpy as np
+
+    from seqvae.sequences import GAP_FIRST
+
+    unknown = inputs - {"gaps", "events"}
+    if unknown:
+        raise SystemExit(f"--without takes gaps and/or events, not {sorted(unknown)}")
+    changes = {}
+    if "gaps" in inputs:
+        changes["gaps"] = np.full_like(sequences.gaps, GAP_FIRST)
+    if "events" in inputs:
+        changes["events"] = np.full_like(sequences.events, 2)
+    return replace_fields(sequences, **changes)
+
+
+def load_split(setting: str, blank: set[str] = frozenset()):
     from seqvae.compare import make_split
     from seqvae.pipeline import prepare
 
     path, users, _ = SETTINGS[setting]
     if setting == "ml100k-p2":  # as in quality.py: ratings >= 4, held-out users, 80/20 fold-in
-        return make_split(prepare(path, min_rating=4.0).sequences, "holdout-users", seed=0,
-                          min_length=5)
-    sequences = prepare(path).sequences
+        sequences = without(prepare(path, min_rating=4.0).sequences, blank)
+        return make_split(sequences, "holdout-users", seed=0, min_length=5)
+    sequences = without(prepare(path).sequences, blank)
     if users is not None:
         sequences = sequences.subset_users(range(users))
     return make_split(sequences, "leave-one-out", seed=0)
@@ -56,12 +79,14 @@ def main() -> None:
     parser.add_argument("setting", choices=sorted(SETTINGS))
     parser.add_argument("config", nargs="?", default="{}", help="SeqVAEConfig fields as JSON")
     parser.add_argument("--note", default="")
+    parser.add_argument("--without", default="", help="gaps and/or events, comma-separated")
     args = parser.parse_args()
+    blank = {name for name in args.without.split(",") if name}
     from seqvae.training import SeqVAEConfig, fit
 
     k = SETTINGS[args.setting][2]
     config = replace(SeqVAEConfig(), eval_k=k, **json.loads(args.config))
-    split = load_split(args.setting)
+    split = load_split(args.setting, blank)
     started = time.perf_counter()
     epochs: list[dict] = []
 
@@ -74,7 +99,8 @@ def main() -> None:
 
     _, history = fit(split, config, on_epoch=on_epoch)
     best = history.best_epoch
-    line = {"setting": args.setting, "note": args.note, "config": config.to_dict(),
+    line = {"setting": args.setting, "note": args.note, "without": sorted(blank),
+            "config": config.to_dict(),
             "best_epoch": best, "best": history.best_validation,
             "seconds_to_best": next(e["seconds"] for e in epochs if e["epoch"] == best),
             "seconds": round(history.seconds, 1), "epochs": epochs,
