@@ -28,7 +28,7 @@ pages = [
 page = st.navigation(pages)
 # this session's data, model and jobs live on the server under a token in the URL, so a reload
 # of the tab finds them again (seqvae/ui/sessions.py)
-sessions.attach()
+sessions.attach(page=page.title)
 try:
     state.adopt_finished_training()  # a model that finished while another page was open
     if state.model() is not None:

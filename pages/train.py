@@ -51,7 +51,11 @@ def knobs_ui() -> SeqVAEConfig | None:
         rate = h.select_slider("Learning rate", [0.001, 0.002, 0.004, 0.005, 0.01, 0.02],
                                value=defaults.learning_rate, key="knob_lr")
         patience = i.number_input("Patience (epochs)", 1, 50, value=defaults.patience,
-                                  key="knob_patience")
+                                  key="knob_patience",
+                                  help="Stop after this many epochs without a better validation "
+                                  f"NDCG@10 (the best epoch is kept). The default, "
+                                  f"{defaults.patience}, is longer than a first run of "
+                                  f"{state.DASHBOARD_EPOCHS} epochs: such a run goes to its end.")
         seed = j.number_input("Seed", 0, 2**31 - 1, value=defaults.seed, key="knob_seed")
     try:
         return SeqVAEConfig(latent_dim=int(latent), epochs=int(epochs), max_len=int(max_len),

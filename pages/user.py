@@ -119,8 +119,10 @@ def reconstruction_ui(recommender, user: str, metadata) -> None:
         "the model's top 3": [", ".join(labels_for(top, metadata)) for top in steps["top"]],
     })
     hit_share = float((steps["rank"] <= 10).mean())
-    st.caption(f"For {hit_share:.0%} of this user's steps, what came next was among the model's "
-               "top 10 guesses (ranking all items).")
+    window = recommender.config_.max_len
+    st.caption(f"For {hit_share:.0%} of the {len(table):,} steps below, what came next was among "
+               "the model's top 10 guesses (ranking all items). The steps are this user's most "
+               f"recent {len(items):,} events: the model reads at most {window:,}.")
     st.dataframe(table, hide_index=True)
     strongest = np.argsort(-probabilities.max(axis=0))[:15]
     strongest = strongest[strongest != PAD]

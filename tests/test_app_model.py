@@ -85,6 +85,12 @@ def test_train_then_open_a_user(app, small_log):
     recommendations = frame_with(at, "because of")
     assert len(recommendations) == 10
     assert list(recommendations["rank"]) == list(range(1, 11))
+    # the reconstruction says which steps its hit share counts: the most recent window's
+    steps = frame_with(at, "what came next")
+    hits = int((steps["its rank"] <= 10).sum())
+    caption = next(t for t in texts(at.caption) if "steps below" in t)
+    assert caption.startswith(f"For {hits / len(steps):.0%} of the {len(steps)} steps below")
+    assert f"most recent {len(steps) + 1} events" in caption
     # "what if": adding items changes the list without retraining
     at.multiselect(key="whatif_add").set_value(["P0001", "P0002"]).run()
     assert not at.exception

@@ -317,6 +317,13 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     page.get_by_text("UMAP with neighbours 10, min. distance 0.1; also computed: 15/0.1").wait_for(
         timeout=180_000)
     shot(page, "13-umap-rerun")
+    # a visit to the User page and back keeps the map's settings on screen
+    page.get_by_role("link", name="User").click()
+    page.get_by_role("heading", name="User", exact=True).wait_for()
+    page.get_by_role("link", name="Latent space").click()
+    page.get_by_role("heading", name="Latent space").wait_for()
+    page.get_by_text("UMAP with neighbours 10").wait_for()
+    assert page.get_by_role("radio", name="UMAP").is_checked()
 
     # user attributes attached after the map was drawn reach it
     page.get_by_role("link", name="Data").click()
@@ -325,6 +332,9 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     page.get_by_text("users: 1 attribute columns").wait_for()
     page.get_by_role("link", name="Latent space").click()
     page.get_by_role("heading", name="Latent space").wait_for()
+    # back from another page, the controls show what was chosen (UMAP), not their defaults
+    page.get_by_text("UMAP with neighbours 10").wait_for()
+    assert page.get_by_role("radio", name="UMAP").is_checked()
     page.get_by_label("Colour by").click()
     page.get_by_role("option", name="segment").click()
     segments = sorted(set(sample.segments["segment"]))
@@ -332,6 +342,9 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     page.wait_for_function(
         "names => { const l = document.querySelector('.js-plotly-plot .legend');"
         " return l && names.every(n => l.textContent.includes(n)); }", arg=segments)
+    # and the next click kept the projection: the browser did not send PCA back
+    assert page.get_by_role("radio", name="UMAP").is_checked()
+    page.get_by_text("UMAP with neighbours 10").wait_for()
     shot(page, "14-side-file-after-map")
 
     # drift: every user as of two dates
@@ -344,3 +357,8 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     page.get_by_role("heading", name="Drift over time").evaluate("h => h.scrollIntoView()")
     page.wait_for_timeout(500)
     shot(page, "15-drift")
+
+    # the Train page's knobs, set before all these visits, are still what was chosen
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("heading", name="Train").wait_for()
+    assert page.get_by_role("spinbutton", name="Epochs (at most)").input_value() == "2"

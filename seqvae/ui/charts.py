@@ -100,25 +100,38 @@ def events_over_time(log: EventLog) -> go.Figure | None:
 
 
 def loss_curves(epochs: list) -> go.Figure:
-    """Total, reconstruction and KL loss per epoch, with β on a second axis."""
+    """The training loss per epoch in two panels sharing the epoch axis: total and
+    reconstruction above; the KL term below, with β on its right-hand axis.
+
+    The KL (tens to hundreds of nats, summed over the latent's dimensions) and the
+    reconstruction (a few nats per step) differ by two orders of magnitude: on one axis the
+    curve that shows learning would lie flat on zero.
+    """
+    from plotly.subplots import make_subplots
+
     x = [e.epoch for e in epochs]
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        specs=[[{}], [{"secondary_y": True}]])
     for i, (name, values) in enumerate((
         ("total", [e.loss for e in epochs]),
         ("reconstruction", [e.reconstruction_loss for e in epochs]),
-        ("KL", [e.kl_loss for e in epochs]),
     )):
         fig.add_trace(go.Scatter(x=x, y=values, name=name, mode="lines+markers",
-                                 line={"color": PALETTE[i]}))
+                                 line={"color": PALETTE[i]}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=[e.kl_loss for e in epochs], name="KL",
+                             mode="lines+markers", line={"color": PALETTE[2]}), row=2, col=1)
     fig.add_trace(go.Scatter(x=x, y=[e.beta for e in epochs], name="β", mode="lines",
-                             line={"color": PALETTE[3], "dash": "dot"}, yaxis="y2"))
-    fig.update_layout(title="Training loss per epoch", xaxis_title="epoch",
-                      yaxis_title="loss", yaxis2={"title": "β", "overlaying": "y",
-                                                  "side": "right", "rangemode": "tozero",
-                                                  # 0.001, not Plotly's SI "1m"
-                                                  "tickformat": ".4~f", "exponentformat": "none"},
-                      legend={"orientation": "h", "y": -0.3}, **_LAYOUT)
+                             line={"color": PALETTE[3], "dash": "dot"}),
+                  row=2, col=1, secondary_y=True)
+    fig.update_layout(title="Training loss per epoch", legend={"orientation": "h", "y": -0.25},
+                      **{**_LAYOUT, "height": 380})
+    fig.update_yaxes(title_text="loss", row=1, col=1)
+    fig.update_yaxes(title_text="KL", row=2, col=1, secondary_y=False)
+    # 0.001, not Plotly's SI "1m"
+    fig.update_yaxes(title_text="β", row=2, col=1, secondary_y=True, rangemode="tozero",
+                     tickformat=".4~f", exponentformat="none", showgrid=False)
     fig.update_xaxes(tickformat="d", dtick=max(1, len(x) // 10))  # whole epochs
+    fig.update_xaxes(title_text="epoch", row=2, col=1)
     return fig
 
 

@@ -37,6 +37,7 @@ logger = logging.getLogger("seqvae.ui")
 PARAM = "session"  # the URL's query parameter
 TOKEN = "session_token"  # the st.session_state key that holds this session's token
 EXPIRED = "session_expired"  # set when the URL named a session the server no longer has
+PAGE = "session_page"  # the page the last run showed
 IDLE_EXPIRY_S = float(os.environ.get("SEQVAE_SESSION_EXPIRY_S", str(4 * 3600)))
 ORPHAN_GRACE_S = float(os.environ.get("SEQVAE_ORPHAN_GRACE_S", "600"))
 MAX_SESSIONS = int(os.environ.get("SEQVAE_MAX_SESSIONS", "32"))
@@ -191,9 +192,12 @@ def _is_connected() -> Any:
         return None
 
 
-def attach(store: SessionStore = STORE) -> str:
+def attach(store: SessionStore = STORE, page: str | None = None) -> str:
     """Called first on every run: give this session its token (restoring what a reloaded tab
-    kept), keep the token in the URL, and apply the store's clean-up rules."""
+    kept), keep the token in the URL, and apply the store's clean-up rules.
+
+    `page` names the page this run shows; when it differs from the last run's, the page's kept
+    widget values are set again (see below)."""
     store.sweep(_is_connected())
     token: str | None = st.session_state.get(TOKEN)
     if token is None:
@@ -209,10 +213,20 @@ def attach(store: SessionStore = STORE) -> str:
                 st.session_state[EXPIRED] = True
         st.session_state[TOKEN] = token
     else:
-        # Streamlit forgets a widget's value once a page without it has run: going back to
-        # the Latent page would show PCA again after UMAP was chosen. The last value comes back.
+        # Streamlit forgets a widget once a page without it has run: going back to the Latent
+        # page would show PCA again after UMAP was chosen. The last value comes back. On
+        # entering a page it is assigned, not merely defaulted: the server may still hold the
+        # value while the browser has dropped the widget and would draw its default (and send
+        # that default back on the next click); only a value set through the Session State API
+        # is sent to the browser to show.
+        entered = page is not None and st.session_state.get(PAGE) != page
         for key, value in store.widgets(token).items():
-            st.session_state.setdefault(key, value)
+            if entered:
+                st.session_state[key] = value
+            else:
+                st.session_state.setdefault(key, value)
+    if page is not None:
+        st.session_state[PAGE] = page
     if st.query_params.get(PARAM) != token:
         st.query_params[PARAM] = token  # page navigation clears the URL's parameters
     return token

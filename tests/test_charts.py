@@ -1,0 +1,26 @@
+"""Figures of seqvae.ui.charts that carry more than one scale."""
+
+from types import SimpleNamespace
+
+from seqvae.ui.charts import loss_curves
+
+
+def test_the_kl_term_has_an_axis_of_its_own_so_the_reconstruction_curve_is_readable():
+    epochs = [SimpleNamespace(epoch=e, loss=8.0 - e * 0.5, reconstruction_loss=7.9 - e * 0.5,
+                              kl_loss=60.0 + 20 * e, beta=0.001 * e / 3) for e in (1, 2, 3)]
+    fig = loss_curves(epochs)
+    traces = {t.name: t for t in fig.data}
+    assert set(traces) == {"total", "reconstruction", "KL", "β"}
+    assert list(traces["reconstruction"].y) == [7.4, 6.9, 6.4]
+    assert list(traces["KL"].y) == [80.0, 100.0, 120.0]
+    # total and reconstruction share the upper panel's axis; KL and β each have another
+    assert traces["total"].yaxis == traces["reconstruction"].yaxis
+    axes = {traces[n].yaxis for n in ("reconstruction", "KL", "β")}
+    assert len(axes) == 3, axes
+    # the upper panel's axis is the loss's
+    upper = traces["reconstruction"].yaxis.replace("y", "yaxis")
+    layout = fig.layout[upper]
+    assert layout.title.text == "loss"
+    # two panels on one epoch axis
+    assert traces["reconstruction"].xaxis != traces["KL"].xaxis
+    assert fig.layout.xaxis.matches == traces["KL"].xaxis
