@@ -18,6 +18,8 @@ logger = logging.getLogger("seqvae.ui")
 NONE = "(none)"
 SEPARATORS = {"detect": None, "comma": ",", "tab": "\t", "semicolon": ";", "pipe": "|",
               "space": " "}
+# the layouts a text log can have (the CLI's --format); Parquet and JSON lines go by their name
+LAYOUTS = {"detect": "auto", "a table": "delimited", "one user per line": "sequence-lines"}
 
 
 def _load(make: Callable[[], state.Dataset], *, pending: tuple[str, bytes] | None = None) -> None:
@@ -132,6 +134,10 @@ def options_ui() -> None:
                 index=["median", "mean", "drop"].index(base.missing_value),
                 key="opt_missing_value")
         left, right = st.columns(2)
+        layout = left.selectbox(
+            "layout", list(LAYOUTS), key="opt_format",
+            help="a table: one event per line, in columns; one user per line: a user id, then "
+            "their items in time order (as in the Amazon files of SASRec's papers)")
         drop_dups = left.checkbox("remove exact duplicate rows", value=base.drop_duplicates,
                                   key="opt_dups")
         min_value = None
@@ -143,8 +149,13 @@ def options_ui() -> None:
                 "5 (the CLI's --min-rating). Events below are counted in the report.")
         submitted = st.form_submit_button("Re-read with these settings")
     if submitted:
+        read_as = current.report.format if current is not None and pending is None else None
+        if LAYOUTS[layout] not in ("auto", read_as):
+            # the columns offered were those of the other layout's reading: detect anew
+            chosen = {role: None for role in chosen}
         try:
             options = IngestOptions(
+                format=LAYOUTS[layout],  # type: ignore[arg-type]
                 sep=SEPARATORS[sep_name],
                 header={"detect": None, "is a header": True, "is data": False}[header],
                 user_col=chosen["user"] or None,

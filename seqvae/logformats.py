@@ -502,8 +502,8 @@ def delimited_layout(text: str, name: str, options: IngestOptions, warnings: lis
             raise LogFormatError(
                 name, "only one column was found (no delimiter splits the lines)",
                 lines=[1],
-                fix="a log needs at least a user and an item column; pass --sep if the "
-                "delimiter is unusual",
+                fix="a log needs at least a user and an item column; set the delimiter if it "
+                "is unusual (--sep; in the dashboard, the Data page's reading options)",
             )
         rows = _split(lines, sep)
         if consistency < 0.9:  # rows of unequal length: is it a table at all?
@@ -514,14 +514,16 @@ def delimited_layout(text: str, name: str, options: IngestOptions, warnings: lis
             if distinct >= 3 and not header_like:
                 warnings.append(
                     "the lines have many different lengths: read as one user per line "
-                    "(`user item1 item2 ...`, items in time order); pass --format delimited "
-                    "to read it as a table"
+                    "(user item1 item2 ..., items in time order); to read it as a table, "
+                    "set the layout to a table (--format delimited; in the dashboard, the "
+                    "Data page's reading options)"
                 )
                 return None
     if n_fields < 2:
         raise LogFormatError(
             name, f"only one column was found with the delimiter {sep!r}", lines=[1],
-            fix="a log needs at least a user and an item column; check --sep",
+            fix="a log needs at least a user and an item column; check the delimiter "
+            "(--sep; in the dashboard, the Data page's reading options)",
         )
     header = options.header if options.header is not None else _detect_header(rows)
     header_names = [c.strip() for c in rows[0]] if header else None

@@ -106,7 +106,8 @@ def duplicate_note(has_timestamps: bool) -> str:
     """Without timestamps, a repeated event is indistinguishable from a duplicate row: say so."""
     return "" if has_timestamps else (
         " (the log has no timestamps, so repeated events by the same user on the same item "
-        "count as duplicates; pass --keep-duplicates to keep them)")
+        "count as duplicates; to keep them: --keep-duplicates, or in the dashboard untick "
+        "'remove exact duplicate rows')")
 
 
 def refuse_unreadable_timestamps(name: str, column: str | None, bad: int, considered: int,

@@ -219,3 +219,23 @@ def test_side_files_without_a_header_with_the_readers_choices(app):
     at.selectbox(key="items_title").set_value("column_3").run()
     assert at.session_state[state.DATASET].items.loc["2", "title"] == "01-Jan-1995"
     assert not at.exception
+
+
+def test_the_layout_option_reads_a_file_as_one_user_per_line_or_as_a_table(app):
+    # lines of equal length: detection reads a table, one event per line
+    log = "u1 a b\nu2 c d\nu3 a c\nu4 b d\n"
+    at = app.run()
+    at.file_uploader(key="log_upload").upload("lines.txt", log.encode(), "text/plain")
+    at.run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert metrics(at)["Events"] == "4"
+    at.selectbox(key="opt_format").set_value("one user per line")
+    at.button[[b.label for b in at.button].index("Re-read with these settings")].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert metrics(at)["Users"] == "4" and metrics(at)["Events"] == "8"
+    # lines of many lengths are read per user, and the note names the dashboard's own setting
+    ragged = "u1 a\nu2 a b c d\nu3 b c\nu4 a b c d e f\nu5 c d e\n"
+    at.file_uploader(key="log_upload").upload("ragged.txt", ragged.encode(), "text/plain")
+    at.run()
+    note = next(t for t in texts(at.warning) if "many different lengths" in t)
+    assert "Data page's reading options" in note and "`" not in note
