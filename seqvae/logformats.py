@@ -429,19 +429,31 @@ _MARKUP = re.compile(r"\s*<(?:!doctype|html|\?xml|head|body|!--|div|table|title)
 
 
 _WORD_WITH_PUNCTUATION = re.compile(r"^[(\"'“]?[A-Za-zÀ-ÿ]+[.,;:!?)\"'”]$")
+_FUNCTION_WORDS = frozenset((
+    "the", "and", "of", "to", "a", "an", "in", "is", "for", "that", "with", "this", "are", "on",
+    "by", "as", "be", "or", "from", "it", "at", "was", "were", "not", "you", "we", "which",
+    "have", "has"))
+_PROSE_STRIP = ".,;:!?()\"'“”"
 
 
 def refuse_prose(lines: list[str], name: str) -> None:
     """Running text (a README, a letter) read as one sequence per line is refused: its words
-    end in punctuation far more often than ids do."""
+    end in punctuation far more often than ids do, and English's function words ("the", "of",
+    "and" …: about a quarter of any prose) are not the ids of users or items — a basket log of
+    plain words ("milk bread eggs") has next to none of them."""
     tokens = [t for ln in lines for t in ln.split()]
-    if len(tokens) >= 20 and sum(bool(_WORD_WITH_PUNCTUATION.match(t)) for t in tokens) \
-            > 0.1 * len(tokens):
+    if len(tokens) < 20:
+        return
+    punctuated = sum(bool(_WORD_WITH_PUNCTUATION.match(t)) for t in tokens)
+    # several different ones: a log whose ids happen to be "a" or "in" is still a log
+    found = [w for w in (t.lower().strip(_PROSE_STRIP) for t in tokens) if w in _FUNCTION_WORDS]
+    if punctuated > 0.1 * len(tokens) or (len(found) > 0.12 * len(tokens)
+                                          and len(set(found)) >= 4):
         raise LogFormatError(
             name, "the file reads as running text, not a log (words and punctuation, no "
             "columns of ids)", lines=[1],
             fix="upload the log itself: one event per row (user, item, …) or one user per "
-            "line (`user item1 item2 …`)")
+            "line (a user id, then their items in time order)")
 
 
 def refuse_markup(lines: list[str], name: str) -> None:

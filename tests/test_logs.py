@@ -413,3 +413,21 @@ def test_running_text_is_not_read_as_sequences():
     # Beauty-style sequences (ids only) still read
     log, _ = read("1 10 11 12\n2 10 13\n3 11 12 14 15\n", name="seqs.txt")
     assert log.n_users == 3
+    # a README with few words before punctuation: its function words give it away
+    readme = ("SUMMARY AND USAGE LICENSE\n"
+              "MovieLens data sets were collected by the research project at the university\n"
+              "This data set consists of ratings from users on movies\n"
+              "Each user has rated at least twenty movies\n"
+              "Simple demographic info for the users\n"
+              "The data was collected through the web site during a period of months\n")
+    with pytest.raises(LogFormatError, match="running text"):
+        read(readme, name="README")
+    # a basket log of plain words, lines of many lengths, is still a log
+    baskets = ("u1 milk bread eggs\nu2 apples\nu3 milk butter cheese yoghurt coffee\n"
+               "u4 bread jam\nu5 eggs bacon tomatoes beans toast tea sugar\n"
+               "u6 rice\nu7 pasta sauce basil\n")
+    log, _ = read(baskets, name="baskets.txt")
+    assert log.n_users == 7 and log.n_events == 22
+    # nor are ids that happen to be short words
+    log, _ = read("u1 a in\nu2 a to b c d\nu3 in b\nu4 a b c d e f\nu5 to in a\n", name="s.txt")
+    assert log.n_users == 5 and log.n_events == 18
