@@ -9,7 +9,7 @@ import streamlit as st
 
 from seqvae.sequences import PAD
 from seqvae.ui import charts, state
-from seqvae.ui.text import escape_markdown, plotly_text
+from seqvae.ui.text import escape_markdown, matching_ids, plotly_text
 
 
 def labels_for(items, metadata: pd.DataFrame | None) -> list[str]:
@@ -29,7 +29,7 @@ def pick_user_ui(users: np.ndarray) -> str | None:
     query = st.text_input("Find a user by id", key="user_query",
                           placeholder="type part of an id"
                           + (f", e.g. {users[len(users) // 2]}" if len(users) else ""))
-    matches = users if not query else users[np.char.find(users.astype(str), query.strip()) >= 0]
+    matches = matching_ids(users, query)  # the id typed in full first
     if matches.size == 0:
         st.warning(f"No user id contains “{escape_markdown(query)}”.")
         return None
@@ -38,6 +38,10 @@ def pick_user_ui(users: np.ndarray) -> str | None:
     if current is not None and current not in set(shown) and current in set(matches):
         shown = np.concatenate([[current], shown[:499]])  # opened from another page
     index = int(np.flatnonzero(shown == current)[0]) if current in set(shown) else 0
+    typed = query.strip()
+    if typed != st.session_state.get("user_query_seen") and str(matches[0]) == typed:
+        st.session_state["user_pick"] = matches[0]  # a new query naming an id in full opens it
+    st.session_state["user_query_seen"] = typed
     chosen = st.selectbox(f"User ({matches.size:,} match{'es' if matches.size != 1 else ''}"
                           + (", first 500 listed" if matches.size > 500 else "") + ")",
                           list(shown), index=index, key="user_pick")

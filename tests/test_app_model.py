@@ -210,14 +210,19 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
 def rated():
     """A MovieLens-like log (ratings and times, no event types) with user attributes, and a
     tiny model trained on it, as the session would hold them."""
+    return rated_session("u{:02d}")
+
+
+def rated_session(user_id: str):
+    """`rated`'s dataset and model, with user ids `user_id.format(0 … 39)`."""
     from seqvae.logs import IngestOptions, read_log
     from seqvae.sequences import encode
     from seqvae.splits import leave_one_out
     from seqvae.training import SeqVAEConfig, fit
 
     rng = np.random.default_rng(4)
-    rows = [f"u{u:02d},m{rng.integers(30):02d},{rng.integers(1, 6)},{1_000_000_000 + 3600 * (50 * u + e)}"
-            for u in range(40) for e in range(8)]
+    rows = [f"{user_id.format(u)},m{rng.integers(30):02d},{rng.integers(1, 6)},"
+            f"{1_000_000_000 + 3600 * (50 * u + e)}" for u in range(40) for e in range(8)]
     data = ("user,item,rating,timestamp\n" + "\n".join(rows) + "\n").encode()
     log, report = read_log(io.BytesIO(data), name="ratings.csv")
     sequences = encode(log, report=report)
@@ -228,7 +233,7 @@ def rated():
 
     users = pd.DataFrame({"occupation": [["writer", "nurse"][u % 2] for u in range(40)],
                           "age": [20 + u for u in range(40)]},
-                         index=pd.Index([f"u{u:02d}" for u in range(40)], name="user"))
+                         index=pd.Index([user_id.format(u) for u in range(40)], name="user"))
     dataset = state.Dataset(name="ratings.csv", data=data, log=log, report=report,
                             options=IngestOptions(), users=users)
     model = state.ModelInUse(recommender=recommender, name="ratings.csv", origin="trained in tests",
@@ -267,3 +272,30 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     assert not at.exception, at.exception
     assert at.selectbox(key="user_pick").value == neighbour
     assert at.session_state[state.SELECTED_USER] == neighbour
+
+
+def test_an_id_typed_in_full_comes_first_and_is_opened(app):
+    from seqvae.ui.text import matching_ids
+
+    ids = np.array(["196", "21", "1", "11", "310", "7"], dtype=object)
+    assert list(matching_ids(ids, " 1 ")) == ["1", "196", "11", "21", "310"]
+    assert list(matching_ids(ids, "")) == list(ids)
+    assert list(matching_ids(ids, "9")) == ["196"]
+    dataset, model = rated_session("{}")  # ids 0 … 39, as MovieLens numbers its users
+    at = app
+    at.session_state[state.DATASET] = dataset
+    at.session_state[state.MODEL] = model
+    at.run()
+    at.switch_page("pages/user.py").run()
+    at.selectbox(key="user_pick").set_value("13").run()
+    # "1" is an id and part of 10 … 19, 21, 31: it is listed first and opened
+    at.text_input(key="user_query").set_value("1").run()
+    assert at.selectbox(key="user_pick").options[:3] == ["1", "10", "11"]
+    assert at.selectbox(key="user_pick").value == "1"
+    # a pick from the list stands while the query stays
+    at.selectbox(key="user_pick").set_value("21").run()
+    assert at.selectbox(key="user_pick").value == "21"
+    # "3" is part of 13, 23, 30 … 39 and an id too; "3 " is the same query
+    at.text_input(key="user_query").set_value("3").run()
+    assert at.selectbox(key="user_pick").value == "3"
+    assert not at.exception, at.exception

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])")
 
 
@@ -21,3 +23,15 @@ def plotly_text(text: object) -> str:
     """Text for Plotly labels and hovers, which read a few HTML tags: `<` and `>` become entities,
     so a tag in a title shows as typed."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def matching_ids(ids: np.ndarray, query: str) -> np.ndarray:
+    """The ids that contain `query` (stripped), the id equal to it first, then those that start
+    with it, then the rest, each group in its original order; every id for an empty query."""
+    query = query.strip()
+    if not query:
+        return ids
+    text = ids.astype(str)
+    found = np.char.find(text, query) >= 0
+    rank = np.where(text == query, 0, np.where(np.char.startswith(text, query), 1, 2))
+    return ids[found][np.argsort(rank[found], kind="stable")]
