@@ -175,25 +175,33 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             shares = breakdown[breakdown["kind"] == "share"]
             numeric = breakdown[breakdown["kind"] == "numeric"]
             if len(shares):
+                # a difference of two shares is in percentage points, not a percentage
+                shares = shares.assign(difference=shares["difference"] * 100)
                 st.dataframe(shares.drop(columns=["kind", "cohort median", "overall median"]),
                              hide_index=True, width="stretch", column_config={
                                  "cohort": st.column_config.NumberColumn("selection", format="percent"),
                                  "everyone": st.column_config.NumberColumn(format="percent"),
                                  "difference": st.column_config.NumberColumn(
-                                     "difference (points)", format="percent")})
+                                     "difference (points)", format="%+.1f")})
             if len(numeric):
+                numbers = {c: st.column_config.NumberColumn(format="%.2f")
+                           for c in ("selection mean", "everyone's mean", "difference",
+                                     "selection median", "overall median")}
                 st.dataframe(numeric.drop(columns=["kind", "value"]).rename(
                     columns={"cohort": "selection mean", "everyone": "everyone's mean",
                              "cohort median": "selection median"}),
-                    hide_index=True, width="stretch")
+                    hide_index=True, width="stretch", column_config=numbers)
         with st.expander(f"The {len(rows):,} selected users"):
             st.dataframe(cohort_table(view, dataset, rows), hide_index=True, width="stretch")
         name_col, button_col = st.columns([3, 1])
         name = name_col.text_input("Name this selection", key="cohort_name",
                                    placeholder="e.g. late-night bargain hunters")
-        if button_col.button("Keep", key="cohort_keep", disabled=not name.strip()):
-            cohorts[name.strip()] = [view.frame["user"].iloc[r] for r in rows]
-            st.toast(f"Kept {name.strip()} ({len(rows):,} users)")
+        kept = st.session_state.pop("cohort_kept", None)
+        if kept is not None:
+            st.toast(f"Kept {kept[0]} ({kept[1]:,} users)")
+        button_col.button("Keep", key="cohort_keep", disabled=not name.strip(),
+                          on_click=keep_cohort,
+                          args=(cohorts, name.strip(), [view.frame["user"].iloc[r] for r in rows]))
         st.download_button("Download the selection (CSV)", data=csv_bytes(
             cohort_table(view, dataset, rows)), file_name="cohort.csv", mime="text/csv",
             key="cohort_csv")
@@ -491,6 +499,15 @@ def umap_ui(view: state.LatentView, dims: int, place) -> str:
                + (f"; also computed: {', '.join(f'{n}/{d}' for n, d in earlier)} (instant)"
                   if earlier else "") + ".")
     return f"UMAP-{dims}"
+
+
+def keep_cohort(cohorts: dict[str, list[str]], name: str, users: list[str]) -> None:
+    """The Keep button's callback: keep the selection under `name` and empty the name box (a
+    callback runs before the page, when the box may still be changed), so the next selection
+    is not kept under the same name by mistake."""
+    cohorts[name] = users
+    st.session_state["cohort_name"] = ""
+    st.session_state["cohort_kept"] = (name, len(users))
 
 
 def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:

@@ -84,11 +84,22 @@ def test_a_selection_becomes_a_cohort_that_can_be_kept_and_compared(app, trained
     assert "title" in lift.columns and len(lift) > 0
     at.text_input(key="cohort_name").input("first").run()
     at.button(key="cohort_keep").click().run()
+    assert at.session_state[state.COHORTS]["first"] == users[:30]
+    # kept: the name box is empty again, so the next selection gets a name of its own
+    assert at.text_input(key="cohort_name").value == ""
+    assert at.button(key="cohort_keep").disabled
     at.session_state[state.SELECTION] = {"users": users[60:100], "how": "box"}
     at.run()
     at.text_input(key="cohort_name").input("second").run()
     at.button(key="cohort_keep").click().run()
     assert set(at.session_state[state.COHORTS]) == {"first", "second"}
+    assert at.session_state[state.COHORTS]["second"] == users[60:100]
+    # the attribute shares' difference is in points: selection share - everyone's, x 100
+    shares = next(d for d in at.dataframe if "everyone" in d.value.columns
+                  and "difference" in d.value.columns)
+    table = shares.value
+    np.testing.assert_allclose(table["difference"], (table["cohort"] - table["everyone"]) * 100,
+                               atol=1e-9)
     assert at.selectbox(key="compare_a").value == "first"
     assert at.selectbox(key="compare_b").value == "second"
     assert not at.exception
