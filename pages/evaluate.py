@@ -67,8 +67,7 @@ def progress_ui() -> None:
         return
     snapshot = job.snapshot()
     if snapshot["state"] in ("queued", "running"):
-        done = sum(1 for line in snapshot["lines"] if line.endswith(": testing"))
-        st.progress(done / max(len(job.models), 1),
+        st.progress(job.fraction_done(),
                     text=escape_markdown(snapshot["lines"][-1] if snapshot["lines"]
                                          else "waiting for a free slot…"))
         if st.button("Stop", key="eval_stop", help="Stops after the current step; models "

@@ -133,9 +133,11 @@ def compare(
         if name in GRIDS:
             recommender, validation, tried = _grid_search(name, split, select_k, say, cancel)
         else:  # the neural models: epochs chosen by early stopping on validation
-            recommender = _neural(name, seqvae_config, multvae_config, select_k, seed).fit(
-                split, cancel=cancel, on_epoch=lambda r, m=name: say(
-                    f"{m}: epoch {r['epoch']}, validation {selection} {r[selection]:.4f}"))
+            unfitted = _neural(name, seqvae_config, multvae_config, select_k, seed)
+            recommender = unfitted.fit(
+                split, cancel=cancel, on_epoch=lambda r, m=name, n=unfitted.config_.epochs: say(
+                    f"{m}: epoch {r['epoch']} of at most {n}, validation {selection} "
+                    f"{r[selection]:.4f}"))
             tried = [{"epoch": r["epoch"], selection: r[selection]} for r in recommender.epochs_]
             validation = evaluate(recommender, split.validation, [select_k],
                                   with_auc=False).metrics

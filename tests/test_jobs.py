@@ -58,3 +58,27 @@ def test_only_a_job_that_ended_still_improving_offers_to_continue():
     assert job_with(best=6, epochs=6).can_continue
     assert not job_with(best=4, epochs=6).can_continue
     assert not job_with(best=6, epochs=6, stopped=True).can_continue
+
+
+def test_an_evaluation_shows_progress_epoch_by_epoch_not_only_model_by_model():
+    from seqvae.compare import compare
+    from seqvae.pipeline import encode_log
+
+    data = generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
+    log, _ = read_log(io.BytesIO(data), name="shop.csv")
+    job = jobs.EvaluationJob(dataset_name="shop.csv", protocol="leave-one-out",
+                             models=["pop", "seqvae"], ks=[10])
+    seen: list[float] = []
+
+    def say(line: str) -> None:
+        job._say(line)
+        seen.append(job.fraction_done())
+
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=4,
+                          patience=50)
+    compare(encode_log(log).sequences, "leave-one-out", ["pop", "seqvae"], [10],
+            seqvae_config=config, progress=say)
+    epochs = [f for line, f in zip(job.lines, seen, strict=True) if ": epoch " in line]
+    # the popularity model is half the run; each of the SeqVAE's 4 epochs an eighth more
+    assert epochs == [0.5 + 0.125 * e for e in (1, 2, 3, 4)], (job.lines, seen)
+    assert seen == sorted(seen) and seen[-1] == 1.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -232,6 +233,19 @@ class EvaluationJob(_Job):
     def _say(self, line: str) -> None:
         with self._lock:
             self.lines.append(line)
+
+    def fraction_done(self) -> float:
+        """How far the run is, 0 to 1: each model an equal share, a neural model's share
+        filled epoch by epoch up to its epoch limit (early stopping may end it sooner)."""
+        with self._lock:
+            lines = list(self.lines)
+        done = sum(1 for line in lines if line.endswith(": testing"))
+        epoch = _EPOCH_LINE.match(lines[-1]) if lines else None
+        within = min(int(epoch[1]) / max(int(epoch[2]), 1), 1.0) if epoch else 0.0
+        return min((done + within) / max(len(self.models), 1), 1.0)
+
+
+_EPOCH_LINE = re.compile(r"^\w+: epoch (\d+) of at most (\d+),")
 
 
 def start_evaluation(log: EventLog, dataset_name: str, protocol: str, models: list[str],
