@@ -34,7 +34,8 @@ import json, os, resource, sys, time
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 from seqvae.pipeline import prepare, training_split
 import numpy as np
-from seqvae.training import SeqVAEConfig, fit, make_batches, pack_windows
+from seqvae.batches import make_batches, pack_windows
+from seqvae.training import SeqVAEConfig, fit
 sequences = prepare(sys.argv[1]).sequences
 split = training_split(sequences)
 config = SeqVAEConfig(epochs=int(sys.argv[2]))

@@ -388,7 +388,7 @@ class SeqVAE(_LossTracking, keras.Model):
     """The sequential VAE. Inputs are a dict of int32 tensors of shape (B, L), right-padded with 0:
     ``items``, ``events``, ``gaps``; training batches also carry ``targets`` (B, L, next_k), the
     ids of the next items at each step (0 where there is none). A packed batch (attention only:
-    several short windows share a row, `seqvae.training.pack_windows`) adds ``segments`` (B, L),
+    several short windows share a row, `seqvae.batches.pack_windows`) adds ``segments`` (B, L),
     the window each cell belongs to (1, 2, …; 0 padding), and ``positions`` (B, L), each cell's
     place in its own window; attention then stays inside a window, so every window is encoded
     exactly as if it had a row of its own.

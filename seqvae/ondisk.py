@@ -538,7 +538,7 @@ class StoreBatches:
     def _block_batches(self, lo: int, hi: int) -> int:
         """Batches of a block, from lengths alone (windows whose every target is a rare item
         are counted too, so this can exceed the real count when `min_item_count` > 1)."""
-        from seqvae.training import bucket_lengths
+        from seqvae.batches import bucket_lengths
 
         config = self.config
         lengths = self.sequences.lengths[lo:hi]
@@ -557,8 +557,9 @@ class StoreBatches:
         return self._batches
 
     def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]:
+        from seqvae.batches import make_batches
         from seqvae.splits import leave_one_out_train
-        from seqvae.training import epoch_rng, make_batches
+        from seqvae.training import epoch_rng
 
         rng = epoch_rng(self.config.seed, number)
         for index in rng.permutation(len(self.blocks)):
@@ -578,8 +579,9 @@ def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_
         ``(recommender, history, test holdout)``; the recommender recommends from every user's
         full (memory-mapped) sequence.
     """
+    from seqvae.batches import auto_batch_size
     from seqvae.splits import leave_one_out
-    from seqvae.training import SeqVAEConfig, auto_batch_size, train_from
+    from seqvae.training import SeqVAEConfig, train_from
 
     config = config or SeqVAEConfig()
     sequences = store.sequences()

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from seqvae.batches import pack_windows
 from seqvae.model import (
     CausalAttentionBlock,
     GaussianLatent,
@@ -21,7 +22,6 @@ from seqvae.model import (
     gaussian_kl,
     lowpass_kernel,
 )
-from seqvae.training import pack_windows
 
 
 def test_kl_matches_the_closed_form():

@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seqvae.batches import make_batches
 from seqvae.errors import LogFormatError
 from seqvae.logs import IngestOptions, keep_positive, read_log
 from seqvae.ondisk import StoreBatches, StoreError, StoreOptions, build_store, user_blocks
 from seqvae.sequences import SequenceOptions, encode
 from seqvae.splits import leave_one_out
-from seqvae.training import SeqVAEConfig, make_batches
+from seqvae.training import SeqVAEConfig
 
 # chunks of a few hundred rows and blocks of a few hundred events: every pass runs many times
 TINY = StoreOptions(chunk_bytes=1 << 13, chunk_rows=700, block_events=500)

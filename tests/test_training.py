@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seqvae.batches import auto_batch_size, make_batches, pack_windows
 from seqvae.errors import TrainingDataError
 from seqvae.logs import read_log
 from seqvae.sequences import encode
@@ -17,11 +18,8 @@ from seqvae.training import (
     CancelToken,
     NegativeSampler,
     SeqVAEConfig,
-    auto_batch_size,
     evaluate_holdout,
     fit,
-    make_batches,
-    pack_windows,
     shard,
 )
 
