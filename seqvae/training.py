@@ -102,6 +102,10 @@ class SeqVAEConfig:
     decay_epochs: int = 30
     # AdamW's decoupled weight decay
     weight_decay: float = 1e-4
+    # 0: validate and keep the weights as trained; E > 0: keep an exponential moving average of
+    # the weights over about E epochs (Polyak averaging: momentum 1 − 1 / (E · batches an
+    # epoch)), validate it and keep the best epoch's average as the model
+    average_epochs: float = 0.0
     # β rises linearly from 0 to `beta_cap` over `anneal_epochs`. The KL is summed over the
     # latent's dimensions at every step, so even 0.01 outweighed what the next item gained from
     # a precise μ on Beauty and collapsed the KL to ~6 nats (docs/model.md); 0.001 keeps it
@@ -158,7 +162,8 @@ class SeqVAEConfig:
                              f"the data. Received: `batch_size`={self.batch_size!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"`dropout` should be in [0, 1). Received: `dropout`={self.dropout}")
-        for name in ("learning_rate", "weight_decay", "beta_cap", "anneal_epochs"):
+        for name in ("learning_rate", "weight_decay", "beta_cap", "anneal_epochs",
+                     "average_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` should be >= 0. Received: `{name}`={getattr(self, name)}")
         if not isinstance(self.negatives, int) or self.negatives < 0:
@@ -573,6 +578,14 @@ def _load_checkpoint(directory: Path, fingerprint: dict[str, Any]
     return state, arrays
 
 
+def _swap_in_average(model: Any, optimizer: Any) -> list[np.ndarray]:
+    """Put the optimiser's moving average of the weights into the model (to validate and keep
+    it); returns the weights as trained, to put back before the next step."""
+    trained = [np.array(variable.numpy()) for variable in model.trainable_variables]
+    optimizer._overwrite_model_variables_with_average_value(model.trainable_variables)
+    return trained
+
+
 def fit(
     split: Split,
     config: SeqVAEConfig | None = None,
@@ -661,15 +674,19 @@ def train_from(
             lowpass_bins=config.lowpass_bins,
             identity_head=config.identity_head,
         )
+        steps = source.batches_per_epoch
+        if config.steps_per_epoch is not None:
+            steps = min(steps, config.steps_per_epoch)
         learning_rate: Any = config.learning_rate
         if config.lr_schedule == "cosine":  # a function of the optimiser's step: resumes exactly
-            steps = source.batches_per_epoch
-            if config.steps_per_epoch is not None:
-                steps = min(steps, config.steps_per_epoch)
             learning_rate = keras.optimizers.schedules.CosineDecay(
                 config.learning_rate, decay_steps=max(1, steps * config.decay_epochs), alpha=0.1)
+        averaging: dict[str, Any] = {}
+        if config.average_epochs > 0:  # the average lives in the optimiser's variables
+            averaging = {"use_ema": True,
+                         "ema_momentum": 1.0 - 1.0 / max(1.0, config.average_epochs * steps)}
         optimizer = keras.optimizers.AdamW(learning_rate=learning_rate,
-                                           weight_decay=config.weight_decay)
+                                           weight_decay=config.weight_decay, **averaging)
         model.compile(optimizer=optimizer)
         model.build_for_inputs()
         optimizer.build(model.trainable_variables)
@@ -739,6 +756,7 @@ def train_from(
             if done == config.steps_per_epoch:
                 break
         train_seconds = time.perf_counter() - epoch_start
+        trained = _swap_in_average(model, optimizer) if optimizer.use_ema else None
         validation_scores = evaluate_holdout(recommender, validation, config.eval_k)
         # the workers' scores agree; averaging makes their early-stopping decisions identical
         # even where float results could differ in the last bit
@@ -758,6 +776,9 @@ def train_from(
             since_best = 0
         else:
             since_best += 1
+        if trained is not None:  # training goes on from the weights as trained
+            for variable, value in zip(model.trainable_variables, trained, strict=True):
+                variable.assign(value)
         if since_best >= config.patience and not history.cancelled:
             history.stopped_early = True
         history.seconds = time.perf_counter() - started

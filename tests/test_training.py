@@ -144,6 +144,34 @@ def test_the_learning_rate_decays_over_decay_epochs_not_over_the_epoch_limit():
         SeqVAEConfig(decay_epochs=0)
 
 
+def test_weight_averaging_validates_and_keeps_the_average_while_training_goes_on_unchanged():
+    sequences = cyclic_log(n_users=80, length=10, seed=3)
+    split = leave_one_out(sequences)
+    base = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=4, max_len=10, batch_size=16,
+                        epochs=3, patience=3, learning_rate=1e-2, seed=5)
+    plain, plain_history = fit(split, base)
+    averaged, history = fit(split, replace(base, average_epochs=2.0))
+    # the average is only read: the steps, hence the training losses, are the plain run's
+    np.testing.assert_allclose([e.loss for e in history.epochs],
+                               [e.loss for e in plain_history.epochs], rtol=1e-5)
+    optimizer = averaged.model_.optimizer
+    steps = make_batches(split.train, base).batches_per_epoch
+    assert optimizer.ema_momentum == pytest.approx(1 - 1 / (2 * steps))
+    assert history.best_epoch == 3  # the cycle is learnt a little more every epoch
+    # the model kept is the optimiser's average at the best epoch, not the trained weights
+    kept = averaged.model_.trainable_variables
+    for variable, average in zip(kept, optimizer._model_variables_moving_average, strict=True):
+        np.testing.assert_allclose(np.asarray(variable), np.asarray(average), rtol=1e-6)
+    assert not all(np.allclose(np.asarray(a), np.asarray(b)) for a, b in
+                   zip(kept, plain.model_.trainable_variables, strict=True))
+    # and what was validated is what is kept
+    assert evaluate_holdout(averaged, split.validation, 10)["NDCG@10"] == pytest.approx(
+        history.best_validation["NDCG@10"])
+    assert history.best_validation != plain_history.best_validation
+    with pytest.raises(ValueError, match="`average_epochs`"):
+        SeqVAEConfig(average_epochs=-1)
+
+
 def test_cancel_stops_after_the_batch_and_keeps_the_best_weights():
     sequences = cyclic_log(n_users=120, length=12, seed=4)
     split = leave_one_out(sequences)
