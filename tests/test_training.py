@@ -18,6 +18,7 @@ from seqvae.training import (
     CancelToken,
     NegativeSampler,
     SeqVAEConfig,
+    epoch_options,
     evaluate_holdout,
     fit,
     shard,
@@ -190,6 +191,17 @@ def test_cancel_stops_after_the_batch_and_keeps_the_best_weights():
     assert history.best_validation["NDCG@10"] == best
     # the weights in the recommender are the best epoch's
     assert evaluate_holdout(recommender, split.validation, 10)["NDCG@10"] == pytest.approx(best)
+
+
+def test_an_epoch_pipeline_is_not_autotuned():
+    # deleting an autotuned iterator waited out the tuner's sleep: Beauty's epochs of ~12 s of
+    # steps took 20.5 s a third of the time (benchmarks/train_speed.md)
+    import tensorflow as tf
+
+    options = epoch_options()
+    assert options.autotune.enabled is False
+    policy = options.experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.OFF  # `shard` splits the batches
 
 
 def test_data_that_cannot_train_is_refused_before_any_epoch():
