@@ -56,6 +56,7 @@ bench: setup
 	"$(PY)" benchmarks/segments.py
 	"$(PY)" benchmarks/load.py
 	"$(PY)" benchmarks/quality.py
+	"$(PY)" benchmarks/seeds.py
 	"$(PY)" benchmarks/scale.py
 
 sample: setup
