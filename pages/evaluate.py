@@ -90,8 +90,9 @@ def _summary(_result, key: tuple, shown: tuple[str, ...]) -> pd.DataFrame:
     return compare.summary(_result, list(shown))
 
 
-def summary_table(result, shown: list[str]):
-    """The compact table: value [interval] per metric, the best bold, ties marked."""
+def summary_table(result, shown: list[str], intervals: bool = False):
+    """The compact table: the value per metric (with `intervals`, value [interval]), the best
+    bold, ties marked."""
     stats = _summary(result, (id(result), len(result.results)), tuple(shown))
     rows = {}
     for r in result.results:
@@ -99,7 +100,7 @@ def summary_table(result, shown: list[str]):
         for metric in shown:
             value, low, high = (stats.loc[r.model, f"{metric}{s}"] for s in ("", " low", " high"))
             mark = {"best": "", "tied": " ≈", "worse": ""}.get(stats.loc[r.model, f"{metric} vs best"], "")
-            interval = f" [{low:.4f}, {high:.4f}]" if np.isfinite(low) else ""
+            interval = f" [{low:.4f}, {high:.4f}]" if intervals and np.isfinite(low) else ""
             row[metric] = f"{value:.4f}{interval}{mark}"
         row["chosen"] = ", ".join(
             f"{k}={v}" for k, v in r.params.items() if k in ("l2", "neighbours", "epochs")
@@ -136,11 +137,14 @@ def results_ui() -> None:
     shown = st.multiselect(
         "Columns", metrics, default=compare.default_metrics(result), key="eval_columns",
         help="NDCG, HR and coverage by default; Recall is left out when it equals HR (one target per user).")
-    table = summary_table(result, shown)
+    intervals = st.toggle("95% intervals", key="eval_intervals",
+                          help="Each value's bootstrap interval over users, in brackets (the "
+                          "table grows wider than the page).")
+    table = summary_table(result, shown, intervals)
     st.dataframe(table, width="stretch", key="eval_table", hide_index=True)
-    st.caption("Bold: the best value of each metric. In brackets: the 95% bootstrap interval "
-               "over users. ≈: not distinguishable from the best (the paired bootstrap interval "
-               "of the difference, on the same users, includes 0).")
+    st.caption("Bold: the best value of each metric. ≈: not distinguishable from the best (the "
+               "paired bootstrap interval of the difference, on the same users, includes 0)."
+               + (" In brackets: the 95% bootstrap interval over users." if intervals else ""))
     with st.expander("What the metrics mean"):
         st.markdown("\n".join(f"- **{k}** — {v}" for k, v in METRIC_HELP.items()))
     a, b = st.columns(2)

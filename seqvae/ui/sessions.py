@@ -54,7 +54,8 @@ KEPT_WIDGETS = (
     "knob_batch", "knob_lr", "knob_patience", "knob_seed",
     "latent_projection", "latent_dims", "latent_colour", "latent_cluster_method", "latent_k",
     "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
-    "eval_metric", "opt_format", "opt_sep", "opt_header", "opt_missing_ts", "opt_missing_value", "opt_dups",
+    "eval_metric", "eval_intervals", "opt_format", "opt_sep", "opt_header", "opt_missing_ts",
+    "opt_missing_value", "opt_dups",
 )
 
 
