@@ -155,7 +155,9 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))})")
         items_table, events_table = latent.characterise(
             view.sequences, rows, view.item_vocab, view.event_vocab, reach=view.reach)
-        left, right = st.columns([3, 2])
+        # a log without event types has one, every event's: a table of one row with lift 1
+        typed = len(events_table) > 1
+        left, right = st.columns([3, 2]) if typed else (st.container(), None)
         with left:
             st.markdown("Items that set them apart")
             st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch",
@@ -165,10 +167,11 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                        "users added to both, so an item 3 users had where 0.3 were expected "
                        "(raw 10) ranks below one 60 had where 20 were (raw 3); items fewer than "
                        "5 selected users (or 2%) had are left out.")
-        with right:
-            st.markdown("Event types")
-            st.dataframe(events_table, hide_index=True, width="stretch",
-                         column_config=LIFT_COLUMNS)
+        if right is not None:
+            with right:
+                st.markdown("Event types")
+                st.dataframe(events_table, hide_index=True, width="stretch",
+                             column_config=LIFT_COLUMNS)
         breakdown = latent.attribute_breakdown(view.frame, rows)
         if len(breakdown):
             st.markdown("Who they are: the selection against everyone, by user attribute")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -103,6 +104,37 @@ def test_a_selection_becomes_a_cohort_that_can_be_kept_and_compared(app, trained
     assert at.selectbox(key="compare_a").value == "first"
     assert at.selectbox(key="compare_b").value == "second"
     assert not at.exception
+
+
+def test_event_types_are_characterised_only_where_the_log_has_several(app, trained):
+    at = open_page(app, trained)
+    users = list(at.session_state[state.LATENT][1].frame["user"])
+    at.session_state[state.SELECTION] = {"users": users[:30], "how": "lasso"}
+    at.run()
+    events = next(d.value for d in at.dataframe if "event" in d.value.columns)
+    assert set(events["event"]) == {"view", "cart", "purchase"}
+    assert any(m.value == "Event types" for m in at.markdown)
+
+    # the same log without its event-type column: one type, so no table of one row
+    dataset, model = trained
+    plain = pd.read_csv(io.BytesIO(dataset.data)).drop(columns=["event_type"])
+    data = plain.to_csv(index=False).encode()
+    log, report = read_log(io.BytesIO(data), name="shop.csv")
+    sequences = encode(log, report=report)
+    recommender, _ = fit(leave_one_out(sequences), SeqVAEConfig(
+        embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=1),
+        history_sequences=sequences)
+    at.session_state[state.DATASET] = replace(dataset, data=data, log=log, report=report)
+    at.session_state[state.MODEL] = replace(model, recommender=recommender)
+    at.session_state[state.LATENT] = None
+    at.run()
+    users = list(at.session_state[state.LATENT][1].frame["user"])
+    at.session_state[state.SELECTION] = {"users": users[:30], "how": "lasso"}
+    at.run()
+    assert not at.exception, at.exception
+    assert any("lift" in d.value.columns and "item" in d.value.columns for d in at.dataframe)
+    assert not any("event" in d.value.columns for d in at.dataframe)
+    assert not any(m.value == "Event types" for m in at.markdown)
 
 
 def test_search_neighbours_and_the_line_between_two_users(app, trained):
