@@ -243,7 +243,8 @@ def _load_baseline(root: Path) -> Any:
 # SeqVAEConfig fields added since format 2, with the values that rebuild a model saved before
 # them: a directory written without them reports the settings it was trained with
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "exclude_seen": False}
+                "average_epochs": 0.0, "exclude_seen": False,
+                "item_dropout": 0.0}
 
 
 def saved_config(values: dict[str, Any]) -> Any:
