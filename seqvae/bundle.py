@@ -240,18 +240,11 @@ def _load_baseline(root: Path) -> Any:
     return recommender
 
 
-# SeqVAEConfig fields added since format 2, with the values that rebuild a model saved before
-# them: a directory written without them reports the settings it was trained with
-ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "exclude_seen": False,
-                "item_dropout": 0.0}
-
-
 def saved_config(values: dict[str, Any]) -> Any:
     """The `SeqVAEConfig` a model directory's config.json records, older directories included."""
     from seqvae.training import SeqVAEConfig
 
-    return SeqVAEConfig.from_dict({**ADDED_FIELDS, **values})
+    return SeqVAEConfig.from_saved(values)
 
 
 def _read_history(root: Path, item_vocab: Vocabulary, event_vocab: Vocabulary,

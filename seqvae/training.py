@@ -206,6 +206,18 @@ class SeqVAEConfig:
             raise ValueError(f"unknown SeqVAEConfig fields: {', '.join(sorted(unknown))}")
         return cls(**values)
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> SeqVAEConfig:
+        """The settings a model directory or checkpoint recorded, one written before a field
+        existed included: such a field takes the value that gives what the code did then."""
+        return cls.from_dict({**ADDED_FIELDS, **values})
+
+
+# SeqVAEConfig fields added since model format 2, with the values that give what the code did
+# before them (a model directory or checkpoint written without them was trained that way)
+ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
+                "average_epochs": 0.0, "exclude_seen": False, "item_dropout": 0.0}
+
 
 @dataclass
 class EpochRecord:
@@ -595,7 +607,12 @@ def _load_checkpoint(directory: Path, fingerprint: dict[str, Any]
         return None
     with np.load(directory / CHECKPOINT_FILE, allow_pickle=False) as stored:
         state = json.loads(str(stored["state"]))
-        if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
+        recorded = state.get("fingerprint")
+        if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
+            # a checkpoint written before a setting existed was trained as that setting's
+            # ADDED_FIELDS value: it resumes under it
+            recorded = {**recorded, "config": {**ADDED_FIELDS, **recorded["config"]}}
+        if state.get("version") != CHECKPOINT_VERSION or recorded != fingerprint:
             raise TrainingDataError(
                 f"the checkpoint in {directory} belongs to another run (other settings, data or "
                 "number of workers); delete it, or pass another --checkpoint-dir, to start "

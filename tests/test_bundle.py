@@ -137,8 +137,8 @@ def test_a_model_directory_of_the_earlier_format_is_refused_with_what_to_do(save
 
 
 def test_a_directory_saved_before_the_newer_settings_reports_how_it_was_built():
-    from seqvae.bundle import ADDED_FIELDS, saved_config
-    from seqvae.training import SeqVAEConfig
+    from seqvae.bundle import saved_config
+    from seqvae.training import ADDED_FIELDS, SeqVAEConfig
 
     # a config.json from before `lowpass` and `identity_head`: the attention alone, a Glorot head
     older = {k: v for k, v in SeqVAEConfig(lowpass=0.7).to_dict().items() if k not in ADDED_FIELDS}

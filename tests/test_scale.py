@@ -109,6 +109,29 @@ def test_a_stopped_run_resumes_from_its_checkpoint_as_if_never_stopped(small_spl
             checkpoint_dir=checkpoint)
 
 
+def test_a_checkpoint_from_before_a_new_setting_resumes_under_its_old_value(small_split,
+                                                                             tmp_path):
+    config = SeqVAEConfig(epochs=2, patience=5, hidden_dim=32, embed_dim=16, latent_dim=8)
+    checkpoint = tmp_path / "checkpoint"
+    fit(small_split, SeqVAEConfig(**{**config.to_dict(), "epochs": 1}), checkpoint_dir=checkpoint)
+    # rewrite it as a version of seqvae before `item_dropout` and `exclude_seen` would have
+    path = checkpoint / "checkpoint.npz"
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    state = json.loads(str(arrays.pop("state")))
+    for name in ("item_dropout", "exclude_seen"):
+        del state["fingerprint"]["config"][name]
+    np.savez(path, state=np.array(json.dumps(state)), **arrays)
+    # it was trained without hiding items: a run that hides them is another run
+    with pytest.raises(TrainingDataError, match="belongs to another run"):
+        fit(small_split, SeqVAEConfig(**{**config.to_dict(), "item_dropout": 0.1}),
+            checkpoint_dir=checkpoint)
+    epochs_run = []
+    fit(small_split, config, checkpoint_dir=checkpoint,
+        on_epoch=lambda record: epochs_run.append(record.epoch))
+    assert epochs_run == [2]  # resumed after epoch 1
+
+
 def test_ingest_then_train_from_the_store_and_recommend(sample_events, tmp_path, capsys):
     code = main(["ingest", str(sample_events), "--out", str(tmp_path / "store"), "--json",
                  "--chunk-mb", "0.5"])
