@@ -209,7 +209,7 @@ class LowPassMixing(layers.Layer):
     """
 
     def __init__(self, dim: int, max_len: int, bins: int = 3, seed: int = 0,
-                 **kwargs: Any) -> None:
+                 learned: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if bins < 1:
             raise ValueError(f"`bins` should be a positive integer. Received: `bins`={bins}")
@@ -217,6 +217,8 @@ class LowPassMixing(layers.Layer):
         self.max_len = max_len
         self.bins = bins
         self.seed = seed
+        # learned: the weights by lag are trained, starting from the low-pass response
+        self.learned = learned
         self.kernel = lowpass_kernel(max_len, bins)
 
     def build(self, input_shape: Any = None) -> None:
@@ -224,21 +226,25 @@ class LowPassMixing(layers.Layer):
         self.sqrt_beta = self.add_weight(
             name="sqrt_beta", shape=(self.dim,),
             initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
+        if self.learned:
+            self.lag_weights = self.add_weight(
+                name="lag_weights", shape=(self.max_len,),
+                initializer=keras.initializers.Constant(self.kernel))
 
     def call(self, x: Any, allowed: Any) -> Any:
         """`x` (B, L, D), padding zeroed; `allowed` (B, L, L) bool, the encoder's causal mask."""
         length = ops.shape(x)[1]
         positions = ops.arange(length)
         lag = ops.expand_dims(positions, 1) - ops.expand_dims(positions, 0)  # (L, L)
-        weights = ops.take(ops.convert_to_tensor(self.kernel),
-                           ops.clip(lag, 0, self.max_len - 1))
+        kernel = self.lag_weights if self.learned else ops.convert_to_tensor(self.kernel)
+        weights = ops.take(kernel, ops.clip(lag, 0, self.max_len - 1))
         weights = ops.where(allowed, ops.expand_dims(weights, 0), 0.0)  # (B, L, L)
         low = ops.matmul(weights, x)
         return low + ops.square(self.sqrt_beta) * (x - low)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "max_len": self.max_len,
-                "bins": self.bins, "seed": self.seed}
+                "bins": self.bins, "seed": self.seed, "learned": self.learned}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -256,7 +262,8 @@ class CausalAttentionBlock(layers.Layer):
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
                  norm: str = "pre", init_std: float = 0.0, lowpass: float = 0.0,
-                 lowpass_bins: int = 3, max_len: int = 50, **kwargs: Any) -> None:
+                 lowpass_bins: int = 3, max_len: int = 50, lowpass_learned: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= lowpass <= 1.0:
             raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={lowpass}")
@@ -286,12 +293,13 @@ class CausalAttentionBlock(layers.Layer):
         self.ffn_dropout = layers.Dropout(dropout, seed=seed + 2, name="ffn_dropout")
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
+        self.lowpass_learned = lowpass_learned
         self.max_len = max_len
         self.lowpass_mixing: LowPassMixing | None = None
         if lowpass:
             # seeds far from the blocks' own (seed, seed + 1, seed + 2, every 3 apart)
             self.lowpass_mixing = LowPassMixing(dim, max_len, lowpass_bins, seed=seed + 1000,
-                                                name="lowpass")
+                                                learned=lowpass_learned, name="lowpass")
             self.lowpass_dropout = layers.Dropout(dropout, seed=seed + 1001,
                                                   name="lowpass_dropout")
             if norm == "post":
@@ -337,7 +345,8 @@ class CausalAttentionBlock(layers.Layer):
         return {**super().get_config(), "dim": self.dim, "heads": self.heads,
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed,
                 "norm": self.norm, "init_std": self.init_std, "lowpass": self.lowpass,
-                "lowpass_bins": self.lowpass_bins, "max_len": self.max_len}
+                "lowpass_bins": self.lowpass_bins, "max_len": self.max_len,
+                "lowpass_learned": self.lowpass_learned}
 
 
 # where each attention block normalises: "pre" (LN before each sub-layer, one LN at the end)
@@ -431,6 +440,7 @@ class SeqVAE(_LossTracking, keras.Model):
         init_std: float = 0.0,
         lowpass: float = 0.0,
         lowpass_bins: int = 3,
+        lowpass_learned: bool = False,
         identity_head: bool = False,
         exclude_seen: bool = False,
         **kwargs: Any,
@@ -456,6 +466,7 @@ class SeqVAE(_LossTracking, keras.Model):
         self.init_std = init_std
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
+        self.lowpass_learned = lowpass_learned
         self.identity_head = identity_head
         self.exclude_seen = exclude_seen
         self.item_embedding = layers.Embedding(
@@ -478,6 +489,7 @@ class SeqVAE(_LossTracking, keras.Model):
                                                 seed=seed + 10 + 3 * b, norm=block_norm,
                                                 init_std=init_std, lowpass=lowpass,
                                                 lowpass_bins=lowpass_bins, max_len=max_len,
+                                                lowpass_learned=lowpass_learned,
                                                 name=f"block_{b}")
                            for b in range(n_blocks)]
             # a post-norm stack already ends on a LayerNormalization
@@ -671,6 +683,7 @@ class SeqVAE(_LossTracking, keras.Model):
             "init_std": self.init_std,
             "lowpass": self.lowpass,
             "lowpass_bins": self.lowpass_bins,
+            "lowpass_learned": self.lowpass_learned,
             "identity_head": self.identity_head,
             "exclude_seen": self.exclude_seen,
         }

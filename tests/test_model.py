@@ -227,6 +227,22 @@ def test_the_lowpass_branch_gives_each_step_what_bsarec_reads_at_the_last_positi
     # the kernel's first weight, worked by hand: (1 + 2 cos 0 + 2 cos 0) / 8 = 5 / 8
     assert lowpass_kernel(max_len, bins)[0] == pytest.approx(5 / 8)
 
+    # learned: the same filter at the start, its weights by lag trainable and kept in the config
+    learned = LowPassMixing.from_config({**layer.get_config(), "learned": True})
+    learned.build((1, 5, dim))
+    learned.sqrt_beta.assign(layer.sqrt_beta)
+    np.testing.assert_allclose(np.asarray(learned(x, allowed))[0], got, atol=1e-6)
+    assert {w.path.split("/")[-1] for w in learned.trainable_weights} == {"sqrt_beta",
+                                                                          "lag_weights"}
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(learned(x, allowed))
+    gradient = tape.gradient(out, learned.lag_weights.value)
+    # lags 0..4 occur in a window of 5 events, the longer ones do not
+    assert (np.abs(np.asarray(gradient)[:5]) > 0).all()
+    assert not np.asarray(gradient)[5:].any()
+
 
 @pytest.mark.parametrize("variational, lowpass", [(True, 0.0), (False, 0.0), (True, 0.7)])
 def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass):
