@@ -482,16 +482,17 @@ def umap_ui(view: state.LatentView, dims: int, place) -> str:
                                        value=shown[1], key=f"umap_min_dist_{dims}")
         run = st.form_submit_button("Run UMAP")
     params = (dims, int(neighbours), float(min_dist))
+    took = None
     if run and not view.show_umap(*params):
         warming = "" if runtime.umap_is_warm() else (
             " UMAP is still compiling in the background: the first run can take ~30 s.")
-        with st.status(f"UMAP of {len(view.sample_rows):,} users (neighbours {params[1]}, "
-                       f"min. distance {params[2]})…{warming}", expanded=False) as status:
+        running = st.empty()  # the box shows while UMAP runs; the caption below says the rest
+        with running.status(f"UMAP of {len(view.sample_rows):,} users (neighbours {params[1]}, "
+                            f"min. distance {params[2]})…{warming}", expanded=False):
             started = time.perf_counter()
             view.compute_umap(*params)
-            status.update(label=f"UMAP done in {time.perf_counter() - started:.1f} s: "
-                          f"neighbours {params[1]}, min. distance {params[2]}",
-                          state="complete")
+            took = time.perf_counter() - started
+        running.empty()
     if f"UMAP-{dims}" not in view.coords:
         st.info("UMAP's parameters are chosen before it runs: set them and press *Run UMAP*. "
                 "Showing PCA meanwhile.")
@@ -499,6 +500,7 @@ def umap_ui(view: state.LatentView, dims: int, place) -> str:
     current = view.umap_params[dims]
     earlier = sorted(p[1:] for p in view.umaps if p[0] == dims and p[1:] != current)
     st.caption(f"UMAP with neighbours {current[0]}, min. distance {current[1]}"
+               + (f", computed in {took:.1f} s" if took is not None else "")
                + (f"; also computed: {', '.join(f'{n}/{d}' for n, d in earlier)} (instant)"
                   if earlier else "") + ".")
     return f"UMAP-{dims}"

@@ -194,7 +194,11 @@ def test_umap_runs_on_request_with_its_parameters(app, trained):
     assert not at.exception, at.exception
     assert set(view.umaps) == {(2, 15, 0.1), (2, 5, 0.1)}
     assert not np.allclose(view.coords["UMAP-2"], first)
-    assert any("UMAP done" in s.label for s in at.status), [s.label for s in at.status]
+    # one line says what is shown and how long it took; the box that showed while UMAP ran
+    # is gone (it said the same)
+    assert any("UMAP with neighbours 5, min. distance 0.1, computed in" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    assert not at.status, [s.label for s in at.status]
     # back to the first parameters: the cached map, without computing again
     view.compute_umap = None  # would fail if called
     at.select_slider(key="umap_neighbours_2").set_value(15)

@@ -308,8 +308,8 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     map_ready(page)
     page.get_by_text("UMAP", exact=True).click()
     page.get_by_role("button", name="Run UMAP").click()
-    page.get_by_text("UMAP done in").wait_for(timeout=180_000)
-    page.get_by_text("UMAP with neighbours 15, min. distance 0.1").wait_for()
+    page.get_by_text("UMAP with neighbours 15, min. distance 0.1, computed in").wait_for(
+        timeout=180_000)
     slider = page.get_by_role("slider", name="UMAP neighbours")
     slider.focus()
     slider.press("ArrowLeft")
