@@ -2,7 +2,11 @@
 
 from types import SimpleNamespace
 
-from seqvae.ui.charts import loss_curves
+import numpy as np
+import pandas as pd
+
+from seqvae.logs import read_log
+from seqvae.ui.charts import events_per_user, loss_curves
 
 
 def test_the_kl_term_has_an_axis_of_its_own_so_the_reconstruction_curve_is_readable():
@@ -24,3 +28,14 @@ def test_the_kl_term_has_an_axis_of_its_own_so_the_reconstruction_curve_is_reada
     # two panels on one epoch axis
     assert traces["reconstruction"].xaxis != traces["KL"].xaxis
     assert fig.layout.xaxis.matches == traces["KL"].xaxis
+
+
+def test_events_per_user_labels_the_log_axis_at_powers_of_ten_only():
+    # 2,000 users with 1 to 2,000 events: the users axis spans three decades
+    lengths = np.unique(np.geomspace(1, 2000, 2000).astype(int), return_counts=True)
+    users = np.repeat(np.arange(lengths[0].size), lengths[0])
+    log, _ = read_log(pd.DataFrame({"user": users, "item": users % 7, "ts": np.arange(users.size)}))
+    fig = events_per_user(log)
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.yaxis.dtick == 1  # one label per decade: 1, 10, 100, …
+    assert list(fig.data[0].x) == list(np.bincount(log.frame["user"].cat.codes))

@@ -29,7 +29,9 @@ def events_per_user(log: EventLog) -> go.Figure:
     median = float(np.median(counts)) if counts.size else 0.0
     fig.update_layout(title=f"Events per user (median {median:g})", xaxis_title="events",
                       yaxis_title="users (log scale)", **_LAYOUT)
-    fig.update_yaxes(type="log", tickformat=",d")
+    # a label at each power of ten only: Plotly's own log ticks also label 2 and 5 of every
+    # decade, which overlap on a 300-pixel chart once the counts span a few decades
+    fig.update_yaxes(type="log", tickformat=",d", dtick=1)
     return fig
 
 
