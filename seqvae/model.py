@@ -248,67 +248,6 @@ class LowPassMixing(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class DistanceAttention(layers.Layer):
-    """Multi-head self-attention whose scores add a learned bias by distance, per head:
-
-        score(t, s) = q_t · k_s / √d_head + b[head, min(t − s, max_len − 1)]      (s ≤ t allowed)
-
-    A table of positions counted from a window's start tells step t where each earlier event
-    sits in the window, not how long ago it came; the bias by t − s gives every step the same
-    recency profile. It starts at zero: plain attention.
-    """
-
-    def __init__(self, dim: int, heads: int, max_len: int, dropout: float, seed: int = 0,
-                 init_std: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if dim % heads:
-            raise ValueError(f"`embed_dim` ({dim}) should be a multiple of `n_heads`. "
-                             f"Received: `n_heads`={heads}")
-        self.dim = dim
-        self.heads = heads
-        self.max_len = max_len
-        self.dropout_rate = dropout
-        self.seed = seed
-        self.init_std = init_std
-        self.projections = [layers.Dense(dim, name=name,
-                                         kernel_initializer=kernel_init(init_std, seed + i))
-                            for i, name in enumerate(("query", "key", "value", "output"))]
-        self.probability_dropout = layers.Dropout(dropout, seed=seed, name="probability_dropout")
-
-    def build(self, input_shape: Any) -> None:
-        for projection in self.projections:
-            projection.build(input_shape)
-        self.distance_bias = self.add_weight(name="distance_bias",
-                                             shape=(self.heads, self.max_len),
-                                             initializer="zeros")
-
-    def call(self, x: Any, allowed: Any, training: bool | None = None) -> Any:
-        """`x` (B, L, D); `allowed` (B, L, L) bool, query t may see key s."""
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        head_dim = self.dim // self.heads
-
-        def by_head(values: Any) -> Any:  # (B, L, D) -> (B, H, L, D / H)
-            return ops.transpose(ops.reshape(values, (batch, length, self.heads, head_dim)),
-                                 (0, 2, 1, 3))
-
-        query, key, value = (by_head(p(x)) for p in self.projections[:3])
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) / float(np.sqrt(head_dim))
-        positions = ops.arange(length)
-        distance = ops.clip(ops.expand_dims(positions, 1) - ops.expand_dims(positions, 0),
-                            0, self.max_len - 1)
-        scores = scores + ops.expand_dims(ops.take(self.distance_bias, distance, axis=1), 0)
-        scores = ops.where(ops.expand_dims(allowed, 1), scores, NEG_INF)
-        weights = self.probability_dropout(ops.softmax(scores, axis=-1), training=training)
-        attended = ops.transpose(ops.matmul(weights, value), (0, 2, 1, 3))
-        return self.projections[3](ops.reshape(attended, (batch, length, self.dim)))
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "dim": self.dim, "heads": self.heads,
-                "max_len": self.max_len, "dropout": self.dropout_rate, "seed": self.seed,
-                "init_std": self.init_std}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
 class CausalAttentionBlock(layers.Layer):
     """One pre-norm transformer block over a right-padded sequence (B, L, D):
 
@@ -324,7 +263,7 @@ class CausalAttentionBlock(layers.Layer):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
                  norm: str = "pre", init_std: float = 0.0, lowpass: float = 0.0,
                  lowpass_bins: int = 3, max_len: int = 50, lowpass_learned: bool = False,
-                 distance_bias: bool = False, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= lowpass <= 1.0:
             raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={lowpass}")
@@ -342,13 +281,9 @@ class CausalAttentionBlock(layers.Layer):
         self.norm = norm
         self.init_std = init_std
         self.attention_norm = layers.LayerNormalization(epsilon=1e-6, name="attention_norm")
-        self.distance_bias = distance_bias
-        self.attention: Any = (
-            DistanceAttention(dim, heads, max_len, dropout, seed=seed, init_std=init_std,
-                              name="attention") if distance_bias else
-            layers.MultiHeadAttention(heads, dim // heads, dropout=dropout, seed=seed,
-                                      name="attention",
-                                      kernel_initializer=kernel_init(init_std, seed)))
+        self.attention = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout,
+                                                   seed=seed, name="attention",
+                                                   kernel_initializer=kernel_init(init_std, seed))
         self.attention_dropout = layers.Dropout(dropout, seed=seed + 1, name="attention_dropout")
         self.ffn_norm = layers.LayerNormalization(epsilon=1e-6, name="ffn_norm")
         self.ffn_in = layers.Dense(ffn_dim, activation="gelu", name="ffn_in",
@@ -372,10 +307,7 @@ class CausalAttentionBlock(layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         self.attention_norm.build(input_shape)
-        if self.distance_bias:
-            self.attention.build(input_shape)
-        else:
-            self.attention.build(input_shape, input_shape)
+        self.attention.build(input_shape, input_shape)
         self.ffn_norm.build(input_shape)
         self.ffn_in.build(input_shape)
         self.ffn_out.build((*input_shape[:-1], self.ffn_dim))
@@ -388,15 +320,10 @@ class CausalAttentionBlock(layers.Layer):
         assert self.lowpass_mixing is not None
         return self.lowpass_dropout(self.lowpass_mixing(x, attention_mask), training=training)
 
-    def _attend(self, x: Any, attention_mask: Any, training: bool | None) -> Any:
-        if self.distance_bias:
-            return self.attention(x, attention_mask, training=training)
-        return self.attention(x, x, attention_mask=attention_mask, training=training)
-
     def call(self, x: Any, attention_mask: Any, training: bool | None = None) -> Any:
         alpha = self.lowpass
         if self.norm == "post":
-            attended = self._attend(x, attention_mask, training)
+            attended = self.attention(x, x, attention_mask=attention_mask, training=training)
             mixed = self.attention_norm(x + self.attention_dropout(attended, training=training))
             if alpha:
                 low = self.lowpass_norm(x + self._lowpass(x, attention_mask, training))
@@ -404,7 +331,8 @@ class CausalAttentionBlock(layers.Layer):
             hidden = self.ffn_out(self.ffn_in(mixed))
             return self.ffn_norm(mixed + self.ffn_dropout(hidden, training=training))
         normed = self.attention_norm(x)
-        attended = self._attend(normed, attention_mask, training)
+        attended = self.attention(normed, normed, attention_mask=attention_mask,
+                                  training=training)
         update = self.attention_dropout(attended, training=training)
         if alpha:
             update = (1.0 - alpha) * update + alpha * self._lowpass(normed, attention_mask,
@@ -418,7 +346,7 @@ class CausalAttentionBlock(layers.Layer):
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed,
                 "norm": self.norm, "init_std": self.init_std, "lowpass": self.lowpass,
                 "lowpass_bins": self.lowpass_bins, "max_len": self.max_len,
-                "lowpass_learned": self.lowpass_learned, "distance_bias": self.distance_bias}
+                "lowpass_learned": self.lowpass_learned}
 
 
 # where each attention block normalises: "pre" (LN before each sub-layer, one LN at the end)
@@ -513,7 +441,6 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass: float = 0.0,
         lowpass_bins: int = 3,
         lowpass_learned: bool = False,
-        distance_bias: bool = False,
         identity_head: bool = False,
         exclude_seen: bool = False,
         **kwargs: Any,
@@ -540,7 +467,6 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
-        self.distance_bias = distance_bias
         self.identity_head = identity_head
         self.exclude_seen = exclude_seen
         self.item_embedding = layers.Embedding(
@@ -564,7 +490,6 @@ class SeqVAE(_LossTracking, keras.Model):
                                                 init_std=init_std, lowpass=lowpass,
                                                 lowpass_bins=lowpass_bins, max_len=max_len,
                                                 lowpass_learned=lowpass_learned,
-                                                distance_bias=distance_bias,
                                                 name=f"block_{b}")
                            for b in range(n_blocks)]
             # a post-norm stack already ends on a LayerNormalization
@@ -759,7 +684,6 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass": self.lowpass,
             "lowpass_bins": self.lowpass_bins,
             "lowpass_learned": self.lowpass_learned,
-            "distance_bias": self.distance_bias,
             "identity_head": self.identity_head,
             "exclude_seen": self.exclude_seen,
         }

@@ -70,9 +70,6 @@ class SeqVAEConfig:
     # train the low-pass branch's weights by lag (a learned causal convolution that starts as
     # BSARec's filter) instead of keeping them fixed
     lowpass_learned: bool = False
-    # attention scores add a learned bias by the distance between the two events, per head
-    # (`seqvae.model.DistanceAttention`), beside the position table
-    distance_bias: bool = False
     # start the latent head and the decoder as identity maps (μ = h, u = z), so the network
     # starts as a plain SASRec score h · E; False: Keras' default (Glorot) initialisation, a
     # random map between h and the item table that learned slower and levelled off lower
@@ -223,7 +220,7 @@ class SeqVAEConfig:
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
                 "average_epochs": 0.0, "exclude_seen": False, "item_dropout": 0.0,
-                "lowpass_learned": False, "distance_bias": False}
+                "lowpass_learned": False}
 
 
 @dataclass
@@ -726,7 +723,6 @@ def train_from(
             lowpass=config.lowpass,
             lowpass_bins=config.lowpass_bins,
             lowpass_learned=config.lowpass_learned,
-            distance_bias=config.distance_bias,
             identity_head=config.identity_head,
             exclude_seen=config.exclude_seen,
         )

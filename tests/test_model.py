@@ -12,7 +12,6 @@ import pytest
 from seqvae.batches import pack_windows
 from seqvae.model import (
     CausalAttentionBlock,
-    DistanceAttention,
     GaussianLatent,
     ItemScorer,
     LowPassMixing,
@@ -160,8 +159,6 @@ def test_layers_round_trip_through_their_config():
     assert CausalAttentionBlock.from_config(block.get_config()).get_config() == block.get_config()
     mixed = CausalAttentionBlock(8, 2, 16, 0.1, seed=4, lowpass=0.7, lowpass_bins=2, max_len=9)
     assert CausalAttentionBlock.from_config(mixed.get_config()).get_config() == mixed.get_config()
-    biased = CausalAttentionBlock(8, 2, 16, 0.1, seed=4, max_len=9, distance_bias=True)
-    assert CausalAttentionBlock.from_config(biased.get_config()).get_config() == biased.get_config()
     mixing = LowPassMixing(8, 9, 2, seed=1)
     assert LowPassMixing.from_config(mixing.get_config()).get_config() == mixing.get_config()
     assert keras.saving.get_registered_name(SeqVAE) == "seqvae>SeqVAE"
@@ -247,20 +244,12 @@ def test_the_lowpass_branch_gives_each_step_what_bsarec_reads_at_the_last_positi
     assert not np.asarray(gradient)[5:].any()
 
 
-@pytest.mark.parametrize("variational, lowpass, distance_bias",
-                         [(True, 0.0, False), (False, 0.0, False), (True, 0.7, False),
-                          (True, 0.7, True)])
-def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass,
-                                                                   distance_bias):
+@pytest.mark.parametrize("variational, lowpass", [(True, 0.0), (False, 0.0), (True, 0.7)])
+def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass):
     # five windows of 4, 1, 3, 2 and 2 events, right-padded to 6; packed into rows of 6
     net = SeqVAE(n_items=20, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-                 dropout=0.0, variational=variational, n_heads=2, max_len=6, lowpass=lowpass,
-                 distance_bias=distance_bias)
+                 dropout=0.0, variational=variational, n_heads=2, max_len=6, lowpass=lowpass)
     net.build_for_inputs()
-    if distance_bias:  # not the zeros it starts from: a bias that differs by distance
-        for block in net.blocks:
-            block.attention.distance_bias.assign(
-                np.random.default_rng(4).normal(size=(2, 6)).astype("float32"))
     net.beta.assign(0.5)
     items = np.array([[2, 3, 4, 5, 0, 0], [6, 0, 0, 0, 0, 0], [7, 8, 9, 0, 0, 0],
                       [10, 11, 0, 0, 0, 0], [12, 13, 0, 0, 0, 0]], "int32")
@@ -336,42 +325,3 @@ def test_exclude_seen_leaves_each_steps_window_history_out_of_its_softmax():
             np.testing.assert_allclose(got[n, shown], want[n, shown], rtol=1e-6)
     # the setting travels with the model's config
     assert SeqVAE.from_config(net.get_config()).exclude_seen
-
-
-def test_distance_attention_is_attention_plus_a_bias_by_distance(tmp_path):
-    dim, heads, length = 8, 2, 5
-    layer = DistanceAttention(dim, heads, max_len=4, dropout=0.0, seed=3)
-    layer.build((1, length, dim))
-    bias = np.random.default_rng(0).normal(size=(heads, 4)).astype("float32")
-    layer.distance_bias.assign(bias)
-    x = np.random.default_rng(1).standard_normal((1, length, dim)).astype("float32")
-    allowed = causal_padding_mask(np.ones((1, length), bool))
-    got = np.asarray(layer(x, allowed))[0]
-    # by hand, with the layer's own projections
-    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (
-        [np.asarray(w) for w in p.weights] for p in layer.projections)
-    q, k, v = x[0] @ wq + bq, x[0] @ wk + bk, x[0] @ wv + bv
-    head_dim = dim // heads
-    out = np.zeros((length, dim))
-    for h in range(heads):
-        cut = slice(h * head_dim, (h + 1) * head_dim)
-        for t in range(length):
-            # distances past max_len - 1 share its bias
-            scores = np.array([q[t, cut] @ k[s, cut] / np.sqrt(head_dim) + bias[h, min(t - s, 3)]
-                               for s in range(t + 1)])
-            weights = np.exp(scores - scores.max())
-            out[t, cut] = (weights / weights.sum()) @ v[:t + 1, cut]
-    np.testing.assert_allclose(got, out @ wo + bo, atol=1e-5)
-    # the future never leaks: changing the last event leaves the earlier steps as they were
-    changed = x.copy()
-    changed[0, -1] += 1.0
-    np.testing.assert_allclose(np.asarray(layer(changed, allowed))[0, :-1], got[:-1], atol=1e-6)
-    # a model with it saves and loads (registered, no Lambda) and gives the same scores
-    net = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-                 max_len=6, n_heads=2, distance_bias=True)
-    net.build_for_inputs()
-    batch = inputs([[2, 3, 4, 0]])
-    net.save(tmp_path / "distance.keras")
-    loaded = keras.saving.load_model(tmp_path / "distance.keras", safe_mode=True)
-    np.testing.assert_allclose(np.asarray(loaded(batch)["logits"]),
-                               np.asarray(net(batch)["logits"]), atol=1e-6)

@@ -286,10 +286,6 @@ def test_the_twin_and_the_sampled_softmax_learn_the_cycle():
     # a fifth of the input items hidden in training: the others still tell the next item
     masked = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "item_dropout": 0.2}))[1]
     assert masked.best_validation["NDCG@10"] > 0.9
-    # attention with a learned bias by distance, and low-pass weights learned by lag
-    recency = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "distance_bias": True,
-                                         "lowpass_learned": True}))[1]
-    assert recency.best_validation["NDCG@10"] > 0.9
 
 
 def test_item_dropout_hides_input_items_only_and_only_when_asked():
