@@ -23,7 +23,7 @@ import numpy as np
 from seqvae.batches import TrainingBatches, make_batches, pack_windows
 from seqvae.errors import TrainingDataError
 from seqvae.evaluation import evaluate
-from seqvae.sequences import OOV, Sequences
+from seqvae.sequences import Sequences
 from seqvae.splits import Holdout, Split
 
 # AdamW's gradients are clipped to this norm, each variable's on its own
@@ -53,9 +53,6 @@ class SeqVAEConfig:
     variational: bool = True
     # dropout on the embeddings and inside the attention blocks
     dropout: float = 0.5
-    # training only: each input event's item is replaced by the unknown item with this
-    # probability (the targets stay), so a step cannot lean on any one earlier item
-    item_dropout: float = 0.0
     # attention blocks: "pre" (LayerNorm before each sub-layer) or "post" (after each residual)
     block_norm: str = "pre"
     # 0: Keras' default initialisers; s: embeddings and kernels drawn from N(0, s²), truncated
@@ -169,10 +166,8 @@ class SeqVAEConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 0:
             raise ValueError("`batch_size` should be a positive integer, or 0 to choose it from "
                              f"the data. Received: `batch_size`={self.batch_size!r}")
-        for name in ("dropout", "item_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` should be in [0, 1). "
-                                 f"Received: `{name}`={getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` should be in [0, 1). Received: `dropout`={self.dropout}")
         for name in ("learning_rate", "weight_decay", "beta_cap", "anneal_epochs",
                      "average_epochs"):
             if getattr(self, name) < 0:
@@ -396,17 +391,12 @@ SHARED_KEYS = ("n_steps", "negatives", "negative_log_q")
 
 
 def _complete(batch: dict[str, np.ndarray], rng: np.random.Generator,
-              latent_dim: int, sampler: NegativeSampler | None = None,
-              item_dropout: float = 0.0) -> dict[str, Any]:
+              latent_dim: int, sampler: NegativeSampler | None = None) -> dict[str, Any]:
     """Add what the step needs besides the data: ε for every cell (drawn here, per example, so
     that splitting a batch across workers does not change it), the batch's number of predicted
     steps (each worker divides its sum by the whole batch's count) and, for the sampled
-    softmax, the batch's shared negatives. With `item_dropout` = p each real input event's item
-    becomes the unknown item (OOV) with probability p; the targets keep the true items."""
+    softmax, the batch's shared negatives."""
     shape = batch["items"].shape
-    if item_dropout:
-        hidden = (rng.random(shape) < item_dropout) & (batch["items"] > OOV)
-        batch = {**batch, "items": np.where(hidden, OOV, batch["items"]).astype(np.int32)}
     out = {**batch,
            "noise": rng.standard_normal((*shape, latent_dim), dtype=np.float32),
            "n_steps": np.float32((batch["targets"] != 0).any(axis=-1).sum())}
@@ -475,7 +465,7 @@ def _distributed_batches(source: BatchSource, epoch: int, config: SeqVAEConfig,
             for batch in source.epoch(epoch):
                 if packed:
                     batch = pack_windows(batch, config.max_len)
-                complete = _complete(batch, rng, config.latent_dim, sampler, config.item_dropout)
+                complete = _complete(batch, rng, config.latent_dim, sampler)
                 for replica in range(first, first + local):
                     yield shard(complete, replica, replicas)
 

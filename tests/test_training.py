@@ -18,7 +18,6 @@ from seqvae.training import (
     CancelToken,
     NegativeSampler,
     SeqVAEConfig,
-    _complete,
     epoch_options,
     evaluate_holdout,
     fit,
@@ -283,28 +282,6 @@ def test_the_twin_and_the_sampled_softmax_learn_the_cycle():
     # each step's softmax without the items its window has shown (in the compiled step)
     unseen = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "exclude_seen": True}))[1]
     assert unseen.best_validation["NDCG@10"] > 0.9
-    # a fifth of the input items hidden in training: the others still tell the next item
-    masked = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "item_dropout": 0.2}))[1]
-    assert masked.best_validation["NDCG@10"] > 0.9
-
-
-def test_item_dropout_hides_input_items_only_and_only_when_asked():
-    items = np.tile(np.array([[5, 6, 7, 8, 9, 0, 0]], "int32"), (400, 1))
-    batch = {"items": items, "events": (items > 0) * 2, "gaps": (items > 0) * 1,
-             "targets": np.where(items > 0, items + 1, 0)[..., None].astype("int32")}
-    plain = _complete(batch, np.random.default_rng(0), 4)
-    np.testing.assert_array_equal(plain["items"], items)
-    # without item dropout the draws are those of a run before the option: the same ε
-    np.testing.assert_array_equal(
-        plain["noise"], np.random.default_rng(0).standard_normal((400, 7, 4), dtype=np.float32))
-    hidden = _complete(batch, np.random.default_rng(0), 4, item_dropout=0.25)
-    changed = hidden["items"] != items
-    assert (hidden["items"][changed] == 1).all()  # the unknown item, never another id
-    assert not changed[items == 0].any()  # padding stays padding
-    assert 0.2 < changed[items > 0].mean() < 0.3
-    for key in ("targets", "events", "gaps"):  # what is predicted, and the other inputs, stay
-        np.testing.assert_array_equal(hidden[key], batch[key])
-    assert hidden["n_steps"] == plain["n_steps"]
 
 
 def test_negative_sampler_draws_by_popularity_and_never_a_reserved_id():
@@ -352,8 +329,6 @@ def test_config_is_validated():
         SeqVAEConfig(negatives=-1)
     with pytest.raises(ValueError, match="`batch_size`"):
         SeqVAEConfig(batch_size=-4)
-    with pytest.raises(ValueError, match="`item_dropout`"):
-        SeqVAEConfig(item_dropout=1.0)
     with pytest.raises(ValueError, match=r"`exclude_seen`.*`next_k`=2"):
         SeqVAEConfig(exclude_seen=True, next_k=2)
     with pytest.raises(ValueError, match="`batching`"):
