@@ -442,7 +442,6 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass_bins: int = 3,
         lowpass_learned: bool = False,
         identity_head: bool = False,
-        exclude_seen: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -468,7 +467,6 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
         self.identity_head = identity_head
-        self.exclude_seen = exclude_seen
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -563,36 +561,11 @@ class SeqVAE(_LossTracking, keras.Model):
             real = ops.nonzero(ops.reshape(ops.logical_and(mask, ops.not_equal(targets, 0)),
                                            (-1,)))[0]
             flat = ops.take(ops.reshape(z, (-1, ops.shape(z)[-1])), real, axis=0)
-            step_targets = ops.take(ops.reshape(targets, (-1,)), real)
-            step_logits = self.decode(flat, training=training)
-            if self.exclude_seen:
-                step_logits = self._without_seen(inputs, mask, real, step_targets, step_logits)
-            out["step_logits"] = step_logits
-            out["step_targets"] = step_targets
+            out["step_logits"] = self.decode(flat, training=training)
+            out["step_targets"] = ops.take(ops.reshape(targets, (-1,)), real)
         else:
             out["logits"] = self.decode(z, training=training)
         return out
-
-    def _without_seen(self, inputs: dict[str, Any], mask: Any, real: Any, step_targets: Any,
-                      step_logits: Any) -> Any:
-        """`step_logits` (N, V) of the steps `real` (flat indices into (B, L)) with every item
-        the step's window has shown up to that step set to NEG_INF, the step's own target
-        excepted: ranked lists leave a user's history out, so training does not spend the
-        softmax on pushing those items down either."""
-        items = inputs["items"]
-        length = ops.shape(items)[1]
-        seen = (causal_segment_mask(inputs["segments"]) if "segments" in inputs
-                else causal_padding_mask(mask))
-        seen = ops.take(ops.reshape(seen, (-1, length)), real, axis=0)  # (N, L): keys seen
-        row_items = ops.take(items, real // ops.cast(length, real.dtype), axis=0)  # (N, L)
-        seen = ops.logical_and(seen, ops.greater(row_items, 1))
-        seen = ops.logical_and(seen, ops.not_equal(row_items, ops.expand_dims(step_targets, 1)))
-        steps, cells = ops.nonzero(seen)
-        indices = ops.stack([steps, ops.cast(ops.take(ops.reshape(row_items, (-1,)),
-                                                      steps * ops.cast(length, steps.dtype) + cells),
-                                             steps.dtype)], axis=1)
-        return ops.scatter_update(step_logits, indices,
-                                  ops.full((ops.shape(indices)[0],), NEG_INF, step_logits.dtype))
 
     def sampled_nll(self, x: dict[str, Any], decoded: Any) -> Any:
         """Per step (B, L): the cross-entropy of the next item against the batch's shared
@@ -685,7 +658,6 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass_bins": self.lowpass_bins,
             "lowpass_learned": self.lowpass_learned,
             "identity_head": self.identity_head,
-            "exclude_seen": self.exclude_seen,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

@@ -72,9 +72,6 @@ class SeqVAEConfig:
     # random map between h and the item table that learned slower and levelled off lower
     # (validation NDCG@20 on Beauty 0.0713 against 0.0762 after 20 epochs; docs/model.md)
     identity_head: bool = True
-    # leave the items a window has already shown out of each step's softmax (ranked lists
-    # leave a user's history out too), the step's own target excepted; full softmax, next item
-    exclude_seen: bool = False
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -175,10 +172,6 @@ class SeqVAEConfig:
         if not isinstance(self.negatives, int) or self.negatives < 0:
             raise ValueError("`negatives` should be 0 (full softmax) or a positive integer. "
                              f"Received: `negatives`={self.negatives!r}")
-        if self.exclude_seen and (self.negatives or self.next_k != 1):
-            raise ValueError("`exclude_seen` works with the full softmax over the next item; set "
-                             f"`negatives`=0 and `next_k`=1. Received: `negatives`="
-                             f"{self.negatives}, `next_k`={self.next_k}")
         if self.patience < 1:
             raise ValueError(f"`patience` should be >= 1. Received: `patience`={self.patience}")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int)
@@ -714,7 +707,6 @@ def train_from(
             lowpass_bins=config.lowpass_bins,
             lowpass_learned=config.lowpass_learned,
             identity_head=config.identity_head,
-            exclude_seen=config.exclude_seen,
         )
         steps = source.batches_per_epoch
         if config.steps_per_epoch is not None:

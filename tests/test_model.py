@@ -292,36 +292,3 @@ def test_an_identity_head_starts_as_the_plain_sasrec_score():
     logits = np.asarray(net(batch, training=False)["logits"])[0, :3, 2:]
     table = np.asarray(net.item_embedding.embeddings)[2:]
     np.testing.assert_allclose(logits, np.asarray(hidden)[0, :3] @ table.T, atol=1e-5)
-
-
-def test_exclude_seen_leaves_each_steps_window_history_out_of_its_softmax():
-    # three windows; window 0 repeats item 3 (its fourth target is item 3, seen at step 1: kept)
-    net = SeqVAE(n_items=20, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-                 dropout=0.0, variational=False, max_len=6, exclude_seen=True)
-    plain = SeqVAE.from_config({**net.get_config(), "exclude_seen": False})
-    net.build_for_inputs()
-    plain.build_for_inputs()
-    plain.set_weights(net.get_weights())
-    items = np.array([[2, 3, 4, 5, 0, 0], [6, 7, 8, 0, 0, 0], [9, 10, 0, 0, 0, 0]], "int32")
-    targets = np.array([[3, 4, 5, 3, 0, 0], [7, 8, 11, 0, 0, 0], [10, 2, 0, 0, 0, 0]],
-                       "int32")[..., None]
-    batch = {**inputs(items), "targets": targets}
-    packed = pack_windows(batch, 6)
-    assert packed["items"].shape[0] < 3  # windows 1 and 2 share a row
-    for layout in (batch, packed):
-        got = np.asarray(net(layout, training=True)["step_logits"])
-        want = np.asarray(plain(layout, training=True)["step_logits"])
-        rows, cells = np.nonzero(layout["targets"][..., 0])
-        assert got.shape == want.shape == (rows.size, 20)
-        for n, (row, cell) in enumerate(zip(rows, cells, strict=True)):
-            segments = layout.get("segments", (layout["items"] > 0).astype("int32"))
-            window = segments[row] == segments[row, cell]
-            seen = set(layout["items"][row, :cell + 1][window[:cell + 1]]) - {
-                int(layout["targets"][row, cell, 0])}
-            hidden = np.flatnonzero(got[n] <= -1e8)
-            # the reserved ids (padding, OOV) are never scored anyway
-            assert set(hidden) == seen | {0, 1}
-            shown = np.setdiff1d(np.arange(20), hidden)
-            np.testing.assert_allclose(got[n, shown], want[n, shown], rtol=1e-6)
-    # the setting travels with the model's config
-    assert SeqVAE.from_config(net.get_config()).exclude_seen

@@ -279,9 +279,6 @@ def test_the_twin_and_the_sampled_softmax_learn_the_cycle():
     sampled = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "negatives": 8, "epochs": 20,
                                          "patience": 20}))[1]
     assert sampled.best_validation["NDCG@10"] > 0.8
-    # each step's softmax without the items its window has shown (in the compiled step)
-    unseen = fit(split, SeqVAEConfig(**{**TINY.to_dict(), "exclude_seen": True}))[1]
-    assert unseen.best_validation["NDCG@10"] > 0.9
 
 
 def test_negative_sampler_draws_by_popularity_and_never_a_reserved_id():
@@ -329,8 +326,6 @@ def test_config_is_validated():
         SeqVAEConfig(negatives=-1)
     with pytest.raises(ValueError, match="`batch_size`"):
         SeqVAEConfig(batch_size=-4)
-    with pytest.raises(ValueError, match=r"`exclude_seen`.*`next_k`=2"):
-        SeqVAEConfig(exclude_seen=True, next_k=2)
     with pytest.raises(ValueError, match="`batching`"):
         SeqVAEConfig(batching="sorted")
 
