@@ -64,9 +64,11 @@ class SeqVAEConfig:
     # on Beauty and ended higher (validation NDCG@20 0.0779 against 0.0762; docs/model.md)
     lowpass: float = 0.7
     lowpass_bins: int = 3
-    # train the low-pass branch's weights by lag (a learned causal convolution that starts as
-    # BSARec's filter) instead of keeping them fixed
-    lowpass_learned: bool = False
+    # train the low-pass branch's weights by lag, a causal convolution that starts as BSARec's
+    # filter, so each block learns how much an earlier event counts by how long ago it came
+    # (the position table says where it sits in the window, not how far back); on Beauty the
+    # best validation NDCG@20 rose from 0.0803 to 0.0824, and came 1 epoch sooner (docs/model.md)
+    lowpass_learned: bool = True
     # start the latent head and the decoder as identity maps (μ = h, u = z), so the network
     # starts as a plain SASRec score h · E; False: Keras' default (Glorot) initialisation, a
     # random map between h and the item table that learned slower and levelled off lower
@@ -207,8 +209,7 @@ class SeqVAEConfig:
 # SeqVAEConfig fields added since model format 2, with the values that give what the code did
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "exclude_seen": False, "item_dropout": 0.0,
-                "lowpass_learned": False}
+                "average_epochs": 0.0, "lowpass_learned": False}
 
 
 @dataclass

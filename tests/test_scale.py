@@ -114,17 +114,16 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_under_its_old_value(smal
     config = SeqVAEConfig(epochs=2, patience=5, hidden_dim=32, embed_dim=16, latent_dim=8)
     checkpoint = tmp_path / "checkpoint"
     fit(small_split, SeqVAEConfig(**{**config.to_dict(), "epochs": 1}), checkpoint_dir=checkpoint)
-    # rewrite it as a version of seqvae before `item_dropout` and `exclude_seen` would have
+    # rewrite it as a version of seqvae before `average_epochs` would have
     path = checkpoint / "checkpoint.npz"
     with np.load(path, allow_pickle=False) as stored:
         arrays = {key: stored[key] for key in stored.files}
     state = json.loads(str(arrays.pop("state")))
-    for name in ("item_dropout", "exclude_seen"):
-        del state["fingerprint"]["config"][name]
+    del state["fingerprint"]["config"]["average_epochs"]
     np.savez(path, state=np.array(json.dumps(state)), **arrays)
-    # it was trained without hiding items: a run that hides them is another run
+    # it was trained without a moving average: a run that keeps one is another run
     with pytest.raises(TrainingDataError, match="belongs to another run"):
-        fit(small_split, SeqVAEConfig(**{**config.to_dict(), "item_dropout": 0.1}),
+        fit(small_split, SeqVAEConfig(**{**config.to_dict(), "average_epochs": 1.0}),
             checkpoint_dir=checkpoint)
     epochs_run = []
     fit(small_split, config, checkpoint_dir=checkpoint,
