@@ -206,6 +206,10 @@ class LowPassMixing(layers.Layer):
 
         low_t = Σ_{s ≤ t, same window} h[t − s] · x_s            (B, L, D)
         y_t   = low_t + β² ⊙ (x_t − low_t)
+
+    With ``learned`` the weights by lag h are trainable (``lag_weights``), starting from the
+    low-pass response: a learned causal convolution, how much an earlier event counts by how
+    long ago it came.
     """
 
     def __init__(self, dim: int, max_len: int, bins: int = 3, seed: int = 0,
@@ -418,6 +422,7 @@ class SeqVAE(_LossTracking, keras.Model):
         variational: sample z and add the KL term (False: the deterministic twin, z = μ).
         lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
             attention in every block (0: attention alone), and the frequencies it keeps.
+        lowpass_learned: train that branch's weights by lag, starting from its response.
         seed: seeds every dropout and the sampling.
     """
 
