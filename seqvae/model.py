@@ -209,24 +209,20 @@ class LowPassMixing(layers.Layer):
 
     With ``learned`` the weights by lag h are trainable (``lag_weights``), starting from the
     low-pass response: a learned causal convolution, how much an earlier event counts by how
-    long ago it came; with ``groups`` = G > 1, G such profiles, each for D / G of the dimensions.
+    long ago it came.
     """
 
     def __init__(self, dim: int, max_len: int, bins: int = 3, seed: int = 0,
-                 learned: bool = False, groups: int = 1, **kwargs: Any) -> None:
+                 learned: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if bins < 1:
             raise ValueError(f"`bins` should be a positive integer. Received: `bins`={bins}")
-        if groups < 1 or dim % groups or (groups > 1 and not learned):
-            raise ValueError(f"`groups` should divide the width ({dim}) and be 1 unless the "
-                             f"weights are learned. Received: `groups`={groups}")
         self.dim = dim
         self.max_len = max_len
         self.bins = bins
         self.seed = seed
         # learned: the weights by lag are trained, starting from the low-pass response
         self.learned = learned
-        self.groups = groups
         self.kernel = lowpass_kernel(max_len, bins)
 
     def build(self, input_shape: Any = None) -> None:
@@ -235,11 +231,9 @@ class LowPassMixing(layers.Layer):
             name="sqrt_beta", shape=(self.dim,),
             initializer=keras.initializers.RandomNormal(stddev=1.0, seed=self.seed))
         if self.learned:
-            shape = (self.max_len,) if self.groups == 1 else (self.max_len, self.groups)
-            start = self.kernel if self.groups == 1 else np.repeat(self.kernel[:, None],
-                                                                   self.groups, axis=1)
-            self.lag_weights = self.add_weight(name="lag_weights", shape=shape,
-                                               initializer=keras.initializers.Constant(start))
+            self.lag_weights = self.add_weight(
+                name="lag_weights", shape=(self.max_len,),
+                initializer=keras.initializers.Constant(self.kernel))
 
     def call(self, x: Any, allowed: Any) -> Any:
         """`x` (B, L, D), padding zeroed; `allowed` (B, L, L) bool, the encoder's causal mask."""
@@ -247,27 +241,14 @@ class LowPassMixing(layers.Layer):
         positions = ops.arange(length)
         lag = ops.expand_dims(positions, 1) - ops.expand_dims(positions, 0)  # (L, L)
         kernel = self.lag_weights if self.learned else ops.convert_to_tensor(self.kernel)
-        lags = ops.clip(lag, 0, self.max_len - 1)
-        if self.groups == 1:
-            weights = ops.take(kernel, lags)
-            weights = ops.where(allowed, ops.expand_dims(weights, 0), 0.0)  # (B, L, L)
-            low = ops.matmul(weights, x)
-        else:  # (L, L, G) -> (B, G, L, L) against x as (B, G, L, D / G)
-            weights = ops.take(kernel, lags, axis=0)
-            weights = ops.where(ops.expand_dims(allowed, 1),
-                                ops.expand_dims(ops.transpose(weights, (2, 0, 1)), 0), 0.0)
-            batch = ops.shape(x)[0]
-            grouped = ops.transpose(
-                ops.reshape(x, (batch, length, self.groups, self.dim // self.groups)),
-                (0, 2, 1, 3))
-            low = ops.reshape(ops.transpose(ops.matmul(weights, grouped), (0, 2, 1, 3)),
-                              (batch, length, self.dim))
+        weights = ops.take(kernel, ops.clip(lag, 0, self.max_len - 1))
+        weights = ops.where(allowed, ops.expand_dims(weights, 0), 0.0)  # (B, L, L)
+        low = ops.matmul(weights, x)
         return low + ops.square(self.sqrt_beta) * (x - low)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "dim": self.dim, "max_len": self.max_len,
-                "bins": self.bins, "seed": self.seed, "learned": self.learned,
-                "groups": self.groups}
+                "bins": self.bins, "seed": self.seed, "learned": self.learned}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -286,7 +267,7 @@ class CausalAttentionBlock(layers.Layer):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float, seed: int = 0,
                  norm: str = "pre", init_std: float = 0.0, lowpass: float = 0.0,
                  lowpass_bins: int = 3, max_len: int = 50, lowpass_learned: bool = False,
-                 lowpass_groups: int = 1, **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= lowpass <= 1.0:
             raise ValueError(f"`lowpass` should be in [0, 1]. Received: `lowpass`={lowpass}")
@@ -317,14 +298,12 @@ class CausalAttentionBlock(layers.Layer):
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
-        self.lowpass_groups = lowpass_groups
         self.max_len = max_len
         self.lowpass_mixing: LowPassMixing | None = None
         if lowpass:
             # seeds far from the blocks' own (seed, seed + 1, seed + 2, every 3 apart)
             self.lowpass_mixing = LowPassMixing(dim, max_len, lowpass_bins, seed=seed + 1000,
-                                                learned=lowpass_learned, groups=lowpass_groups,
-                                                name="lowpass")
+                                                learned=lowpass_learned, name="lowpass")
             self.lowpass_dropout = layers.Dropout(dropout, seed=seed + 1001,
                                                   name="lowpass_dropout")
             if norm == "post":
@@ -371,7 +350,7 @@ class CausalAttentionBlock(layers.Layer):
                 "ffn_dim": self.ffn_dim, "dropout": self.dropout_rate, "seed": self.seed,
                 "norm": self.norm, "init_std": self.init_std, "lowpass": self.lowpass,
                 "lowpass_bins": self.lowpass_bins, "max_len": self.max_len,
-                "lowpass_learned": self.lowpass_learned, "lowpass_groups": self.lowpass_groups}
+                "lowpass_learned": self.lowpass_learned}
 
 
 # where each attention block normalises: "pre" (LN before each sub-layer, one LN at the end)
@@ -443,8 +422,7 @@ class SeqVAE(_LossTracking, keras.Model):
         variational: sample z and add the KL term (False: the deterministic twin, z = μ).
         lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
             attention in every block (0: attention alone), and the frequencies it keeps.
-        lowpass_learned, lowpass_groups: train that branch's weights by lag, starting from its
-            response, as one profile or as `lowpass_groups` profiles over the dimensions.
+        lowpass_learned: train that branch's weights by lag, starting from its response.
         seed: seeds every dropout and the sampling.
     """
 
@@ -468,7 +446,6 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass: float = 0.0,
         lowpass_bins: int = 3,
         lowpass_learned: bool = False,
-        lowpass_groups: int = 1,
         identity_head: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -494,7 +471,6 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass = lowpass
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
-        self.lowpass_groups = lowpass_groups
         self.identity_head = identity_head
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
@@ -517,7 +493,6 @@ class SeqVAE(_LossTracking, keras.Model):
                                                 init_std=init_std, lowpass=lowpass,
                                                 lowpass_bins=lowpass_bins, max_len=max_len,
                                                 lowpass_learned=lowpass_learned,
-                                                lowpass_groups=lowpass_groups,
                                                 name=f"block_{b}")
                            for b in range(n_blocks)]
             # a post-norm stack already ends on a LayerNormalization
@@ -687,7 +662,6 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass": self.lowpass,
             "lowpass_bins": self.lowpass_bins,
             "lowpass_learned": self.lowpass_learned,
-            "lowpass_groups": self.lowpass_groups,
             "identity_head": self.identity_head,
         }
 

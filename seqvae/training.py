@@ -69,8 +69,6 @@ class SeqVAEConfig:
     # (the position table says where it sits in the window, not how far back); on Beauty the
     # best validation NDCG@20 rose from 0.0803 to 0.0824, and came 1 epoch sooner (docs/model.md)
     lowpass_learned: bool = True
-    # how many such profiles: 1 for every dimension, up to `embed_dim` (one a dimension)
-    lowpass_groups: int = 1
     # start the latent head and the decoder as identity maps (μ = h, u = z), so the network
     # starts as a plain SASRec score h · E; False: Keras' default (Glorot) initialisation, a
     # random map between h and the item table that learned slower and levelled off lower
@@ -152,12 +150,6 @@ class SeqVAEConfig:
         if not isinstance(self.lowpass_bins, int) or self.lowpass_bins < 1:
             raise ValueError("`lowpass_bins` should be a positive integer. "
                              f"Received: `lowpass_bins`={self.lowpass_bins!r}")
-        if (not isinstance(self.lowpass_groups, int) or self.lowpass_groups < 1
-                or self.embed_dim % self.lowpass_groups
-                or (self.lowpass_groups > 1 and not self.lowpass_learned)):
-            raise ValueError("`lowpass_groups` should divide `embed_dim` and be 1 unless "
-                             "`lowpass_learned`. Received: "
-                             f"`lowpass_groups`={self.lowpass_groups!r}")
         if self.init_std < 0:
             raise ValueError(f"`init_std` should be >= 0. Received: `init_std`={self.init_std}")
         if self.batching not in BATCHINGS:
@@ -217,7 +209,7 @@ class SeqVAEConfig:
 # SeqVAEConfig fields added since model format 2, with the values that give what the code did
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "lowpass_learned": False, "lowpass_groups": 1}
+                "average_epochs": 0.0, "lowpass_learned": False}
 
 
 @dataclass
@@ -715,7 +707,6 @@ def train_from(
             lowpass=config.lowpass,
             lowpass_bins=config.lowpass_bins,
             lowpass_learned=config.lowpass_learned,
-            lowpass_groups=config.lowpass_groups,
             identity_head=config.identity_head,
         )
         steps = source.batches_per_epoch

@@ -243,22 +243,6 @@ def test_the_lowpass_branch_gives_each_step_what_bsarec_reads_at_the_last_positi
     assert (np.abs(np.asarray(gradient)[:5]) > 0).all()
     assert not np.asarray(gradient)[5:].any()
 
-    # one profile per pair of dimensions: each pair is what one shared profile gives it
-    grouped = LowPassMixing.from_config({**learned.get_config(), "groups": 2})
-    grouped.build((1, 5, dim))
-    grouped.sqrt_beta.assign(layer.sqrt_beta)
-    np.testing.assert_allclose(np.asarray(grouped(x, allowed))[0], got, atol=1e-6)  # the start
-    profiles = rng.standard_normal((max_len, 2)).astype("float32")
-    grouped.lag_weights.assign(profiles)
-    both = np.asarray(grouped(x, allowed))[0]
-    for g in range(2):
-        learned.lag_weights.assign(profiles[:, g])
-        cut = slice(g * dim // 2, (g + 1) * dim // 2)
-        np.testing.assert_allclose(both[:, cut], np.asarray(learned(x, allowed))[0][:, cut],
-                                   atol=1e-5)
-    with pytest.raises(ValueError, match="`groups`"):
-        LowPassMixing(dim, max_len, bins, groups=3, learned=True)
-
 
 @pytest.mark.parametrize("variational, lowpass", [(True, 0.0), (False, 0.0), (True, 0.7)])
 def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass):

@@ -326,10 +326,6 @@ def test_config_is_validated():
         SeqVAEConfig(negatives=-1)
     with pytest.raises(ValueError, match="`batch_size`"):
         SeqVAEConfig(batch_size=-4)
-    with pytest.raises(ValueError, match="`lowpass_groups`"):
-        SeqVAEConfig(lowpass_groups=3)  # does not divide embed_dim 64
-    with pytest.raises(ValueError, match="`lowpass_groups`"):
-        SeqVAEConfig(lowpass_groups=4, lowpass_learned=False)
     with pytest.raises(ValueError, match="`batching`"):
         SeqVAEConfig(batching="sorted")
 
