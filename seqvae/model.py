@@ -158,32 +158,25 @@ class _LossTracking:
 class TiedItemScorer(layers.Layer):
     """(u, E) -> u · Eᵀ + b: scores against the input item embedding table E (n_items, D), tied
     weights, so an item's input and output representations are one vector. Only the bias b
-    belongs to this layer (`use_bias=False`: no bias, u · Eᵀ alone). Padding and
-    out-of-vocabulary ids never score."""
+    belongs to this layer. Padding and out-of-vocabulary ids never score."""
 
-    def __init__(self, n_items: int, n_reserved: int = 2, use_bias: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(self, n_items: int, n_reserved: int = 2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_items = n_items
         self.n_reserved = n_reserved
-        self.use_bias = use_bias
         self.supports_masking = True  # the mask passes through; scores are per step
 
     def build(self, input_shape: Any = None) -> None:
-        if self.use_bias:
-            self.item_bias = self.add_weight(name="item_bias", shape=(self.n_items,),
-                                             initializer="zeros")
+        self.item_bias = self.add_weight(name="item_bias", shape=(self.n_items,),
+                                         initializer="zeros")
 
     def call(self, user_vectors: Any, table: Any) -> Any:
-        logits = ops.matmul(user_vectors, ops.transpose(table))
-        if self.use_bias:
-            logits = logits + self.item_bias
+        logits = ops.matmul(user_vectors, ops.transpose(table)) + self.item_bias
         reserved = ops.cast(ops.arange(self.n_items) < self.n_reserved, logits.dtype)
         return logits + reserved * NEG_INF
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_items": self.n_items, "n_reserved": self.n_reserved,
-                "use_bias": self.use_bias}
+        return {**super().get_config(), "n_items": self.n_items, "n_reserved": self.n_reserved}
 
 
 def lowpass_kernel(length: int, bins: int) -> np.ndarray:
@@ -430,7 +423,6 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
             attention in every block (0: attention alone), and the frequencies it keeps.
         lowpass_learned: train that branch's weights by lag, starting from its response.
-        item_bias: a learned bias per item beside u · Eᵀ in the scores.
         seed: seeds every dropout and the sampling.
     """
 
@@ -455,7 +447,6 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass_bins: int = 3,
         lowpass_learned: bool = False,
         identity_head: bool = False,
-        item_bias: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -481,7 +472,6 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
         self.identity_head = identity_head
-        self.item_bias = item_bias
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -520,7 +510,7 @@ class SeqVAE(_LossTracking, keras.Model):
                                      mean_init=head or "glorot_uniform")
         self.decoder = layers.Dense(embed_dim, name="decoder",
                                     kernel_initializer=head or kernel_init(init_std, seed + 7))
-        self.scorer = TiedItemScorer(n_items, use_bias=item_bias, name="item_scorer")
+        self.scorer = TiedItemScorer(n_items, name="item_scorer")
         self._init_tracking()
 
     # ---- forward ----------------------------------------------------------------------------
@@ -587,7 +577,7 @@ class SeqVAE(_LossTracking, keras.Model):
         negatives (S,), every logit log-Q corrected; a negative that is the step's own target
         is left out (an "accidental hit")."""
         table = self.item_embedding.embeddings
-        bias = self.scorer.item_bias if self.item_bias else ops.zeros((self.n_items,))
+        bias = self.scorer.item_bias
         target = x["targets"][..., 0]  # (B, L)
         target_logit = (ops.sum(decoded * ops.take(table, target, axis=0), axis=-1)
                         + ops.take(bias, target) - x["target_log_q"])
@@ -673,7 +663,6 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass_bins": self.lowpass_bins,
             "lowpass_learned": self.lowpass_learned,
             "identity_head": self.identity_head,
-            "item_bias": self.item_bias,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

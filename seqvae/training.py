@@ -74,8 +74,6 @@ class SeqVAEConfig:
     # random map between h and the item table that learned slower and levelled off lower
     # (validation NDCG@20 on Beauty 0.0713 against 0.0762 after 20 epochs; docs/model.md)
     identity_head: bool = True
-    # a learned bias per item beside the tied score u · E (BSARec and RecBole's SASRec have none)
-    item_bias: bool = True
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -211,7 +209,7 @@ class SeqVAEConfig:
 # SeqVAEConfig fields added since model format 2, with the values that give what the code did
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "lowpass_learned": False, "item_bias": True}
+                "average_epochs": 0.0, "lowpass_learned": False}
 
 
 @dataclass
@@ -710,7 +708,6 @@ def train_from(
             lowpass_bins=config.lowpass_bins,
             lowpass_learned=config.lowpass_learned,
             identity_head=config.identity_head,
-            item_bias=config.item_bias,
         )
         steps = source.batches_per_epoch
         if config.steps_per_epoch is not None:

@@ -292,25 +292,3 @@ def test_an_identity_head_starts_as_the_plain_sasrec_score():
     logits = np.asarray(net(batch, training=False)["logits"])[0, :3, 2:]
     table = np.asarray(net.item_embedding.embeddings)[2:]
     np.testing.assert_allclose(logits, np.asarray(hidden)[0, :3] @ table.T, atol=1e-5)
-
-
-def test_without_the_item_bias_the_scores_are_the_tied_product_alone():
-    # item_bias=False: logits = u · Eᵀ, no bias weight anywhere (full and sampled softmax), and
-    # the setting survives the layer's and the model's config
-    net = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=8,
-                 item_bias=False)
-    net.build_for_inputs()
-    assert not any("item_bias" in w.path for w in net.weights)
-    z = np.random.default_rng(1).standard_normal((3, 8)).astype("float32")
-    want = np.asarray(net.decoder(z)) @ np.asarray(net.item_embedding.embeddings).T
-    np.testing.assert_allclose(np.asarray(net.decode(z, training=False))[:, 2:], want[:, 2:],
-                               rtol=1e-5, atol=1e-5)
-    batch = {**inputs([[2, 3, 4, 5]]), "targets": np.array([[[3], [4], [5], [6]]], "int32")}
-    sampled_batch = {**batch, "negatives": np.arange(2, 12, dtype="int32"),
-                     "negative_log_q": np.zeros(10, "float32"),
-                     "target_log_q": np.zeros((1, 4), "float32")}
-    _, full_nll, _ = net.loss_terms(batch, net(batch, training=False))
-    _, sampled_nll, _ = net.loss_terms(sampled_batch, net(sampled_batch, training=False))
-    assert float(sampled_nll) == pytest.approx(float(full_nll), rel=1e-5)
-    assert SeqVAE.from_config(net.get_config()).item_bias is False
-    assert TiedItemScorer.from_config(TiedItemScorer(10, use_bias=False).get_config()).use_bias is False
