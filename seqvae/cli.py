@@ -184,12 +184,14 @@ class ProgressBar:
         # redraw on a terminal only, at most five times a second; logs get the epoch lines
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last_draw = 0.0
+        self.open_line = False  # a batch line is drawn and not yet ended
 
     def batch(self, p: Any) -> None:
         now = time.monotonic()
         if not self.live or (now - self.last_draw < 0.2 and p.batch < p.batches):
             return
         self.last_draw = now
+        self.open_line = True
         done = int(self.width * p.batch / p.batches)
         self.stream.write(
             f"\repoch {p.epoch}/{p.epochs} [{'#' * done}{'.' * (self.width - done)}] "
@@ -202,6 +204,22 @@ class ProgressBar:
         self.stream.write(f"\repoch {record.epoch}: loss {record.loss:.3f}  {metrics}  "
                           f"({record.seconds:.1f}s){' ' * 30}\n")
         self.stream.flush()
+        self.open_line = False
+
+    def phase(self, name: str) -> None:
+        """A stage after the epochs (`seqvae.pipeline.train`'s `on_phase`): the refit says so."""
+        if name == "refitting":
+            self.end()
+            self.stream.write("retraining on every event for the epochs early stopping chose "
+                              "(--refit)\n")
+            self.stream.flush()
+
+    def end(self) -> None:
+        """Ends a batch line left open (the refit's epochs print no epoch lines)."""
+        if self.open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
 
 
 def _strategy(name: str) -> Any:
@@ -317,7 +335,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if shaped:
             raise ValueError(f"{', '.join(shaped)} shaped the store when it was built; pass "
                              "them to `seqvae ingest` (nothing was trained)")
-    elif args.out_of_core and args.strategy == "multi-worker":
+    if args.refit and (is_store(args.log) or args.out_of_core):
+        raise ValueError("--refit retrains in memory on every event; a store already trains on "
+                         "every user's events but the --eval-users' last two (nothing was "
+                         "trained)")
+    if args.out_of_core and args.strategy == "multi-worker" and not is_store(args.log):
         raise ValueError("build the store once with `seqvae ingest LOG --out STORE`, then run "
                          "`seqvae train STORE --strategy multi-worker` on every worker")
     temporary = None
@@ -337,7 +359,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             data = prepare(args.log, options_from_args(args), sequence_options(args),
                            min_rating=args.min_rating)
-            trained = train(data.sequences, config, **hooks)
+            trained = train(data.sequences, config, refit=args.refit,
+                            on_phase=progress.phase if progress else None, **hooks)
+            if progress:
+                progress.end()
             report = data.report
     finally:
         if temporary is not None:
@@ -349,7 +374,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "epochs": len(history.epochs), "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early, "seconds": round(history.seconds, 1),
         "validation": history.best_validation, "test": trained.test,
-        "workers": getattr(strategy, "num_replicas_in_sync", 1)}
+        "workers": getattr(strategy, "num_replicas_in_sync", 1), "refit": trained.refit}
     if chief:
         result["out"] = str(trained.save(out, report))
         remove_checkpoint(checkpoint)  # the run is complete
@@ -358,6 +383,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif chief:
         print(f"model saved to {out}  (best epoch {history.best_epoch} of {len(history.epochs)}, "
               f"{history.seconds:.0f} s)")
+        if trained.refit is not None:
+            print(f"retrained on all {trained.refit['events']:,} events for "
+                  f"{trained.refit['epochs']} epochs ({trained.refit['seconds']:.0f} s); the "
+                  "scores below are the model's before, which held each user's last two out")
         _print_table([(f"validation {k}", f"{v:.4f}") for k, v in history.best_validation.items()]
                      + [(f"test {k}", f"{v:.4f}") for k, v in trained.test.items()])
     return 0
@@ -680,6 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"({defaults.dropout})")
     train.add_argument("--min-rating", type=float, default=None,
                        help="keep only events whose value (rating) is at least this")
+    train.add_argument("--refit", action="store_true",
+                       help="after the test, retrain on every event for the epochs early "
+                       "stopping chose, so the model learns from each user's latest events "
+                       "(twice the time; the scores printed are the held-out model's)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", metavar="DIR",
                        help="write each epoch's losses, β, validation metrics and seconds as "

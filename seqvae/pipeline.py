@@ -75,13 +75,20 @@ class Trained:
     # the most popular items scored on the same test: the floor a model must clear to be
     # worth reading (None unless asked for)
     popularity: dict[str, float] | None = None
+    # set when the model was retrained on every event after the test (`train(refit=True)`):
+    # its epochs, events and seconds; validation and test describe the model before it
+    refit: dict[str, Any] | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
         """What the model directory records as ``metrics.json``."""
-        return {"protocol": "leave-one-out", "best_epoch": self.history.best_epoch,
-                "validation": self.history.best_validation, "test": self.test,
-                "evaluated_users": self.test_users}
+        metrics = {"protocol": "leave-one-out", "best_epoch": self.history.best_epoch,
+                   "validation": self.history.best_validation, "test": self.test,
+                   "evaluated_users": self.test_users}
+        if self.refit is not None:
+            metrics["refit"] = {**self.refit, "scored": "validation and test were measured "
+                                "on the model that held those events out, before the refit"}
+        return metrics
 
     def save(self, directory: str | os.PathLike[str], report: IngestReport) -> Path:
         """The model directory (`seqvae.bundle.save`), with the metrics and the data schema."""
@@ -95,28 +102,63 @@ class Trained:
 
 def train(sequences: Sequences, config: Any, *, split: Split | None = None,
           on_phase: Callable[[str], None] | None = None, encode_users: bool = False,
-          popularity: bool = False, **fit_options: Any) -> Trained:
+          popularity: bool = False, refit: bool = False, **fit_options: Any) -> Trained:
     """Split (`training_split`, unless given), fit (`seqvae.training.fit`: `on_batch`,
     `on_epoch`, `cancel`, `strategy`, `checkpoint_dir` go to it), then test the best epoch.
 
     Recommendations come from every user's full sequence (`sequences`). With `encode_users`,
     μ of every user is computed before returning (the Latent page's first need), and
-    `on_phase` hears "testing" and "encoding" as each starts. With `popularity`, the most
-    popular items are scored on the same test too (`Trained.popularity`).
+    `on_phase` hears "testing", "refitting" and "encoding" as each starts. With `popularity`,
+    the most popular items are scored on the same test too (`Trained.popularity`).
+
+    With `refit`, after the test a fresh model is trained on every event of `sequences` for
+    the epochs early stopping chose (`seqvae.training.refit`) and replaces the tested one: it
+    learns from each user's latest events, which the split held out (on Beauty one more event
+    per user lifted the next item's NDCG@20 by 14%: docs/model.md). Its own score cannot be
+    measured; `Trained.test` stays the held-out model's. A refit stopped by `cancel` keeps the
+    tested model (`Trained.refit` stays None).
     """
     from seqvae.training import fit
 
     split = split or training_split(sequences)
     recommender, history = fit(split, config, history_sequences=sequences, **fit_options)
+    refitting = bool(refit and history.best_epoch and not history.cancelled)
     trained = tested(recommender, history, split.test, config, on_phase=on_phase,
-                     encode_users=encode_users)
+                     encode_users=encode_users and not refitting)
     if popularity:
         from seqvae.baselines import Popularity
         from seqvae.training import evaluate_holdout
 
         trained.popularity = evaluate_holdout(Popularity().fit(split), split.test,
                                               config.eval_k)
+    if refitting:
+        _refit(trained, sequences, config, on_phase, encode_users, fit_options)
     return trained
+
+
+def _refit(trained: Trained, sequences: Sequences, config: Any,
+           on_phase: Callable[[str], None] | None, encode_users: bool,
+           fit_options: dict[str, Any]) -> None:
+    """`train`'s last step with `refit`: the model retrained on every event replaces the
+    tested one, unless the refit was cancelled."""
+    from seqvae.training import refit
+
+    if on_phase is not None:
+        on_phase("refitting")
+    epochs = int(trained.history.best_epoch or 0)
+    recommender, history = refit(sequences, config, epochs, **{
+        k: v for k, v in fit_options.items() if k in ("on_batch", "cancel", "strategy")})
+    if not history.cancelled:
+        # the curves users read (history.json, the Training page) stay the held-out run's:
+        # the refit has no validation to draw
+        recommender.training_history_ = trained.history
+        trained.recommender = recommender
+        trained.refit = {"epochs": epochs, "events": int(sequences.n_events),
+                         "seconds": round(history.seconds, 1)}
+    if encode_users:
+        if on_phase is not None:
+            on_phase("encoding")
+        trained.recommender.history_encoding()
 
 
 def tested(recommender: Any, history: Any, test_holdout: Any, config: Any, *,

@@ -664,10 +664,37 @@ def fit(
                       checkpoint_dir=checkpoint_dir)
 
 
+def refit(
+    sequences: Sequences,
+    config: SeqVAEConfig,
+    epochs: int,
+    *,
+    on_batch: Callable[[BatchProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+    strategy: Any = None,
+) -> tuple[Any, TrainingHistory]:
+    """Train a fresh SeqVAE on every event of `sequences` for `epochs` epochs: no validation,
+    no early stopping, the same settings and seed as the run that chose `epochs` on held-out
+    events (`fit`). The events that run held out to validate and test train here too, so the
+    model learns from each user's latest events; it can no longer be scored on them.
+
+    Returns ``(recommender, history)``; the history's epochs carry losses and no validation.
+    """
+    if epochs < 1:
+        raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
+    batches = make_batches(sequences, config)
+    if batches.n_windows == 0:
+        raise TrainingDataError("no training window has a next item to predict")
+    config = replace(config, batch_size=batches.batch_size, epochs=epochs)
+    return train_from(MemoryBatches(batches, config.seed), sequences, None, config,
+                      history_sequences=sequences, on_batch=on_batch, cancel=cancel,
+                      strategy=strategy)
+
+
 def train_from(
     source: BatchSource,
     train: Sequences,
-    validation: Holdout,
+    validation: Holdout | None,
     config: SeqVAEConfig,
     *,
     history_sequences: Sequences | None = None,
@@ -677,7 +704,9 @@ def train_from(
     strategy: Any = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, TrainingHistory]:
-    """The loop behind `fit`, for any `BatchSource` (`train` gives the vocabularies)."""
+    """The loop behind `fit` and `refit`, for any `BatchSource` (`train` gives the
+    vocabularies). Without `validation`, every one of `config.epochs` epochs runs and the model
+    keeps the last one's weights (the moving average's, with `average_epochs`)."""
     import keras
     import tensorflow as tf
 
@@ -792,11 +821,13 @@ def train_from(
                 break
         train_seconds = time.perf_counter() - epoch_start
         trained = _swap_in_average(model, optimizer) if optimizer.use_ema else None
-        validation_scores = evaluate_holdout(recommender, validation, config.eval_k)
-        # the workers' scores agree; averaging makes their early-stopping decisions identical
-        # even where float results could differ in the last bit
-        validation_scores = {name: _agree(strategy, value)
-                             for name, value in validation_scores.items()}
+        validation_scores: dict[str, float] = {}
+        if validation is not None:
+            validation_scores = evaluate_holdout(recommender, validation, config.eval_k)
+            # the workers' scores agree; averaging makes their early-stopping decisions
+            # identical even where float results could differ in the last bit
+            validation_scores = {name: _agree(strategy, value)
+                                 for name, value in validation_scores.items()}
         loss, reconstruction, kl = sums / max(done, 1)
         record = EpochRecord(epoch=epoch, loss=float(loss), reconstruction_loss=float(reconstruction),
                              kl_loss=float(kl), beta=float(model.beta.numpy()),
@@ -804,8 +835,8 @@ def train_from(
                              seconds=time.perf_counter() - epoch_start, batches=done,
                              events=events, train_seconds=train_seconds)
         history.epochs.append(record)
-        if validation_scores[metric_name] > best_score:
-            best_score = validation_scores[metric_name]
+        if validation is None or validation_scores[metric_name] > best_score:
+            best_score = validation_scores.get(metric_name, best_score)
             best_weights = [np.array(w) for w in model.get_weights()]
             history.best_epoch = epoch
             since_best = 0

@@ -408,3 +408,21 @@ def test_side_tables_without_a_header_are_read_as_told(trained, tmp_path, capsys
     assert list(metadata.columns) == ["user", "events", "last_item", "column_2", "column_3"]
     expected = users.set_index("user").loc[metadata["user"]]
     assert metadata["column_3"].tolist() == expected["job"].tolist()
+
+
+def test_train_refit_ships_the_model_retrained_on_every_event(trained, capsys):
+    folder, _ = trained
+    capsys.readouterr()
+    out = folder / "refitted"
+    code, stdout, err = run_cli(capsys, "train", str(folder / "events.csv"), "--out", str(out),
+                                "--epochs", "2", "--latent-dim", "8", "--hidden-dim", "16",
+                                "--max-len", "20", "--refit")
+    assert code == 0, err
+    assert "retrained on all" in stdout and "held each user's last two out" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["refit"]["epochs"] == metrics["best_epoch"] and "NDCG@10" in metrics["test"]
+    assert "retraining on every event" in err
+    code, _, err = run_cli(capsys, "train", str(folder / "events.csv"), "--out",
+                           str(folder / "never"), "--refit", "--out-of-core")
+    assert code == 2 and "--refit" in err and "nothing was trained" in err
+    assert not (folder / "never").exists()

@@ -62,3 +62,44 @@ def test_a_log_that_cannot_train_is_refused_before_any_epoch():
     one_event_each = b"user,item,ts\n1,a,1\n2,b,2\n3,a,3\n"
     with pytest.raises(TrainingDataError):
         training_split(prepare(io.BytesIO(one_event_each), name="tiny.csv").sequences)
+
+
+def test_refit_retrains_on_every_event_for_the_chosen_epochs(rated_log, tmp_path):
+    data = prepare(io.BytesIO(rated_log), name="rated.csv")
+    plain = train(data.sequences, TINY)
+    phases: list[str] = []
+    batches: list[int] = []
+    trained = train(data.sequences, TINY, refit=True, on_phase=phases.append,
+                    encode_users=True, on_batch=lambda p: batches.append(p.epochs))
+    assert phases == ["testing", "refitting", "encoding"]
+    best = trained.history.best_epoch
+    assert trained.refit is not None and trained.refit["epochs"] == best
+    assert trained.refit["events"] == data.sequences.n_events
+    # the test is the held-out model's, measured before the refit: the plain run's
+    assert trained.test == pytest.approx(plain.test)
+    model = trained.recommender
+    assert model is not plain.recommender and model.history_ is data.sequences
+    assert model.config_.epochs == best and batches[-1] == best  # the refit ran `best` epochs
+    weights = [np.asarray(w) for w in model.model_.weights]
+    before = [np.asarray(w) for w in plain.recommender.model_.weights]
+    assert any(not np.allclose(a, b) for a, b in zip(weights, before, strict=True))
+    folder = trained.save(tmp_path / "model", data.report)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["refit"]["epochs"] == best and "before the refit" in metrics["refit"]["scored"]
+    history = json.loads((folder / "history.json").read_text())
+    assert history["best_epoch"] == best and history["epochs"][0]["validation"]  # the curves
+
+
+def test_a_cancelled_refit_keeps_the_tested_model(rated_log):
+    from seqvae.training import CancelToken
+
+    data = prepare(io.BytesIO(rated_log), name="rated.csv")
+    token = CancelToken()
+
+    def phase(name: str) -> None:
+        if name == "refitting":
+            token.cancel()
+
+    trained = train(data.sequences, TINY, refit=True, on_phase=phase, cancel=token)
+    assert trained.refit is None and "refit" not in trained.metrics
+    assert trained.recommender.training_history_ is trained.history

@@ -21,6 +21,7 @@ from seqvae.training import (
     epoch_options,
     evaluate_holdout,
     fit,
+    refit,
     shard,
 )
 
@@ -399,3 +400,23 @@ def test_history_encoding_is_the_histories_mu_computed_once(cyclic, monkeypatch)
         assert recommender.history_encoding()[0].shape[0] == 3 and len(calls) == 2
     finally:
         recommender.history_ = sequences
+
+
+def test_refit_learns_from_the_events_the_split_held_out():
+    # every user walks 12 steps of the cycle and then ends on the item "end": that last step is
+    # the split's test target, so the held-out model never trains on it; retrained on every
+    # event for the same epochs, the model learns it (what `seqvae train --refit` ships)
+    rng = np.random.default_rng(5)
+    rows = [(u, str((start + t) % 40) if t < 12 else "end", t)
+            for u, start in enumerate(rng.integers(0, 40, 240)) for t in range(13)]
+    sequences = encode(read_log(pd.DataFrame(rows, columns=["user", "item", "ts"]))[0])
+    held_out, _ = fit(leave_one_out(sequences), TINY, history_sequences=sequences)
+    model, history = refit(sequences, TINY, 10)
+    assert [e.epoch for e in history.epochs] == list(range(1, 11))  # no early stopping
+    assert all(e.validation == {} for e in history.epochs) and history.best_epoch == 10
+    assert model.history_ is sequences and model.config_.epochs == 10
+    walk = [[str(i) for i in range(5, 17)]]  # a new user's 12 steps
+    assert held_out.recommend(walk, k=1)[0][0, 0] == "17"
+    assert model.recommend(walk, k=1)[0][0, 0] == "end"
+    with pytest.raises(ValueError, match="epochs"):
+        refit(sequences, TINY, 0)
