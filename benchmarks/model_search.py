@@ -6,11 +6,12 @@
 Settings: ``beauty-p1``, ``ml100k-p1``, ``ml100k-p2`` (as in `quality.py`), ``beauty-slice``
 (the first 4,000 users of Beauty, for quick directions) and ``sample`` (the bundled generated
 log). The split is the quality benchmark's (seed 0); the test part is never scored here.
-``beauty-ahead`` asks how a setting does one step past its validation, as the test asks it: each
-user's last event (the quality benchmark's test item) is removed before the split, so the model
-trains on all but the last three events, picks its epoch on the third to last, and is then scored
-("ahead") on the second to last — the quality benchmark's *validation* item — from a history whose
-last event it never trained on, exactly as the test item is predicted after the validation item.
+``beauty-ahead`` and ``ml100k-ahead`` ask how a setting does one step past its validation, as the
+test asks it: each user's last event (the quality benchmark's test item) is removed before the
+split, so the model trains on all but the last three events, picks its epoch on the third to
+last, and is then scored ("ahead") on the second to last — the quality benchmark's *validation*
+item — from a history whose last event it never trained on, exactly as the test item is
+predicted after the validation item.
 ``--without gaps`` / ``--without events`` (or both, comma-separated) measure what the log's
 times and event types buy: every event gets the "no previous event" gap bucket, or one event
 type, before the split, so the network sees the items alone.
@@ -39,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SETTINGS = {
     "beauty-p1": (DATA / "amazon-beauty" / "Beauty.txt", None, 20),
     "beauty-ahead": (DATA / "amazon-beauty" / "Beauty.txt", None, 20),
+    "ml100k-ahead": (DATA / "ml-100k" / "u.data", None, 20),
     "beauty-slice": (DATA / "amazon-beauty" / "Beauty.txt", 4000, 20),
     "ml100k-p1": (DATA / "ml-100k" / "u.data", None, 20),
     "ml100k-p2": (DATA / "ml-100k" / "u.data", None, 100),
@@ -77,7 +79,7 @@ def load_split(setting: str, blank: set[str] = frozenset()):
         sequences = without(prepare(path, min_rating=4.0).sequences, blank)
         return make_split(sequences, "holdout-users", seed=0, min_length=5)
     sequences = without(prepare(path).sequences, blank)
-    if setting == "beauty-ahead":  # every user's last event (the benchmark's test item) dropped
+    if setting.endswith("-ahead"):  # every user's last event (the benchmark's test item) dropped
         last = sequences.offsets[1:] - 1
         keep = np.ones(sequences.n_events, dtype=bool)
         keep[last[sequences.lengths > 0]] = False
@@ -113,7 +115,7 @@ def main() -> None:
     fitted, history = fit(split, config, on_epoch=on_epoch)
     best = history.best_epoch
     ahead = None
-    if args.setting == "beauty-ahead":
+    if args.setting.endswith("-ahead"):
         from seqvae.evaluation import evaluate
 
         metrics = evaluate(fitted, split.test, [k], with_auc=False).metrics
