@@ -57,6 +57,15 @@ def knobs_ui() -> SeqVAEConfig | None:
                                   f"{defaults.patience}, is longer than a first run of "
                                   f"{state.DASHBOARD_EPOCHS} epochs: such a run goes to its end.")
         seed = j.number_input("Seed", 0, 2**31 - 1, value=defaults.seed, key="knob_seed")
+        st.checkbox("Retrain on every event once tested", key="knob_refit",
+                    help="Each user's last two events validate and test, so the tested model "
+                    "never learns from them. With this, a fresh model is trained on every "
+                    "event for the epochs early stopping chose and becomes the model in use. "
+                    "It pays where users have few events: on Amazon Beauty (~9 a user) one more "
+                    "event per user made the next item's NDCG@20 14% higher; on MovieLens 100K "
+                    "(~100 a user) it made no measurable difference. Twice the time; the test "
+                    "figures stay the held-out model's (the retrained one has no unseen event "
+                    "left to be scored on).")
     try:
         return SeqVAEConfig(latent_dim=int(latent), epochs=int(epochs), max_len=int(max_len),
                             stride=max(1, int(max_len) // 2), beta_cap=float(beta),
@@ -73,7 +82,8 @@ def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
     if st.button("Train", type="primary", disabled=busy or config is None, key="train_start"):
         try:
             new = jobs.start_training(dataset.log, dataset.name, config,
-                                      data_fingerprint=dataset.fingerprint)
+                                      data_fingerprint=dataset.fingerprint,
+                                      refit=bool(st.session_state.get("knob_refit")))
             if job is not None:
                 job.discard()  # its checkpoint: only the latest job can be continued
             st.session_state[state.JOB] = new
@@ -91,6 +101,9 @@ def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
         return "Preparing…"
     if snapshot.get("phase") == "testing":
         return "Training done · scoring the test split (touched once, for the metrics below)…"
+    if snapshot.get("phase") == "refitting":
+        return (f"Training done · retraining on every event: epoch {progress.epoch}/"
+                f"{progress.epochs}, batch {progress.batch}/{progress.batches}…")
     if snapshot.get("phase") == "encoding":
         return "Training done · encoding every user (μ) for the Latent page…"
     if progress.batch >= progress.batches:  # the epoch's batches are done: scoring validation
@@ -168,6 +181,11 @@ def test_metrics_ui(job: jobs.TrainingJob) -> None:
     st.caption("Test: each user's last event, ranked among every item they had not seen, by the "
                "kept epoch's model; scored once, after training (the validation event chose the "
                "epoch). Against it: the most popular items, scored on the same test.")
+    if job.refit_info is not None:
+        st.caption(f"The model in use was then retrained on every event (all "
+                   f"{job.refit_info['events']:,} of them, {job.refit_info['epochs']} epochs), "
+                   "these test events included: it cannot be scored on them, so the figures "
+                   "above are the held-out model's, a conservative estimate of it.")
     below = [name for name, value in job.test_metrics.items()
              if name in floor and value < floor[name]]
     if below:

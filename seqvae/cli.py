@@ -711,8 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep only events whose value (rating) is at least this")
     train.add_argument("--refit", action="store_true",
                        help="after the test, retrain on every event for the epochs early "
-                       "stopping chose, so the model learns from each user's latest events "
-                       "(twice the time; the scores printed are the held-out model's)")
+                       "stopping chose, so the model learns from each user's latest events; "
+                       "pays where users have few events (twice the time; the scores printed "
+                       "are the held-out model's)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--tensorboard", metavar="DIR",
                        help="write each epoch's losses, β, validation metrics and seconds as "

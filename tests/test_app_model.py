@@ -97,6 +97,23 @@ def test_train_then_open_a_user(app, small_log):
     assert len(frame_with(at, "change")) == 10
 
 
+def test_training_with_the_refit_puts_the_retrained_model_in_use(app, small_log):
+    at = upload(app.run(), "shop.csv", small_log)
+    at.switch_page("pages/train.py").run()
+    at.checkbox(key="knob_refit").check()
+    at = train_tiny(at)
+    assert not at.exception, at.exception
+    assert not at.error, texts(at.error)
+    job = at.session_state[state.JOB]
+    assert job.refit and job.refit_info is not None
+    assert any("then retrained on all" in t for t in texts(at.success))
+    caption = next(t for t in texts(at.caption) if "retrained on every event" in t)
+    assert f"{job.refit_info['epochs']} epochs" in caption and "held-out model's" in caption
+    assert at.session_state[state.MODEL].recommender is job.recommender
+    assert not any(b.key == "train_continue" for b in at.button)
+    assert {m.label for m in at.metric} == {f"test {name}" for name in job.test_metrics}
+
+
 def test_training_on_data_that_cannot_train_says_why(app):
     log = b"user,item\n" + b"".join(f"{u},i{u % 7}\n{u},i{(u + 1) % 7}\n".encode()
                                     for u in range(30))

@@ -48,6 +48,24 @@ def test_continue_training_goes_on_from_the_last_epoch():
     assert not Path(checkpoint).exists() and second.checkpoint_dir is None
 
 
+def test_a_refit_job_hands_over_the_model_retrained_on_every_event():
+    data = generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
+    log, _ = read_log(io.BytesIO(data), name="shop.csv")
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=2,
+                          patience=50)
+    job = wait(jobs.start_training(log, "shop.csv", config, data_fingerprint="f", refit=True))
+    best = job.history.best_epoch
+    assert job.refit_info is not None and job.refit_info["epochs"] == best
+    assert job.refit_info["events"] == job.recommender.history_.n_events
+    assert job.refit_info["seconds"] > 0
+    assert f"then retrained on all {job.refit_info['events']:,} events" in job.message
+    assert job.phase == "encoding"  # μ encoded from the retrained model, after the refit
+    assert job.recommender._encoding_cache[2].shape[0] == job.recommender.history_.n_users
+    assert set(job.test_metrics) == {"NDCG@10", "HR@10"}  # the held-out model's test
+    assert not job.can_continue  # its model is not the checkpoint's
+    job.discard()
+
+
 def test_only_a_job_that_ended_still_improving_offers_to_continue():
     def job_with(best: int, epochs: int, stopped: bool = False) -> jobs.TrainingJob:
         history = TrainingHistory(best_epoch=best, stopped_early=stopped)

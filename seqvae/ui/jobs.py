@@ -97,9 +97,13 @@ class TrainingJob(_Job):
     test_metrics: dict[str, float] = field(default_factory=dict)
     popularity_metrics: dict[str, float] = field(default_factory=dict)  # the same test
     created: float = field(default_factory=time.monotonic)
-    # after the last epoch: "testing" (scoring the test split), then "encoding" (μ of every
-    # user, for the Latent page)
+    # after the last epoch: "testing" (scoring the test split), "refitting" (with `refit`),
+    # then "encoding" (μ of every user, for the Latent page)
     phase: str = ""
+    # retrain on every event for the chosen epochs once tested (`seqvae.pipeline.train`), and
+    # what that retraining was (epochs, events, seconds) once it has replaced the tested model
+    refit: bool = False
+    refit_info: dict[str, Any] | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
@@ -139,7 +143,7 @@ class TrainingJob(_Job):
         history = self.history
         return (self.state == "done" and history is not None and not history.stopped_early
                 and bool(history.epochs) and history.best_epoch == len(history.epochs)
-                and self.checkpoint_dir is not None)
+                and self.checkpoint_dir is not None and not self.refit)
 
     def discard(self) -> None:
         """Delete the job's checkpoint (a job that is replaced, or whose session expired)."""
@@ -159,13 +163,15 @@ def prepare_split(log: EventLog) -> tuple[Any, Any]:
 
 
 def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
-                   data_fingerprint: str = "", continue_from: TrainingJob | None = None
-                   ) -> TrainingJob:
+                   data_fingerprint: str = "", continue_from: TrainingJob | None = None,
+                   refit: bool = False) -> TrainingJob:
     """Check the data, then train on a background thread. Raises `SeqVAEError` at once when the
     data cannot train a model (so the page says why before anything starts).
 
     `continue_from`: a finished job on the same log; training goes on from its last epoch (its
-    checkpoint) up to ``config.epochs``, and the new job's curves start with its epochs."""
+    checkpoint) up to ``config.epochs``, and the new job's curves start with its epochs.
+    `refit`: once tested, retrain on every event for the chosen epochs (such a job cannot be
+    continued: its model is not the checkpoint's)."""
     sequences, split = prepare_split(log)
     # Import TensorFlow here, on the script thread, before the training thread starts, so the
     # thread never races another thread's first import of it (a page test once saw the first
@@ -179,7 +185,7 @@ def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
         checkpoint, earlier = tempfile.mkdtemp(prefix="seqvae-training-"), []
     job = TrainingJob(dataset_name=dataset_name, config=config,
                       data_fingerprint=data_fingerprint, checkpoint_dir=checkpoint,
-                      epochs=earlier)
+                      epochs=earlier, refit=refit)
     thread = threading.Thread(target=_run, args=(job, sequences, split), daemon=True,
                               name=f"seqvae-training-{id(job)}")
     thread.start()
@@ -194,7 +200,7 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
 
         # μ of every user is encoded on this thread too: the Latent page then opens at once
         trained = train(sequences, job.config, split=split, on_phase=job._set_phase,
-                        encode_users=True, popularity=True,
+                        encode_users=True, popularity=True, refit=job.refit,
                         on_batch=job._on_batch, on_epoch=job._on_epoch,
                         cancel=job.cancel_token, checkpoint_dir=job.checkpoint_dir)
         history = trained.history
@@ -203,10 +209,19 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
             job.history = history
             job.test_metrics = trained.test
             job.popularity_metrics = trained.popularity or {}
-            job.state = "cancelled" if history.cancelled else "done"
-            job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept the "
-                           f"best epoch ({history.best_epoch})" if history.cancelled else
-                           f"best epoch {history.best_epoch} of {len(history.epochs)}")
+            job.refit_info = trained.refit
+            job.state = "cancelled" if job.cancel_token.cancelled else "done"
+            if history.cancelled:
+                job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept "
+                               f"the best epoch ({history.best_epoch})")
+            elif job.refit and trained.refit is None:  # stopped while retraining
+                job.message = (f"{job.cancel_reason} while retraining on every event; kept the "
+                               f"tested model (best epoch {history.best_epoch})")
+            else:
+                job.message = f"best epoch {history.best_epoch} of {len(history.epochs)}"
+                if trained.refit is not None:
+                    job.message += (f", then retrained on all {trained.refit['events']:,} "
+                                    f"events for {trained.refit['epochs']} epochs")
     except Exception as exc:  # reported on the page, never a traceback there
         job._failed("training", exc)
     finally:
