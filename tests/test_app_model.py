@@ -110,6 +110,8 @@ def test_training_with_the_refit_puts_the_retrained_model_in_use(app, small_log)
     caption = next(t for t in texts(at.caption) if "retrained on every event" in t)
     assert f"{job.refit_info['epochs']} epochs" in caption and "held-out model's" in caption
     assert at.session_state[state.MODEL].recommender is job.recommender
+    assert any("validation before retraining on every event" in t
+               for t in texts(at.sidebar.success))
     assert not any(b.key == "train_continue" for b in at.button)
     assert {m.label for m in at.metric} == {f"test {name}" for name in job.test_metrics}
 

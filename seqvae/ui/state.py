@@ -134,7 +134,9 @@ def adopt_finished_training() -> None:
     set_model(ModelInUse(
         recommender=job.recommender,
         name=f"SeqVAE on {job.dataset_name}",
-        origin="trained in this session",
+        # a retrained model's validation is its held-out predecessor's: the origin says so
+        origin=("trained in this session" if job.refit_info is None else
+                "trained in this session (validation before retraining on every event)"),
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         validation_ndcg=best.get(f"NDCG@{job.config.eval_k}"),
         data_name=job.dataset_name,
