@@ -235,8 +235,13 @@ def model_files_ui() -> None:
             st.caption("Train a model (or upload one) first.")
         else:
             if st.button("Prepare the zip", key="zip_prepare"):
+                # a model trained here carries its test figures (and any refit) in metrics.json
+                job = st.session_state.get(state.JOB)
+                metrics = (job.metrics if job is not None
+                           and job.recommender is current.recommender else None)
                 with st.spinner("Packing the model directory…"):
-                    st.session_state[state.MODEL_ZIP] = to_zip(current.recommender)
+                    st.session_state[state.MODEL_ZIP] = to_zip(current.recommender,
+                                                               metrics=metrics)
             if st.session_state.get(state.MODEL_ZIP):
                 st.download_button("Download model.zip", st.session_state[state.MODEL_ZIP],
                                    file_name="seqvae-model.zip", mime="application/zip",

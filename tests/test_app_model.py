@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import time
 import zipfile
 
@@ -114,6 +115,12 @@ def test_training_with_the_refit_puts_the_retrained_model_in_use(app, small_log)
                for t in texts(at.sidebar.success))
     assert not any(b.key == "train_continue" for b in at.button)
     assert {m.label for m in at.metric} == {f"test {name}" for name in job.test_metrics}
+    # the downloaded model directory records its test figures and the refit
+    at.button(key="zip_prepare").click().run()
+    with zipfile.ZipFile(io.BytesIO(at.session_state[state.MODEL_ZIP])) as archive:
+        metrics = json.loads(archive.read("metrics.json"))
+    assert metrics["test"] == pytest.approx(job.test_metrics)
+    assert metrics["refit"]["epochs"] == job.refit_info["epochs"] == job.history.best_epoch
 
 
 def test_training_on_data_that_cannot_train_says_why(app):

@@ -104,6 +104,8 @@ class TrainingJob(_Job):
     # what that retraining was (epochs, events, seconds) once it has replaced the tested model
     refit: bool = False
     refit_info: dict[str, Any] | None = None
+    # what a model directory of the trained model records as metrics.json (the zip carries it)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
@@ -210,6 +212,7 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
             job.test_metrics = trained.test
             job.popularity_metrics = trained.popularity or {}
             job.refit_info = trained.refit
+            job.metrics = trained.metrics
             job.state = "cancelled" if job.cancel_token.cancelled else "done"
             if history.cancelled:
                 job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept "
