@@ -185,7 +185,7 @@ def test_metrics_ui(job: jobs.TrainingJob) -> None:
         st.caption(f"The model in use was then retrained on every event (all "
                    f"{job.refit_info['events']:,} of them, {job.refit_info['epochs']} epochs), "
                    "these test events included: it cannot be scored on them, so the figures "
-                   "above are the held-out model's, a conservative estimate of it.")
+                   "above are the held-out model's, the closest estimate of it there is.")
     below = [name for name, value in job.test_metrics.items()
              if name in floor and value < floor[name]]
     if below:
@@ -219,7 +219,7 @@ def continue_ui(job: jobs.TrainingJob) -> None:
         try:
             st.session_state[state.JOB] = jobs.start_training(
                 current.log, current.name, config, data_fingerprint=current.fingerprint,
-                continue_from=job)
+                continue_from=job, refit=bool(st.session_state.get("knob_refit")))
         except SeqVAEError as exc:
             st.error(f"**Training cannot continue:** {escape_markdown(exc)}", icon="⚠️")
             return
@@ -235,13 +235,8 @@ def model_files_ui() -> None:
             st.caption("Train a model (or upload one) first.")
         else:
             if st.button("Prepare the zip", key="zip_prepare"):
-                # a model trained here carries its test figures (and any refit) in metrics.json
-                job = st.session_state.get(state.JOB)
-                metrics = (job.metrics if job is not None
-                           and job.recommender is current.recommender else None)
                 with st.spinner("Packing the model directory…"):
-                    st.session_state[state.MODEL_ZIP] = to_zip(current.recommender,
-                                                               metrics=metrics)
+                    st.session_state[state.MODEL_ZIP] = to_zip(current.recommender)
             if st.session_state.get(state.MODEL_ZIP):
                 st.download_button("Download model.zip", st.session_state[state.MODEL_ZIP],
                                    file_name="seqvae-model.zip", mime="application/zip",
@@ -264,7 +259,8 @@ def model_files_ui() -> None:
                 best = (recommender.training_history_.best_validation
                         if recommender.training_history_ else {})
                 state.set_model(state.ModelInUse(
-                    recommender=recommender, name=upload.name, origin="uploaded",
+                    recommender=recommender, name=upload.name,
+                    origin=state.with_refit_note("uploaded", recommender),
                     created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     validation_ndcg=best.get("NDCG@10")))
                 st.session_state.pop(state.MODEL_ZIP, None)

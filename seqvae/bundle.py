@@ -89,7 +89,9 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
     existing model directory is replaced).
 
     The files are written to a temporary folder beside it and moved into place at the end, so
-    an interrupted save never leaves a half-written model directory.
+    an interrupted save never leaves a half-written model directory. `metrics` (metrics.json)
+    defaults to the evaluation the recommender records (``metrics_``: set by
+    `seqvae.pipeline.train` and by `load`).
     """
     from seqvae.export import atomic_directory
 
@@ -119,7 +121,8 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
             _write_json(staging / "history.json", training.to_dict() if training else {})
         _write_json(staging / "vocab.json", {"items": recommender.item_vocab_.to_json(),
                                              "events": recommender.event_vocab_.to_json()})
-        _write_json(staging / "metrics.json", metrics or {})
+        recorded = getattr(recommender, "metrics_", None)
+        _write_json(staging / "metrics.json", metrics if metrics is not None else recorded or {})
         np.savez_compressed(staging / "histories.npz", offsets=history.offsets,
                             items=history.items, events=history.events, gaps=history.gaps,
                             timestamps=history.timestamps)

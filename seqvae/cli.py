@@ -336,9 +336,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError(f"{', '.join(shaped)} shaped the store when it was built; pass "
                              "them to `seqvae ingest` (nothing was trained)")
     if args.refit and (is_store(args.log) or args.out_of_core):
-        raise ValueError("--refit retrains in memory on every event; a store already trains on "
-                         "every user's events but the --eval-users' last two (nothing was "
-                         "trained)")
+        raise ValueError("--refit retrains in memory and is not available with a store or "
+                         "--out-of-core yet (nothing was trained); train without --refit, or "
+                         "load the log in memory")
     if args.out_of_core and args.strategy == "multi-worker" and not is_store(args.log):
         raise ValueError("build the store once with `seqvae ingest LOG --out STORE`, then run "
                          "`seqvae train STORE --strategy multi-worker` on every worker")

@@ -133,21 +133,23 @@ def train(sequences: Sequences, config: Any, *, split: Split | None = None,
         trained.popularity = evaluate_holdout(Popularity().fit(split), split.test,
                                               config.eval_k)
     if refitting:
-        _refit(trained, sequences, config, on_phase, encode_users, fit_options)
+        _refit(trained, sequences, on_phase, encode_users, fit_options)
+    trained.recommender.metrics_ = trained.metrics  # saved with it (a zip, a model directory)
     return trained
 
 
-def _refit(trained: Trained, sequences: Sequences, config: Any,
-           on_phase: Callable[[str], None] | None, encode_users: bool,
-           fit_options: dict[str, Any]) -> None:
+def _refit(trained: Trained, sequences: Sequences, on_phase: Callable[[str], None] | None,
+           encode_users: bool, fit_options: dict[str, Any]) -> None:
     """`train`'s last step with `refit`: the model retrained on every event replaces the
-    tested one, unless the refit was cancelled."""
+    tested one, unless the refit was cancelled. The tested model's settings as they were used
+    (its batch size resolved from its data) train it: "auto" chosen again from the larger
+    data could pick another batch size."""
     from seqvae.training import refit
 
     if on_phase is not None:
         on_phase("refitting")
     epochs = int(trained.history.best_epoch or 0)
-    recommender, history = refit(sequences, config, epochs, **{
+    recommender, history = refit(sequences, trained.recommender.config_, epochs, **{
         k: v for k, v in fit_options.items() if k in ("on_batch", "cancel", "strategy")})
     if not history.cancelled:
         # the curves users read (history.json, the Training page) stay the held-out run's:

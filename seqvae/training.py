@@ -654,14 +654,19 @@ def fit(
     """
     config = config or SeqVAEConfig()
     check_trainable(split)
-    batches = make_batches(split.train, config)
-    if batches.n_windows == 0:
-        raise TrainingDataError("no training window has a next item to predict")
-    config = replace(config, batch_size=batches.batch_size)  # recorded as used
-    return train_from(MemoryBatches(batches, config.seed), split.train, split.validation,
+    source, config = _in_memory(split.train, config)
+    return train_from(source, split.train, split.validation,
                       config, history_sequences=history_sequences, on_batch=on_batch,
                       on_epoch=on_epoch, cancel=cancel, strategy=strategy,
                       checkpoint_dir=checkpoint_dir)
+
+
+def _in_memory(train: Sequences, config: SeqVAEConfig) -> tuple[MemoryBatches, SeqVAEConfig]:
+    """The training windows of `train` in memory, and `config` with the batch size they use."""
+    batches = make_batches(train, config)
+    if batches.n_windows == 0:
+        raise TrainingDataError("no training window has a next item to predict")
+    return MemoryBatches(batches, config.seed), replace(config, batch_size=batches.batch_size)
 
 
 def refit(
@@ -682,11 +687,8 @@ def refit(
     """
     if epochs < 1:
         raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
-    batches = make_batches(sequences, config)
-    if batches.n_windows == 0:
-        raise TrainingDataError("no training window has a next item to predict")
-    config = replace(config, batch_size=batches.batch_size, epochs=epochs)
-    return train_from(MemoryBatches(batches, config.seed), sequences, None, config,
+    source, config = _in_memory(sequences, replace(config, epochs=epochs))
+    return train_from(source, sequences, None, config,
                       history_sequences=sequences, on_batch=on_batch, cancel=cancel,
                       strategy=strategy)
 

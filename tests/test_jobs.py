@@ -66,6 +66,23 @@ def test_a_refit_job_hands_over_the_model_retrained_on_every_event():
     job.discard()
 
 
+def test_a_stop_while_retraining_keeps_the_tested_model_and_its_figures():
+    data = generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
+    log, _ = read_log(io.BytesIO(data), name="shop.csv")
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=2,
+                          patience=50)
+    job = jobs.start_training(log, "shop.csv", config, data_fingerprint="f", refit=True)
+    deadline = time.monotonic() + 240
+    while job.phase != "refitting" and job.active and time.monotonic() < deadline:
+        time.sleep(0.02)
+    job.cancel()
+    wait(job)  # "done": the epochs were complete and the tested model is kept
+    assert job.refit_info is None and "while retraining on every event" in job.message
+    assert job.recommender.training_history_ is job.history
+    assert set(job.test_metrics) == {"NDCG@10", "HR@10"}
+    job.discard()
+
+
 def test_only_a_job_that_ended_still_improving_offers_to_continue():
     def job_with(best: int, epochs: int, stopped: bool = False) -> jobs.TrainingJob:
         history = TrainingHistory(best_epoch=best, stopped_early=stopped)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from seqvae.bundle import load
+from seqvae.bundle import load, save
 from seqvae.errors import TrainingDataError
 from seqvae.pipeline import encode_log, prepare, train, training_split
 from seqvae.sample import generate
@@ -80,6 +81,8 @@ def test_refit_retrains_on_every_event_for_the_chosen_epochs(rated_log, tmp_path
     model = trained.recommender
     assert model is not plain.recommender and model.history_ is data.sequences
     assert model.config_.epochs == best and batches[-1] == best  # the refit ran `best` epochs
+    # with the held-out run's settings as used (its batch size, not "auto" chosen again)
+    assert replace(model.config_, epochs=1) == replace(plain.recommender.config_, epochs=1)
     weights = [np.asarray(w) for w in model.model_.weights]
     before = [np.asarray(w) for w in plain.recommender.model_.weights]
     assert any(not np.allclose(a, b) for a, b in zip(weights, before, strict=True))
@@ -88,6 +91,9 @@ def test_refit_retrains_on_every_event_for_the_chosen_epochs(rated_log, tmp_path
     assert metrics["refit"]["epochs"] == best and "before the refit" in metrics["refit"]["scored"]
     history = json.loads((folder / "history.json").read_text())
     assert history["best_epoch"] == best and history["epochs"][0]["validation"]  # the curves
+    # the model records its evaluation, so a save without metrics (the dashboard's zip) keeps it
+    again = json.loads((save(model, tmp_path / "again") / "metrics.json").read_text())
+    assert again == json.loads(json.dumps(trained.metrics))
 
 
 def test_a_cancelled_refit_keeps_the_tested_model(rated_log):
@@ -100,6 +106,9 @@ def test_a_cancelled_refit_keeps_the_tested_model(rated_log):
         if name == "refitting":
             token.cancel()
 
-    trained = train(data.sequences, TINY, refit=True, on_phase=phase, cancel=token)
+    trained = train(data.sequences, TINY, refit=True, on_phase=phase, cancel=token,
+                    encode_users=True)
     assert trained.refit is None and "refit" not in trained.metrics
-    assert trained.recommender.training_history_ is trained.history
+    assert trained.recommender.training_history_ is trained.history  # the tested model
+    assert trained.recommender.config_.epochs == TINY.epochs
+    assert trained.recommender._encoding_cache[2].shape[0] == data.sequences.n_users

@@ -104,8 +104,6 @@ class TrainingJob(_Job):
     # what that retraining was (epochs, events, seconds) once it has replaced the tested model
     refit: bool = False
     refit_info: dict[str, Any] | None = None
-    # what a model directory of the trained model records as metrics.json (the zip carries it)
-    metrics: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
@@ -212,12 +210,13 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
             job.test_metrics = trained.test
             job.popularity_metrics = trained.popularity or {}
             job.refit_info = trained.refit
-            job.metrics = trained.metrics
-            job.state = "cancelled" if job.cancel_token.cancelled else "done"
+            # a stop after the epochs (while testing, retraining or encoding) keeps a complete,
+            # tested model: only epochs cut short make a "cancelled" job
+            job.state = "cancelled" if history.cancelled else "done"
             if history.cancelled:
                 job.message = (f"{job.cancel_reason} after epoch {len(history.epochs)}; kept "
                                f"the best epoch ({history.best_epoch})")
-            elif job.refit and trained.refit is None:  # stopped while retraining
+            elif job.refit and trained.refit is None and job.cancel_token.cancelled:
                 job.message = (f"{job.cancel_reason} while retraining on every event; kept the "
                                f"tested model (best epoch {history.best_epoch})")
             else:

@@ -116,6 +116,14 @@ def set_model(value: ModelInUse | None) -> None:
         st.session_state[MODEL] = value
 
 
+def with_refit_note(origin: str, recommender: Any) -> str:
+    """`origin`, noting when the model was retrained on every event after its evaluation (its
+    recorded validation is then its held-out predecessor's)."""
+    if getattr(recommender, "metrics_", {}).get("refit"):
+        return f"{origin} (validation before retraining on every event)"
+    return origin
+
+
 def adopt_finished_training() -> None:
     """Make the session's finished training job's model the model in use (once per job).
 
@@ -134,9 +142,7 @@ def adopt_finished_training() -> None:
     set_model(ModelInUse(
         recommender=job.recommender,
         name=f"SeqVAE on {job.dataset_name}",
-        # a retrained model's validation is its held-out predecessor's: the origin says so
-        origin=("trained in this session" if job.refit_info is None else
-                "trained in this session (validation before retraining on every event)"),
+        origin=with_refit_note("trained in this session", job.recommender),
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         validation_ndcg=best.get(f"NDCG@{job.config.eval_k}"),
         data_name=job.dataset_name,
