@@ -420,3 +420,27 @@ def test_refit_learns_from_the_events_the_split_held_out():
     assert model.recommend(walk, k=1)[0][0, 0] == "end"
     with pytest.raises(ValueError, match="epochs"):
         refit(sequences, TINY, 0)
+
+
+def test_the_training_step_is_traced_once_whatever_the_batch_shapes(monkeypatch):
+    # a second trace (and graph optimisation) of the step cost ~4 s of every training
+    from seqvae import training
+
+    made, shapes = [], set()
+    original = training._make_step
+
+    def spy(*args, **kwargs):
+        step = original(*args, **kwargs)
+        made.append(step)
+
+        def recorded(batch):
+            shapes.add(tuple(batch["items"].shape))
+            return step(batch)
+
+        return recorded
+
+    monkeypatch.setattr(training, "_make_step", spy)
+    sequences = cyclic_log(n_users=100, length=9)
+    fit(leave_one_out(sequences), replace(TINY, epochs=2, batch_size=16))
+    assert len(shapes) > 1  # packed batches of 16 windows take different numbers of rows
+    assert len(made) == 1 and made[0].experimental_get_tracing_count() == 1
