@@ -305,7 +305,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from seqvae.bundle import check_target
     from seqvae.ondisk import SequenceStore, build_store, fit_store, is_store
-    from seqvae.pipeline import prepare, tested, train
+    from seqvae.pipeline import prepare, retrain, tested, train
     from seqvae.training import SeqVAEConfig, is_chief, remove_checkpoint
 
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
@@ -335,10 +335,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if shaped:
             raise ValueError(f"{', '.join(shaped)} shaped the store when it was built; pass "
                              "them to `seqvae ingest` (nothing was trained)")
-    if args.refit and (is_store(args.log) or args.out_of_core):
-        raise ValueError("--refit retrains in memory and is not available with a store or "
-                         "--out-of-core yet (nothing was trained); train without --refit, or "
-                         "load the log in memory")
     if args.out_of_core and args.strategy == "multi-worker" and not is_store(args.log):
         raise ValueError("build the store once with `seqvae ingest LOG --out STORE`, then run "
                          "`seqvae train STORE --strategy multi-worker` on every worker")
@@ -355,6 +351,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                                        min_value=args.min_rating, sizes=_store_sizes(args))
             trained = tested(*fit_store(store, config, eval_users=args.eval_users,
                                         block_events=args.block_events, **hooks), config)
+            if args.refit:
+                retrain(trained, store=store, block_events=args.block_events,
+                        on_phase=progress.phase if progress else None, **hooks)
+                if progress:
+                    progress.end()
             report = store.report
         else:
             data = prepare(args.log, options_from_args(args), sequence_options(args),

@@ -524,12 +524,14 @@ def _write(ordered: dict[str, Any], keep: np.ndarray | None,
 @dataclass
 class StoreBatches:
     """A `BatchSource` over a store: each epoch visits blocks of users in a shuffled order and,
-    within a block, shuffled batches of the users' leave-one-out training windows. Only one
-    block is in memory."""
+    within a block, shuffled batches of the users' leave-one-out training windows (with
+    `holdout`; without it, windows of every event: the refit). Only one block is in memory."""
 
     sequences: Sequences
     config: Any  # SeqVAEConfig
     block_events: int = 1 << 22
+    # leave each user's last two events out (they validate and test); False: train on all
+    holdout: bool = True
 
     def __post_init__(self) -> None:
         self.blocks = user_blocks(self.sequences.lengths, self.block_events)
@@ -542,7 +544,7 @@ class StoreBatches:
 
         config = self.config
         lengths = self.sequences.lengths[lo:hi]
-        train = np.where(lengths >= 3, lengths - 2, lengths)
+        train = np.where(lengths >= 3, lengths - 2, lengths) if self.holdout else lengths
         train = train[train >= 2]
         per_user = 1 + -(-np.maximum(train - config.max_len, 0) // config.stride)
         window = np.minimum(train, config.max_len)
@@ -564,7 +566,9 @@ class StoreBatches:
         rng = epoch_rng(self.config.seed, number)
         for index in rng.permutation(len(self.blocks)):
             lo, hi = self.blocks[index]
-            train = leave_one_out_train(self.sequences.subset_users(np.arange(lo, hi)))
+            train = self.sequences.subset_users(np.arange(lo, hi))
+            if self.holdout:
+                train = leave_one_out_train(train)
             yield from make_batches(train, self.config).epoch(rng)
 
 
@@ -602,3 +606,21 @@ def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_
     recommender, history = train_from(source, sequences, held_out.validation, config,
                                       history_sequences=sequences, **kwargs)
     return recommender, history, held_out.test
+
+
+def refit_store(store: SequenceStore, config: Any, epochs: int, *,
+                block_events: int = 1 << 22, **kwargs: Any) -> tuple[Any, Any]:
+    """`seqvae.training.refit` from a store: a fresh model trained for `epochs` on every event
+    of every user, the last two included (which `fit_store` leaves out), block by block.
+    Keyword arguments go to `seqvae.training.train_from` (`on_batch`, `cancel`, `strategy`).
+
+    Returns ``(recommender, history)``; the history's epochs carry losses and no validation.
+    """
+    from seqvae.training import train_from
+
+    if epochs < 1:
+        raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
+    config = replace(config, epochs=epochs)
+    sequences = store.sequences()
+    source = StoreBatches(sequences, config, block_events, holdout=False)
+    return train_from(source, sequences, None, config, history_sequences=sequences, **kwargs)

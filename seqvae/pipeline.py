@@ -133,35 +133,52 @@ def train(sequences: Sequences, config: Any, *, split: Split | None = None,
         trained.popularity = evaluate_holdout(Popularity().fit(split), split.test,
                                               config.eval_k)
     if refitting:
-        _refit(trained, sequences, on_phase, encode_users, fit_options)
+        retrain(trained, sequences, on_phase=on_phase, encode_users=encode_users,
+                **fit_options)
     trained.recommender.metrics_ = trained.metrics  # saved with it (a zip, a model directory)
     return trained
 
 
-def _refit(trained: Trained, sequences: Sequences, on_phase: Callable[[str], None] | None,
-           encode_users: bool, fit_options: dict[str, Any]) -> None:
-    """`train`'s last step with `refit`: the model retrained on every event replaces the
-    tested one, unless the refit was cancelled. The tested model's settings as they were used
-    (its batch size resolved from its data) train it: "auto" chosen again from the larger
-    data could pick another batch size."""
+def retrain(trained: Trained, sequences: Sequences | None = None, *, store: Any = None,
+            block_events: int = 1 << 22, on_phase: Callable[[str], None] | None = None,
+            encode_users: bool = False, **fit_options: Any) -> Trained:
+    """The refit step of `train` (`refit=True`), also for a model tested after `fit_store`
+    (pass the `store`): a fresh model trained on every event for the epochs early stopping
+    chose replaces the tested one, unless it was cancelled (`cancel`; `on_batch` and
+    `strategy` are heard too; other fit options are ignored). The tested model's settings as
+    they were used (its batch size resolved from its data) train it: "auto" chosen again from
+    the larger data could pick another batch size. A run that chose no epoch (cancelled in its
+    first) is returned as it is."""
+    from seqvae.ondisk import refit_store
     from seqvae.training import refit
 
+    epochs = int(trained.history.best_epoch or 0)
+    if not epochs or trained.history.cancelled:
+        return trained
     if on_phase is not None:
         on_phase("refitting")
-    epochs = int(trained.history.best_epoch or 0)
-    recommender, history = refit(sequences, trained.recommender.config_, epochs, **{
-        k: v for k, v in fit_options.items() if k in ("on_batch", "cancel", "strategy")})
+    options = {k: v for k, v in fit_options.items() if k in ("on_batch", "cancel", "strategy")}
+    config = trained.recommender.config_
+    if store is not None:
+        recommender, history = refit_store(store, config, epochs, block_events=block_events,
+                                           **options)
+    elif sequences is not None:
+        recommender, history = refit(sequences, config, epochs, **options)
+    else:
+        raise ValueError("retrain needs the `sequences` or the `store` the model was fitted on")
     if not history.cancelled:
         # the curves users read (history.json, the Training page) stay the held-out run's:
         # the refit has no validation to draw
         recommender.training_history_ = trained.history
         trained.recommender = recommender
-        trained.refit = {"epochs": epochs, "events": int(sequences.n_events),
+        trained.refit = {"epochs": epochs, "events": int(recommender.history_.n_events),
                          "seconds": round(history.seconds, 1)}
+        trained.recommender.metrics_ = trained.metrics
     if encode_users:
         if on_phase is not None:
             on_phase("encoding")
         trained.recommender.history_encoding()
+    return trained
 
 
 def tested(recommender: Any, history: Any, test_holdout: Any, config: Any, *,

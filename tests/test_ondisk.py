@@ -12,7 +12,14 @@ import pytest
 from seqvae.batches import make_batches
 from seqvae.errors import LogFormatError
 from seqvae.logs import IngestOptions, keep_positive, read_log
-from seqvae.ondisk import StoreBatches, StoreError, StoreOptions, build_store, user_blocks
+from seqvae.ondisk import (
+    StoreBatches,
+    StoreError,
+    StoreOptions,
+    build_store,
+    refit_store,
+    user_blocks,
+)
 from seqvae.sequences import SequenceOptions, encode
 from seqvae.splits import leave_one_out
 from seqvae.training import SeqVAEConfig
@@ -188,6 +195,15 @@ def test_store_batches_cover_the_in_memory_training_windows(tmp_path):
     expected = make_batches(leave_one_out(memory).train, by_length)
     assert windows(epoch) == windows(expected.epoch(np.random.default_rng(0)))
     assert len(epoch) == source.batches_per_epoch >= expected.batches_per_epoch
+    # the refit's (`holdout`=False): every event, each user's last two included
+    source = StoreBatches(store.sequences(), config, block_events=300, holdout=False)
+    epoch = list(source.epoch(1))
+    expected = make_batches(memory, config)
+    assert windows(epoch) == windows(expected.epoch(np.random.default_rng(0)))
+    assert len(epoch) == source.batches_per_epoch >= expected.batches_per_epoch
+    assert expected.n_windows > make_batches(leave_one_out(memory).train, config).n_windows
+    with pytest.raises(ValueError, match="`epochs`"):
+        refit_store(store, config, 0)
 
 
 def test_encodings_compression_and_parts_are_handled_or_refused_clearly(tmp_path):

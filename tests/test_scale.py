@@ -153,11 +153,18 @@ def test_ingest_then_train_from_the_store_and_recommend(sample_events, tmp_path,
                  "--json"])
     assert code == 0 and len(json.loads(capsys.readouterr().out)["items"]) == 10
 
-    # --out-of-core builds the store itself, in a temporary folder removed afterwards
+    # --out-of-core builds the store itself, in a temporary folder removed afterwards; --refit
+    # then retrains from it on every event, each user's last two included
     code = main(["train", str(sample_events), "--out", str(tmp_path / "model2"), "--epochs", "1",
-                 "--out-of-core", "--eval-users", "300", "--json", "--quiet"])
+                 "--out-of-core", "--eval-users", "300", "--json", "--quiet", "--refit"])
+    refitted = json.loads(capsys.readouterr().out)
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "model", "model2", "store"]
+    assert refitted["refit"]["epochs"] == 1 and refitted["refit"]["events"] == ingested["events"]
+    metrics = json.loads((tmp_path / "model2" / "metrics.json").read_text())
+    assert metrics["refit"]["epochs"] == 1 and "before the refit" in metrics["refit"]["scored"]
+    assert metrics["test"] and metrics["evaluated_users"] == 300  # the held-out model's
+    assert load(tmp_path / "model2").history_.n_events == ingested["events"]
 
     # options that shape a store belong to `seqvae ingest`
     code = main(["train", str(tmp_path / "store"), "--out", str(tmp_path / "m3"), "--k-core",
