@@ -153,6 +153,15 @@ def test_bad_upload_shows_a_message_not_a_traceback(page, server, tmp_path):
     shot(page, "04-bad-upload")
 
 
+def settle(page) -> None:
+    """Wait until no script run is in flight (Streamlit's running icon is gone): a click that
+    comes while the rerun of the previous input (an Enter in a number field) runs can be lost
+    to it — once in a CI run under load, Train was pressed and no training started."""
+    page.wait_for_timeout(200)
+    page.wait_for_function(
+        "!document.querySelector('[data-testid^=stStatusWidgetRunning]')", timeout=60_000)
+
+
 def upload_and_train(page, server: str, log: Path) -> None:
     """Upload `log` on the Data page and train 2 epochs; returns once the page has settled
     (the run that follows the job's end has drawn the sidebar's model and the zip button: a
@@ -166,6 +175,7 @@ def upload_and_train(page, server: str, log: Path) -> None:
     epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
     epochs.fill("2")
     epochs.press("Enter")
+    settle(page)
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
     page.get_by_text(f"Model: SeqVAE on {log.name}").wait_for()  # the sidebar has the model
@@ -251,6 +261,7 @@ def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
     epochs = page.get_by_role("spinbutton", name="Epochs (at most)")
     epochs.fill("50")
     epochs.press("Enter")
+    settle(page)
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Epoch 1/50").wait_for(timeout=120_000)
 
