@@ -572,6 +572,19 @@ class StoreBatches:
             yield from make_batches(train, self.config).epoch(rng)
 
 
+def _store_config(sequences: Sequences, config: Any) -> Any:
+    """`config` with its batch size resolved from the store ("auto": about one window per user
+    with a next item to learn, the same for the fit and its refit); refuses a store with fewer
+    than two items."""
+    from seqvae.batches import auto_batch_size
+
+    if sequences.item_vocab.size - 2 < 2:
+        raise TrainingDataError("the store has fewer than two items; a recommender needs two")
+    if not config.batch_size:
+        config = replace(config, batch_size=auto_batch_size(int((sequences.lengths >= 4).sum())))
+    return config
+
+
 def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_000,
               block_events: int = 1 << 22, **kwargs: Any) -> tuple[Any, Any, Any]:
     """Train a SeqVAE on a store: leave-one-out, every user's events but the last two train;
@@ -583,16 +596,12 @@ def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_
         ``(recommender, history, test holdout)``; the recommender recommends from every user's
         full (memory-mapped) sequence.
     """
-    from seqvae.batches import auto_batch_size
     from seqvae.splits import leave_one_out
     from seqvae.training import SeqVAEConfig, train_from
 
     config = config or SeqVAEConfig()
     sequences = store.sequences()
-    if not config.batch_size:  # about one window per user with a next item to learn
-        config = replace(config, batch_size=auto_batch_size(int((sequences.lengths >= 4).sum())))
-    if sequences.item_vocab.size - 2 < 2:
-        raise TrainingDataError("the store has fewer than two items; a recommender needs two")
+    config = _store_config(sequences, config)
     eligible = np.flatnonzero(sequences.lengths >= 3)
     if eligible.size == 0:
         raise TrainingDataError("no user has three events, so leave-one-out has nothing to "
@@ -612,7 +621,9 @@ def refit_store(store: SequenceStore, config: Any, epochs: int, *,
                 block_events: int = 1 << 22, **kwargs: Any) -> tuple[Any, Any]:
     """`seqvae.training.refit` from a store: a fresh model trained for `epochs` on every event
     of every user, the last two included (which `fit_store` leaves out), block by block.
-    Keyword arguments go to `seqvae.training.train_from` (`on_batch`, `cancel`, `strategy`).
+    Keyword arguments go to `seqvae.training.train_from` (`on_batch`, `on_epoch`, `cancel`,
+    `strategy`); a refit keeps no checkpoint (the fit's would match its fingerprint and be
+    resumed as if it were the refit's).
 
     Returns ``(recommender, history)``; the history's epochs carry losses and no validation.
     """
@@ -620,7 +631,11 @@ def refit_store(store: SequenceStore, config: Any, epochs: int, *,
 
     if epochs < 1:
         raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
-    config = replace(config, epochs=epochs)
+    if "checkpoint_dir" in kwargs:
+        raise ValueError("refit_store keeps no checkpoint; leave out `checkpoint_dir`")
     sequences = store.sequences()
+    config = _store_config(sequences, replace(config, epochs=epochs))
     source = StoreBatches(sequences, config, block_events, holdout=False)
+    if source.batches_per_epoch == 0:
+        raise TrainingDataError("no training window has a next item to predict")
     return train_from(source, sequences, None, config, history_sequences=sequences, **kwargs)

@@ -204,6 +204,25 @@ def test_store_batches_cover_the_in_memory_training_windows(tmp_path):
     assert expected.n_windows > make_batches(leave_one_out(memory).train, config).n_windows
     with pytest.raises(ValueError, match="`epochs`"):
         refit_store(store, config, 0)
+    with pytest.raises(ValueError, match="checkpoint"):  # the fit's would pass for the refit's
+        refit_store(store, config, 1, checkpoint_dir=tmp_path / "ckpt")
+
+
+def test_refit_store_trains_on_every_event_with_the_batch_size_chosen_for_the_store(tmp_path):
+    path = tmp_path / "log.csv"
+    messy_log(n=4000).to_csv(path, index=False)
+    store, _ = build_store(path, tmp_path / "store", sizes=TINY)
+    config = SeqVAEConfig(embed_dim=8, hidden_dim=8, latent_dim=8, max_len=12, stride=6,
+                          batch_size=0)  # "auto", as a user's own config has it
+    batches = []
+    model, history = refit_store(store, config, 1, block_events=300,
+                                 on_batch=lambda p: batches.append(p.batch))
+    used = model.config_
+    assert used.batch_size > 0 and used.epochs == 1 and history.best_epoch == 1
+    every_event = StoreBatches(store.sequences(), used, block_events=300, holdout=False)
+    held_out = StoreBatches(store.sequences(), used, block_events=300)
+    assert len(batches) == every_event.batches_per_epoch > held_out.batches_per_epoch
+    assert model.history_.n_events == store.n_events
 
 
 def test_encodings_compression_and_parts_are_handled_or_refused_clearly(tmp_path):
