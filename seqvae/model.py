@@ -423,6 +423,9 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
             attention in every block (0: attention alone), and the frequencies it keeps.
         lowpass_learned: train that branch's weights by lag, starting from its response.
+        identity_head: start the latent head and the decoder as identity maps.
+        label_smoothing: ε, the share of each step's target mass spread evenly over the
+            real items.
         seed: seeds every dropout and the sampling.
     """
 
@@ -447,6 +450,7 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass_bins: int = 3,
         lowpass_learned: bool = False,
         identity_head: bool = False,
+        label_smoothing: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -472,6 +476,7 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass_bins = lowpass_bins
         self.lowpass_learned = lowpass_learned
         self.identity_head = identity_head
+        self.label_smoothing = label_smoothing
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -566,11 +571,28 @@ class SeqVAE(_LossTracking, keras.Model):
             real = ops.nonzero(ops.reshape(ops.logical_and(mask, ops.not_equal(targets, 0)),
                                            (-1,)))[0]
             flat = ops.take(ops.reshape(z, (-1, ops.shape(z)[-1])), real, axis=0)
-            out["step_logits"] = self.decode(flat, training=training)
+            decoded = self.decoder(flat)
+            out["step_logits"] = self.scorer(decoded, self.item_embedding.embeddings)
             out["step_targets"] = ops.take(ops.reshape(targets, (-1,)), real)
+            if self.label_smoothing:
+                out["step_smoothing"] = self.smoothing_term(decoded, out["step_targets"])
         else:
             out["logits"] = self.decode(z, training=training)
         return out
+
+    def smoothing_term(self, decoded: Any, targets: Any) -> Any:
+        """(..., D) decoded vectors and (...) target ids -> (...): the target's logit minus the
+        mean logit over the real items. Label smoothing adds ε times this to the cross-entropy:
+        (1 − ε) · (lse − l_target) + ε · (lse − mean l) = (lse − l_target) + ε · (l_target −
+        mean l). A score is linear in the item's vector and bias, so the mean logit is the mean
+        item's score, and neither term needs a pass over the logits."""
+        table, bias = self.item_embedding.embeddings, self.scorer.item_bias
+        reserved = self.scorer.n_reserved
+        target_logit = (ops.sum(decoded * ops.take(table, targets, axis=0), axis=-1)
+                        + ops.take(bias, targets))
+        mean_logit = (ops.sum(decoded * ops.mean(table[reserved:], axis=0), axis=-1)
+                      + ops.mean(bias[reserved:]))
+        return target_logit - mean_logit
 
     def sampled_nll(self, x: dict[str, Any], decoded: Any) -> Any:
         """Per step (B, L): the cross-entropy of the next item against the batch's shared
@@ -610,12 +632,19 @@ class SeqVAE(_LossTracking, keras.Model):
         else:
             n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         if "step_logits" in y_pred:  # scored at the real steps only (see `call`)
-            reconstruction = ops.sum(ops.sparse_categorical_crossentropy(
-                y_pred["step_targets"], y_pred["step_logits"], from_logits=True)) / n_steps
+            step_targets, step_logits = y_pred["step_targets"], y_pred["step_logits"]
+            step_nll = ops.sparse_categorical_crossentropy(step_targets, step_logits,
+                                                           from_logits=True)
+            if self.label_smoothing:
+                step_nll = step_nll + self.label_smoothing * y_pred["step_smoothing"]
+            reconstruction = ops.sum(step_nll) / n_steps
             return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
         if "decoded" in y_pred:
             step_nll = self.sampled_nll(x, y_pred["decoded"])
-        elif targets.shape[-1] == 1:  # the fused sparse softmax cross-entropy
+            if self.label_smoothing:  # exact where the sampled softmax is the full one
+                step_nll = step_nll + self.label_smoothing * self.smoothing_term(
+                    y_pred["decoded"], targets[..., 0])
+        elif targets.shape[-1] == 1 and not self.label_smoothing:  # the fused cross-entropy
             step_nll = ops.sparse_categorical_crossentropy(targets[..., 0], y_pred["logits"],
                                                            from_logits=True)
         else:
@@ -623,6 +652,10 @@ class SeqVAE(_LossTracking, keras.Model):
             log_probs = ops.log_softmax(logits, axis=-1)
             picked = ops.take_along_axis(log_probs, targets, axis=-1)  # (B, L, K)
             step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
+            if self.label_smoothing:  # ε of the mass on every real item evenly
+                uniform_nll = -ops.mean(log_probs[..., self.scorer.n_reserved:], axis=-1)
+                step_nll = (1.0 - self.label_smoothing) * step_nll + (
+                    self.label_smoothing * uniform_nll)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
         return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
 
@@ -663,6 +696,7 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass_bins": self.lowpass_bins,
             "lowpass_learned": self.lowpass_learned,
             "identity_head": self.identity_head,
+            "label_smoothing": self.label_smoothing,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

@@ -74,6 +74,13 @@ class SeqVAEConfig:
     # random map between h and the item table that learned slower and levelled off lower
     # (validation NDCG@20 on Beauty 0.0713 against 0.0762 after 20 epochs; docs/model.md)
     identity_head: bool = True
+    # the share ε of each step's target mass spread evenly over the catalogue (label
+    # smoothing): the loss becomes (1 − ε) · cross-entropy + ε · the mean negative
+    # log-probability of every item (with the sampled softmax its log-normaliser is the
+    # sample's estimate). On Beauty 0.1 lifted the best validation NDCG@20 from 0.0824 to
+    # 0.0840 and was ahead at 29 of 30 epochs; ML-100K ahead at every epoch, the sample level
+    # (docs/model.md)
+    label_smoothing: float = 0.1
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -174,6 +181,9 @@ class SeqVAEConfig:
         if not isinstance(self.negatives, int) or self.negatives < 0:
             raise ValueError("`negatives` should be 0 (full softmax) or a positive integer. "
                              f"Received: `negatives`={self.negatives!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("`label_smoothing` should be in [0, 1). "
+                             f"Received: `label_smoothing`={self.label_smoothing}")
         if self.patience < 1:
             raise ValueError(f"`patience` should be >= 1. Received: `patience`={self.patience}")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int)
@@ -209,7 +219,7 @@ class SeqVAEConfig:
 # SeqVAEConfig fields added since model format 2, with the values that give what the code did
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "lowpass_learned": False}
+                "average_epochs": 0.0, "lowpass_learned": False, "label_smoothing": 0.0}
 
 
 @dataclass
@@ -746,6 +756,7 @@ def train_from(
             lowpass_bins=config.lowpass_bins,
             lowpass_learned=config.lowpass_learned,
             identity_head=config.identity_head,
+            label_smoothing=config.label_smoothing,
         )
         steps = source.batches_per_epoch
         if config.steps_per_epoch is not None:

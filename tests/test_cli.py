@@ -91,7 +91,8 @@ def trained(tmp_path_factory):
                  "60", "--seed", "2"]) == 0
     out = folder / "model"
     code = main(["train", str(folder / "events.csv"), "--out", str(out), "--epochs", "2",
-                 "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20", "--quiet",
+                 "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20",
+                 "--label-smoothing", "0.05", "--quiet",
                  "--json", "--tensorboard", str(folder / "tensorboard")])
     assert code == 0
     return folder, out
@@ -104,6 +105,7 @@ def test_train_writes_a_model_directory(trained, capsys):
     assert metrics["protocol"] == "leave-one-out" and "NDCG@10" in metrics["test"]
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["latent_dim"] == 8 and config["data"]["users"] == 120
+    assert config["model"]["label_smoothing"] == 0.05
 
 
 def test_recommend_for_a_user_and_a_new_sequence(trained, capsys):

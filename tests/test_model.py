@@ -140,6 +140,43 @@ def test_the_twin_never_samples_and_adds_no_kl():
     assert float(kl) > 0 and float(total) == pytest.approx(float(reconstruction))
 
 
+def test_label_smoothing_is_the_smoothed_cross_entropy_over_real_items():
+    # ε of each target's mass spread evenly over the real items (ids 2…11, never padding or
+    # the unknown item): the training path's cheap form (the mean logit taken as the mean
+    # item's score) must equal the definition, from the full logits, in NumPy; so must the
+    # path that scores every cell, with one target a step and with two (smoothed once a step)
+    eps = 0.2
+    twin = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
+                  dropout=0.0, variational=False, max_len=8, label_smoothing=eps, seed=3)
+    twin.build_for_inputs()
+    twin.scorer.item_bias.assign(np.linspace(-1.0, 1.0, 12).astype("float32"))
+    batch = {**inputs([[2, 3, 4, 0]]), "targets": np.array([[[3], [4], [5], [0]]], "int32")}
+    logits = np.asarray(twin(batch, training=False)["logits"], dtype="float64")[0, :3, 2:]
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    targets = np.array([3, 4, 5]) - 2
+    expected = np.mean((1 - eps) * -log_p[np.arange(3), targets] + eps * -log_p.mean(axis=-1))
+    _, smoothed, _ = twin.loss_terms(batch, twin(batch, training=True))
+    assert float(smoothed) == pytest.approx(expected, rel=1e-5)
+    _, every_cell, _ = twin.loss_terms(batch, twin(batch, training=False))
+    assert float(every_cell) == pytest.approx(expected, rel=1e-5)
+    plain = np.mean(-log_p[np.arange(3), targets])
+    assert abs(expected - plain) > 0.01  # ε changes the loss: the check above can fail
+    two = {**batch, "targets": np.array([[[3, 5], [4, 0], [5, 6], [0, 0]]], "int32")}
+    per_step = [[3, 5], [4], [5, 6]]
+    expected_two = np.mean([(1 - eps) * np.mean([-log_p[t, i - 2] for i in per_step[t]])
+                            + eps * -log_p[t].mean() for t in range(3)])
+    _, smoothed_two, _ = twin.loss_terms(two, twin(two, training=True))
+    assert float(smoothed_two) == pytest.approx(expected_two, rel=1e-5)
+    # the sampled softmax with every real item drawn once and equal Q is the full softmax, so
+    # with smoothing too (the smoothing term takes the logits before the log-Q correction)
+    sampled_batch = {**batch, "negatives": np.arange(2, 12, dtype="int32"),
+                     "negative_log_q": np.full(10, -1.5, "float32"),
+                     "target_log_q": np.full((1, 4), -1.5, "float32")}
+    _, sampled, _ = twin.loss_terms(sampled_batch, twin(sampled_batch, training=True))
+    assert float(sampled) == pytest.approx(expected, rel=1e-5)
+    assert SeqVAE.from_config(twin.get_config()).label_smoothing == eps
+
+
 def test_inference_uses_the_mean_and_training_samples(model):
     batch = inputs([[2, 3, 4]])
     mean, _, z, _ = model.encode_steps(batch, training=False)

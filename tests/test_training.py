@@ -329,6 +329,8 @@ def test_config_is_validated():
         SeqVAEConfig(batch_size=-4)
     with pytest.raises(ValueError, match="`batching`"):
         SeqVAEConfig(batching="sorted")
+    with pytest.raises(ValueError, match="`label_smoothing`"):
+        SeqVAEConfig(label_smoothing=1.0)
 
 
 def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample_events):
