@@ -162,6 +162,20 @@ def settle(page) -> None:
         "!document.querySelector('[data-testid^=stStatusWidgetRunning]')", timeout=60_000)
 
 
+def wait_for_text(page, text: str, timeout: float, name: str) -> None:
+    """Wait for `text`; on a timeout keep a screenshot (`FAILED-<name>.png`) and say what the
+    page showed instead, so a failure in CI can be read without rerunning it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.get_by_text(text).wait_for(timeout=timeout)
+    except PlaywrightTimeout:
+        shot(page, f"FAILED-{name}")
+        shown = " | ".join(page.locator("body").inner_text().split("\n"))[:1500]
+        raise AssertionError(f"{text!r} not shown within {timeout / 1000:.0f} s; the page "
+                             f"showed: {shown}") from None
+
+
 def upload_and_train(page, server: str, log: Path) -> None:
     """Upload `log` on the Data page and train 2 epochs; returns once the page has settled
     (the run that follows the job's end has drawn the sidebar's model and the zip button: a
@@ -263,7 +277,7 @@ def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
     epochs.press("Enter")
     settle(page)
     page.get_by_role("button", name="Train", exact=True).click()
-    page.get_by_text("Epoch 1/50").wait_for(timeout=120_000)
+    wait_for_text(page, "Epoch 1/50", 120_000, "reload-training-started")
 
     page.reload()
     page.get_by_role("heading", name="Train").wait_for()
@@ -273,7 +287,7 @@ def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
     page.get_by_role("button", name="Stop").wait_for()
     shot(page, "09-reloaded-mid-training")
     page.get_by_role("button", name="Stop").click()
-    page.get_by_text("Training stopped: stopped by you").wait_for(timeout=120_000)
+    wait_for_text(page, "Training stopped: stopped by you", 120_000, "reload-stopped")
     assert page.get_by_text("Training finished").count() == 0
     shot(page, "10-stopped-after-reload")
 
