@@ -124,6 +124,10 @@ def make_batches(train: Sequences, config: SeqVAEConfig) -> TrainingBatches:
     targets = train.next_items(windows, config.next_k)
     targets = np.where(targets == OOV, 0, targets)  # rare items are not prediction targets
     lengths = (windows.items != 0).sum(axis=1)
+    # events after each cell's target in the user's sequence (the position counted from the end)
+    remaining = np.where(windows.positions >= 0,
+                         np.maximum(windows.ends[:, None] - windows.positions - 2, 0),
+                         0).astype(np.int32)
     useful = (targets != 0).any(axis=(1, 2))  # a window of one event has nothing to predict
     buckets = []
     bounds = bucket_lengths(config.max_len) if config.batching == "length" else [config.max_len]
@@ -138,6 +142,7 @@ def make_batches(train: Sequences, config: SeqVAEConfig) -> TrainingBatches:
             "events": windows.events[chosen, :bound],
             "gaps": windows.gaps[chosen, :bound],
             "targets": targets[chosen, :bound],
+            "remaining": remaining[chosen, :bound],
         })
     n_windows = int(useful.sum())
     return TrainingBatches(buckets, config.batch_size or auto_batch_size(n_windows), n_windows,

@@ -315,7 +315,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                           n_blocks=args.blocks, n_heads=args.heads,
                           variational=not args.deterministic, negatives=args.negatives,
                           dropout=args.dropout, steps_per_epoch=args.steps_per_epoch,
-                          lowpass=args.lowpass, label_smoothing=args.label_smoothing)
+                          lowpass=args.lowpass, label_smoothing=args.label_smoothing,
+                          position_from=args.position_from)
     out = check_target(args.out)
     chief = strategy is None or is_chief(strategy)
     checkpoint = Path(args.checkpoint_dir or f"{out}.checkpoint")
@@ -704,6 +705,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                        help="share of each target's mass spread evenly over the catalogue, 0 to "
                        f"1 (exclusive) ({defaults.label_smoothing})")
+    train.add_argument("--position-from", choices=("start", "end"),
+                       default=defaults.position_from,
+                       help="attention's positions counted from each window's start, or from "
+                       "the end: how many events follow the one a step predicts "
+                       f"({defaults.position_from})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size,
                        help="windows per batch (0: chosen from the data)")
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,

@@ -381,6 +381,14 @@ def causal_padding_mask(mask: Any) -> Any:
     return ops.logical_and(ops.expand_dims(causal, 0), ops.expand_dims(mask, 1))
 
 
+def within_remaining(items: Any) -> Any:
+    """(B, L) int32: for each real cell of right-padded rows, how many events of its row follow
+    the next one — what a training window gives a position counted from the end (0 at the cell
+    that predicts the row's last event and at the last cell itself, which predicts nothing)."""
+    after = ops.cumsum(ops.cast(ops.not_equal(items, 0), "int32")[:, ::-1], axis=1)[:, ::-1]
+    return ops.maximum(after - 2, 0)
+
+
 def causal_segment_mask(segments: Any) -> Any:
     """(B, L) int segment of each cell (1, 2, … for the windows packed into a row, 0 padding)
     -> (B, L, L) bool: query t may attend to key s when s <= t and both belong to the same
@@ -394,14 +402,18 @@ def causal_segment_mask(segments: Any) -> Any:
 
 
 ENCODERS = ("attention", "gru", "lstm")
+POSITIONS_FROM = ("start", "end")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SeqVAE(_LossTracking, keras.Model):
     """The sequential VAE. Inputs are a dict of int32 tensors of shape (B, L), right-padded with 0:
     ``items``, ``events``, ``gaps``; training batches also carry ``targets`` (B, L, next_k), the
-    ids of the next items at each step (0 where there is none). A packed batch (attention only:
-    several short windows share a row, `seqvae.batches.pack_windows`) adds ``segments`` (B, L),
+    ids of the next items at each step (0 where there is none), and ``remaining`` (B, L), how
+    many of the user's events follow each step's target (the position with
+    ``position_from="end"``; without it, counted from each row's or window's last cell). A
+    packed batch (attention only: several short windows share a row,
+    `seqvae.batches.pack_windows`) adds ``segments`` (B, L),
     the window each cell belongs to (1, 2, …; 0 padding), and ``positions`` (B, L), each cell's
     place in its own window; attention then stays inside a window, so every window is encoded
     exactly as if it had a row of its own.
@@ -418,6 +430,10 @@ class SeqVAE(_LossTracking, keras.Model):
         encoder: "attention", "gru" or "lstm".
         n_blocks, n_heads: attention blocks and heads per block (attention only).
         max_len: the longest window (the learned position table's size; attention only).
+        position_from: what the position table counts (attention only): "start", each cell's
+            place in its window; "end", how many events follow the item the cell predicts, so
+            the cell that predicts a user's next event always has the same position, in
+            training (the latest training event) as in a recommendation.
         dropout: on the embeddings and inside the attention blocks.
         variational: sample z and add the KL term (False: the deterministic twin, z = μ).
         lowpass, lowpass_bins: the share α of BSARec's causal low-pass branch beside the
@@ -451,12 +467,17 @@ class SeqVAE(_LossTracking, keras.Model):
         lowpass_learned: bool = False,
         identity_head: bool = False,
         label_smoothing: float = 0.0,
+        position_from: str = "start",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if encoder not in ENCODERS:
             raise ValueError(f"`encoder` should be one of {', '.join(map(repr, ENCODERS))}. "
                              f"Received: `encoder`={encoder!r}")
+        if position_from not in POSITIONS_FROM:
+            raise ValueError(f"`position_from` should be one of "
+                             f"{', '.join(map(repr, POSITIONS_FROM))}. "
+                             f"Received: `position_from`={position_from!r}")
         self.n_items = n_items
         self.n_events = n_events
         self.n_gaps = n_gaps
@@ -477,6 +498,7 @@ class SeqVAE(_LossTracking, keras.Model):
         self.lowpass_learned = lowpass_learned
         self.identity_head = identity_head
         self.label_smoothing = label_smoothing
+        self.position_from = position_from
         self.item_embedding = layers.Embedding(
             n_items, embed_dim, name="item_embedding",
             embeddings_initializer=embedding_init(init_std, seed + 2))
@@ -489,9 +511,14 @@ class SeqVAE(_LossTracking, keras.Model):
         self.input_dropout = layers.Dropout(dropout, seed=seed, name="input_dropout")
         self.blocks: list[CausalAttentionBlock] = []
         if encoder == "attention":
-            self.position_embedding = layers.Embedding(
-                max_len, embed_dim, name="position_embedding",
-                embeddings_initializer=embedding_init(init_std, seed + 5))
+            if position_from == "start":
+                self.position_embedding = layers.Embedding(
+                    max_len, embed_dim, name="position_embedding",
+                    embeddings_initializer=embedding_init(init_std, seed + 5))
+            else:
+                self.recency_embedding = layers.Embedding(
+                    max_len, embed_dim, name="recency_embedding",
+                    embeddings_initializer=embedding_init(init_std, seed + 6))
             self.input_norm = layers.LayerNormalization(epsilon=1e-6, name="input_norm")
             self.blocks = [CausalAttentionBlock(embed_dim, n_heads, hidden_dim, dropout,
                                                 seed=seed + 10 + 3 * b, norm=block_norm,
@@ -529,12 +556,10 @@ class SeqVAE(_LossTracking, keras.Model):
                     + self.gap_embedding(inputs["gaps"]))
         if self.encoder_kind == "attention":
             if "segments" in inputs:  # several windows packed into each row (training)
-                position_vectors = self.position_embedding(inputs["positions"])
                 attention_mask = causal_segment_mask(inputs["segments"])
             else:
-                position_vectors = self.position_embedding(ops.arange(ops.shape(items)[1]))[None]
                 attention_mask = causal_padding_mask(mask)
-            embedded = self.input_norm(embedded + position_vectors)
+            embedded = self.input_norm(embedded + self.position_vectors(inputs, mask))
             hidden = self.input_dropout(embedded, training=training)
             hidden = hidden * ops.cast(mask, hidden.dtype)[..., None]
             for block in self.blocks:
@@ -542,6 +567,30 @@ class SeqVAE(_LossTracking, keras.Model):
             return (self.output_norm(hidden) if self.output_norm is not None else hidden), mask
         embedded = self.input_dropout(embedded, training=training)
         return self.recurrent(embedded, mask=mask, training=training), mask
+
+    def position_vectors(self, inputs: dict[str, Any], mask: Any) -> Any:
+        """Each cell's position vector (B or 1, L, D). ``position_from="start"``: its place in
+        its window. ``"end"``: how many events follow the item it predicts, ``inputs["remaining"]``
+        where given (training windows: 0 where the target is the user's latest event), else
+        counted from its row's (or packed window's) last real cell, whose next event is the
+        unknown one a recommendation predicts (0 there). Both count up to ``max_len`` − 1."""
+        if self.position_from == "start":
+            if "positions" in inputs:
+                return self.position_embedding(inputs["positions"])
+            return self.position_embedding(ops.arange(ops.shape(mask)[1]))[None]
+        if "remaining" in inputs:
+            remaining = inputs["remaining"]
+        elif "segments" in inputs:
+            segments = inputs["segments"]
+            later = ops.logical_and(  # cells of the same window at or after this one
+                ops.equal(ops.expand_dims(segments, 2), ops.expand_dims(segments, 1)),
+                ops.expand_dims(ops.arange(ops.shape(segments)[1]), 0)
+                >= ops.expand_dims(ops.arange(ops.shape(segments)[1]), 1))
+            remaining = ops.sum(ops.cast(later, "int32"), axis=2) - 1
+        else:
+            after = ops.cumsum(ops.cast(mask, "int32")[:, ::-1], axis=1)[:, ::-1]
+            remaining = after - 1
+        return self.recency_embedding(ops.clip(remaining, 0, self.max_len - 1))
 
     def encode_steps(self, inputs: dict[str, Any], training: bool | None = None) -> tuple[Any, ...]:
         """-> (mean, log_var, z, mask) at every step. The twin (``variational=False``) never
@@ -697,6 +746,7 @@ class SeqVAE(_LossTracking, keras.Model):
             "lowpass_learned": self.lowpass_learned,
             "identity_head": self.identity_head,
             "label_smoothing": self.label_smoothing,
+            "position_from": self.position_from,
         }
 
     def build_for_inputs(self, length: int = 2) -> None:

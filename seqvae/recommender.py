@@ -425,14 +425,17 @@ class SeqVAERecommender(BaseRecommender):
 
     # ---- the network ------------------------------------------------------------------------
 
-    def _steps(self, batch: Batch, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, log_var) at every step: (n, L, Z) each."""
+    def _steps(self, batch: Batch, batch_size: int = 512, within: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, log_var) at every step: (n, L, Z) each. ``within``: each step as training saw
+        it, predicting the next event of the window rather than the one after the last (the
+        two differ with positions counted from the end: `seqvae.model.within_remaining`)."""
         self._check()
         means, log_vars = [], []
+        encode = self._encode_function(within)
         for start in range(0, batch.items.shape[0], batch_size):
             part = slice(start, start + batch_size)
-            mean, log_var = self._encode_function()(batch.items[part], batch.events[part],
-                                                    batch.gaps[part])
+            mean, log_var = encode(batch.items[part], batch.events[part], batch.gaps[part])
             means.append(np.asarray(mean))
             log_vars.append(np.asarray(log_var))
         if not means:
@@ -440,25 +443,32 @@ class SeqVAERecommender(BaseRecommender):
             return np.zeros((0, batch.items.shape[1], z)), np.zeros((0, batch.items.shape[1], z))
         return np.concatenate(means), np.concatenate(log_vars)
 
-    def _encode_function(self) -> Any:
+    def _encode_function(self, within: bool = False) -> Any:
         """`encode_steps` as one compiled graph for any batch shape: run eagerly, the recurrent
-        loop costs ~0.5 s per call whatever the batch (measured on the sample), compiled ~5 ms."""
-        function = getattr(self, "_encode_compiled", None)
-        if function is None or function[0] is not self.model_:
+        loop costs ~0.5 s per call whatever the batch (measured on the sample), compiled ~5 ms.
+        ``within``: as `_steps`."""
+        compiled: tuple[Any, dict[bool, Any]] | None = getattr(self, "_encode_compiled", None)
+        if compiled is None or compiled[0] is not self.model_:
+            compiled = (self.model_, {})
+            self._encode_compiled = compiled
+        if within not in compiled[1]:
             import tensorflow as tf
+
+            from seqvae.model import within_remaining
 
             model = self.model_
             spec = tf.TensorSpec([None, None], tf.int32)
 
             @tf.function(input_signature=[spec, spec, spec])
             def encode(items: Any, events: Any, gaps: Any) -> Any:
-                mean, log_var, _, _ = model.encode_steps(
-                    {"items": items, "events": events, "gaps": gaps}, training=False)
+                inputs = {"items": items, "events": events, "gaps": gaps}
+                if within:
+                    inputs["remaining"] = within_remaining(items)
+                mean, log_var, _, _ = model.encode_steps(inputs, training=False)
                 return mean, log_var
 
-            function = (model, encode)
-            self._encode_compiled = function
-        return function[1]
+            compiled[1][within] = encode
+        return compiled[1][within]
 
     def _last(self, values: np.ndarray, batch: Batch) -> np.ndarray:
         last = np.maximum((batch.items != PAD).sum(axis=1) - 1, 0)
@@ -531,7 +541,10 @@ class SeqVAERecommender(BaseRecommender):
         else:
             batch = self.last_windows(self.users_history([str(user_or_sequence)]))
         length = int((batch.items[0] != PAD).sum())
-        mean, _ = self._steps(batch)
+        mean, _ = self._steps(batch, within=True)  # each step predicting the next of the window
+        if length and getattr(self.model_, "position_from", "start") == "end":
+            last, _ = self._steps(batch)  # the last step predicting the unknown next event
+            mean[0, length - 1] = last[0, length - 1]
         logits = self.decode_scores(mean[0, :length])
         logits = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
@@ -567,7 +580,7 @@ class SeqVAERecommender(BaseRecommender):
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
             sub = Batch(batch.items[part], batch.events[part], batch.gaps[part])
-            mean, _ = self._steps(sub)
+            mean, _ = self._steps(sub, within=True)
             items = sub.items
             pairs = (items[:, :-1] != PAD) & (items[:, 1:] > OOV)
             rows, cols = np.nonzero(pairs)

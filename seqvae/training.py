@@ -81,6 +81,13 @@ class SeqVAEConfig:
     # 0.0840 and was ahead at 29 of 30 epochs; ML-100K ahead at every epoch, the sample level
     # (docs/model.md)
     label_smoothing: float = 0.1
+    # what the attention encoder's position table counts: "end", how many events follow the
+    # item a step predicts, so the step that predicts a user's next event is always position
+    # 0 — in training the user's latest event, in a recommendation the next one (as BSARec's
+    # left-padded windows align them); "start", each step's place in its window. With the
+    # latest events told apart, Beauty's best validation NDCG@20 rose from 0.0840 to 0.0848,
+    # ahead at every epoch (docs/model.md)
+    position_from: str = "end"
     # 0: full softmax over every item at every step; N: sampled softmax against N negatives
     # per batch, drawn by training popularity and log-Q corrected (for large catalogues)
     negatives: int = 0
@@ -184,6 +191,9 @@ class SeqVAEConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError("`label_smoothing` should be in [0, 1). "
                              f"Received: `label_smoothing`={self.label_smoothing}")
+        if self.position_from not in ("start", "end"):
+            raise ValueError("`position_from` should be 'start' or 'end'. "
+                             f"Received: `position_from`={self.position_from!r}")
         if self.patience < 1:
             raise ValueError(f"`patience` should be >= 1. Received: `patience`={self.patience}")
         if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int)
@@ -219,7 +229,8 @@ class SeqVAEConfig:
 # SeqVAEConfig fields added since model format 2, with the values that give what the code did
 # before them (a model directory or checkpoint written without them was trained that way)
 ADDED_FIELDS = {"lowpass": 0.0, "lowpass_bins": 3, "identity_head": False,
-                "average_epochs": 0.0, "lowpass_learned": False, "label_smoothing": 0.0}
+                "average_epochs": 0.0, "lowpass_learned": False, "label_smoothing": 0.0,
+                "position_from": "start"}
 
 
 @dataclass
@@ -421,7 +432,7 @@ def _signature(config: SeqVAEConfig) -> dict[str, Any]:
     import tensorflow as tf
 
     cells = tf.TensorSpec((None, None), tf.int32)
-    signature = {"items": cells, "events": cells, "gaps": cells,
+    signature = {"items": cells, "events": cells, "gaps": cells, "remaining": cells,
                  "targets": tf.TensorSpec((None, None, config.next_k), tf.int32),
                  "noise": tf.TensorSpec((None, None, config.latent_dim), tf.float32),
                  "n_steps": tf.TensorSpec((), tf.float32)}
@@ -757,6 +768,7 @@ def train_from(
             lowpass_learned=config.lowpass_learned,
             identity_head=config.identity_head,
             label_smoothing=config.label_smoothing,
+            position_from=config.position_from,
         )
         steps = source.batches_per_epoch
         if config.steps_per_epoch is not None:

@@ -145,5 +145,6 @@ def test_a_directory_saved_before_the_newer_settings_reports_how_it_was_built():
     config = saved_config(older)
     assert (config.lowpass, config.lowpass_bins, config.identity_head) == (0.0, 3, False)
     assert config.label_smoothing == 0.0  # trained on the plain cross-entropy
+    assert config.position_from == "start"  # positions counted from each window's start
     # what a directory does record wins
     assert saved_config(SeqVAEConfig(lowpass=0.7).to_dict()).lowpass == 0.7

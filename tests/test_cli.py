@@ -92,7 +92,7 @@ def trained(tmp_path_factory):
     out = folder / "model"
     code = main(["train", str(folder / "events.csv"), "--out", str(out), "--epochs", "2",
                  "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20",
-                 "--label-smoothing", "0.05", "--quiet",
+                 "--label-smoothing", "0.05", "--position-from", "start", "--quiet",
                  "--json", "--tensorboard", str(folder / "tensorboard")])
     assert code == 0
     return folder, out
@@ -106,6 +106,7 @@ def test_train_writes_a_model_directory(trained, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["latent_dim"] == 8 and config["data"]["users"] == 120
     assert config["model"]["label_smoothing"] == 0.05
+    assert config["model"]["position_from"] == "start"  # the flag, not the default ("end")
 
 
 def test_recommend_for_a_user_and_a_new_sequence(trained, capsys):

@@ -197,3 +197,38 @@ def test_a_single_event_user_gets_added_items_a_day_later():
     # first event 1; a day: 2 + floor(log2(1 + 86400)) = 2 + 16 = 18; u1's own type, "cart"
     assert list(edited.gaps) == [1, 18]
     assert list(model.event_vocab_.token(edited.events)) == ["cart", "cart"]
+
+
+def test_a_users_steps_are_read_as_trained_and_the_last_as_a_recommendation(trained):
+    # with positions counted from the end (the default) a step predicting a known next event
+    # is given the position training gave it, and the last step the one a recommendation reads
+    from seqvae.model import within_remaining
+
+    assert trained.model_.position_from == "end"
+    user = "U00017"
+    items, probabilities = trained.reconstruct(user)
+    batch = trained.last_windows(trained.users_history([user]))
+    length = len(items)
+    steps = {"items": batch.items[:, :length], "events": batch.events[:, :length],
+             "gaps": batch.gaps[:, :length]}
+    mean = np.asarray(trained.model_.encode_steps(
+        {**steps, "remaining": within_remaining(steps["items"])}, training=False)[0])[0]
+    logits = np.asarray(trained.model_.decode(mean[:-1]), dtype=np.float64)
+    logits[:, :2] = -np.inf
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(probabilities[:-1], want / want.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-7)
+    # the last row is the recommendation's distribution over every item
+    scores = trained.score(trained.users_history([user]), exclude_seen=False)[0]
+    real = np.arange(2, scores.size)
+    top = scores[real].max()
+    log_p = scores[real] - top - np.log(np.exp(scores[real] - top).sum())
+    np.testing.assert_allclose(np.log(probabilities[-1][real]), log_p, rtol=1e-4, atol=1e-4)
+    # which a pass with every step as trained would not have given: the steps before the
+    # last are told one event fewer follows
+    last = np.asarray(trained.model_.decode(mean[-1:]), dtype=np.float64)[0, real]
+    assert not np.allclose(last - last.max(), scores[real] - top, atol=1e-3)
+    ranks = trained.next_item_ranks(user)
+    nexts = trained.item_vocab_.lookup(list(items[1:]))
+    np.testing.assert_allclose(ranks["p"], probabilities[np.arange(length - 1), nexts],
+                               rtol=1e-6)

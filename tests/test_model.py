@@ -21,6 +21,7 @@ from seqvae.model import (
     causal_segment_mask,
     gaussian_kl,
     lowpass_kernel,
+    within_remaining,
 )
 
 
@@ -281,11 +282,16 @@ def test_the_lowpass_branch_gives_each_step_what_bsarec_reads_at_the_last_positi
     assert not np.asarray(gradient)[5:].any()
 
 
-@pytest.mark.parametrize("variational, lowpass", [(True, 0.0), (False, 0.0), (True, 0.7)])
-def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass):
+@pytest.mark.parametrize("variational, lowpass, position_from, remaining",
+                         [(True, 0.0, "start", False), (False, 0.0, "start", False),
+                          (True, 0.7, "start", False), (True, 0.7, "end", False),
+                          (True, 0.7, "end", True)])
+def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, lowpass,
+                                                                  position_from, remaining):
     # five windows of 4, 1, 3, 2 and 2 events, right-padded to 6; packed into rows of 6
     net = SeqVAE(n_items=20, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-                 dropout=0.0, variational=variational, n_heads=2, max_len=6, lowpass=lowpass)
+                 dropout=0.0, variational=variational, n_heads=2, max_len=6, lowpass=lowpass,
+                 position_from=position_from)
     net.build_for_inputs()
     net.beta.assign(0.5)
     items = np.array([[2, 3, 4, 5, 0, 0], [6, 0, 0, 0, 0, 0], [7, 8, 9, 0, 0, 0],
@@ -294,6 +300,9 @@ def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, 
     targets[:, :, 0][items == 0] = 0
     batch = {**inputs(items, events=(items > 0) * (2 + items % 2), gaps=(items > 0) * 3),
              "targets": targets}
+    if remaining:  # as training windows carry them: some end before their user's latest event
+        after = (items > 0)[:, ::-1].cumsum(1)[:, ::-1] - 1 + np.array([[0], [1], [0], [2], [1]])
+        batch["remaining"] = np.where(items > 0, after, 0).astype("int32")
     packed = pack_windows(batch, 6)
     # 12 events in 2 full rows instead of 5 rows of 6 cells
     assert packed["items"].shape == (2, 6) and (packed["items"] != 0).all()
@@ -315,6 +324,37 @@ def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, 
     want = net.loss_terms(batch, net(batch, training=True))
     for a, b in zip(got, want, strict=True):
         assert float(a) == pytest.approx(float(b), rel=1e-5)
+
+
+def test_positions_from_the_end_align_a_recommendation_with_the_latest_training_event():
+    net = SeqVAE(n_items=20, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
+                 dropout=0.0, max_len=6, lowpass=0.7, lowpass_learned=True,
+                 position_from="end", seed=2)
+    net.build_for_inputs()
+
+    def mean(items, **extra):
+        return np.asarray(net.encode_steps({**inputs(items), **extra}, training=False)[0])
+
+    # a history's last step is position 0 (no event follows the next one), the step before 1…
+    short = mean([[2, 3, 4]])
+    np.testing.assert_allclose(short, mean([[2, 3, 4]], remaining=np.array([[2, 1, 0]])),
+                               atol=1e-6)
+    # padding changes nothing, and a packed window counts from its own end
+    np.testing.assert_allclose(short[0], mean([[2, 3, 4, 0, 0]])[0, :3], atol=1e-6)
+    packed = mean([[7, 8, 2, 3, 4, 0]], segments=np.array([[1, 1, 2, 2, 2, 0]]),
+                  positions=np.array([[0, 1, 0, 1, 2, 0]]))
+    np.testing.assert_allclose(short[0], packed[0, 2:5], atol=1e-6)
+    # a training window of the same events and one more: the step that predicted the latest
+    # event (the 4th) is the step a recommendation reads after the 3rd, position for position
+    window = [[2, 3, 4, 5]]
+    trained = mean(window, remaining=np.asarray(within_remaining(np.array(window, "int32"))))
+    assert np.asarray(within_remaining(np.array(window, "int32"))).tolist() == [[2, 1, 0, 0]]
+    np.testing.assert_allclose(short[0], trained[0, :3], atol=1e-6)
+    # where a step sits does change it: the same events counted from the start differ
+    assert not np.allclose(short, mean([[2, 3, 4]], remaining=np.array([[0, 1, 2]])))
+    with pytest.raises(ValueError, match="`position_from`"):
+        SeqVAE(n_items=20, n_events=4, n_gaps=6, position_from="middle")
+    assert SeqVAE.from_config(net.get_config()).position_from == "end"
 
 
 def test_an_identity_head_starts_as_the_plain_sasrec_score():

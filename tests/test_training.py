@@ -232,6 +232,24 @@ def test_batches_by_length_or_from_every_window():
     assert any((x < 10).any() and (x > 20).any() for x in lengths)
 
 
+def test_training_windows_count_positions_from_the_target_to_the_users_latest_event():
+    # user 0 has 7 training events (windows of 4, stride 2: events 0-3, 2-5, 3-6), user 1 has 3
+    rows = [(0, 10 + t, t) for t in range(7)] + [(1, 30 + t, t) for t in range(3)]
+    train = encode(read_log(pd.DataFrame(rows, columns=["user", "item", "ts"]))[0])
+    batches = make_batches(train, SeqVAEConfig(max_len=4, stride=2, batching="random"))
+    (bucket,) = batches.buckets
+    got = {tuple(train.item_vocab.token(row[row != 0])): list(rem[row != 0])
+           for row, rem in zip(bucket["items"], bucket["remaining"], strict=True)}
+    # the cell before an event k of n predicts event k, after which n - 1 - k events follow;
+    # a window inside the history counts to the user's latest event, not to its own end; the
+    # last cell of a history predicts nothing (0)
+    assert got == {("10", "11", "12", "13"): [5, 4, 3, 2],
+                   ("12", "13", "14", "15"): [3, 2, 1, 0],
+                   ("13", "14", "15", "16"): [2, 1, 0, 0],
+                   ("30", "31", "32"): [1, 0, 0]}
+    assert (bucket["remaining"][bucket["items"] == 0] == 0).all()
+
+
 def test_packing_puts_short_windows_together_in_batch_order():
     # windows of 3, 5, 2 and 4 events (ids 11.., 21.., 31.., 41..) into rows of 6 cells:
     # first-fit decreasing places 5 → row 0, 4 → row 1, 3 → row 2, 2 → row 1 (4 + 2 = 6)
@@ -331,6 +349,8 @@ def test_config_is_validated():
         SeqVAEConfig(batching="sorted")
     with pytest.raises(ValueError, match="`label_smoothing`"):
         SeqVAEConfig(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="`position_from` should be 'start' or 'end'"):
+        SeqVAEConfig(position_from="middle")
 
 
 def test_on_the_sample_log_loss_falls_and_planted_segments_separate_in_mu(sample_events):
