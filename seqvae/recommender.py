@@ -542,7 +542,8 @@ class SeqVAERecommender(BaseRecommender):
             batch = self.last_windows(self.users_history([str(user_or_sequence)]))
         length = int((batch.items[0] != PAD).sum())
         mean, _ = self._steps(batch, within=True)  # each step predicting the next of the window
-        if length and getattr(self.model_, "position_from", "start") == "end":
+        if length and self.model_.encoder_kind == "attention" and (
+                self.model_.position_from == "end"):
             last, _ = self._steps(batch)  # the last step predicting the unknown next event
             mean[0, length - 1] = last[0, length - 1]
         logits = self.decode_scores(mean[0, :length])

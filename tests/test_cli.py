@@ -52,6 +52,28 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, content, reason):
     assert err.count("\n") == 1 and reason in err and "bad.csv" in err
 
 
+def test_train_passes_the_position_flag_to_the_model(tmp_path, monkeypatch):
+    import seqvae.pipeline
+
+    seen = []
+
+    def train(sequences, config, **_):
+        seen.append(config)
+        raise SystemExit(9)  # stop before any training
+
+    monkeypatch.setattr(seqvae.pipeline, "train", train)
+    path = tmp_path / "log.csv"
+    path.write_text("user,item\n" + "".join(f"u{u},i{(u + t) % 5}\n" for u in range(6)
+                                             for t in range(4)))
+    for flag, want in ((["--position-from", "start"], "start"), ([], "end")):
+        with pytest.raises(SystemExit):
+            main(["train", str(path), "--out", str(tmp_path / "model"), "--quiet", *flag])
+        assert seen.pop().position_from == want
+    with pytest.raises(SystemExit) as refused:  # argparse: not one of the choices
+        main(["train", str(path), "--out", str(tmp_path / "model"), "--position-from", "mid"])
+    assert refused.value.code == 2
+
+
 def test_reading_flags(tmp_path, capsys):
     path = tmp_path / "log.txt"
     path.write_text("a|b|c\nx|1|2024-01-01\ny|2|2024-01-02\nx|2|2024-01-03\n")
@@ -92,7 +114,7 @@ def trained(tmp_path_factory):
     out = folder / "model"
     code = main(["train", str(folder / "events.csv"), "--out", str(out), "--epochs", "2",
                  "--latent-dim", "8", "--hidden-dim", "16", "--max-len", "20",
-                 "--label-smoothing", "0.05", "--position-from", "start", "--quiet",
+                 "--label-smoothing", "0.05", "--quiet",
                  "--json", "--tensorboard", str(folder / "tensorboard")])
     assert code == 0
     return folder, out
@@ -106,7 +128,7 @@ def test_train_writes_a_model_directory(trained, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["latent_dim"] == 8 and config["data"]["users"] == 120
     assert config["model"]["label_smoothing"] == 0.05
-    assert config["model"]["position_from"] == "start"  # the flag, not the default ("end")
+    assert config["model"]["position_from"] == "end"  # the default
 
 
 def test_recommend_for_a_user_and_a_new_sequence(trained, capsys):

@@ -300,7 +300,7 @@ def test_packed_windows_give_what_each_window_gives_on_its_own_row(variational, 
     targets[:, :, 0][items == 0] = 0
     batch = {**inputs(items, events=(items > 0) * (2 + items % 2), gaps=(items > 0) * 3),
              "targets": targets}
-    if remaining:  # as training windows carry them: some end before their user's latest event
+    if remaining:  # given, not counted from each window's end: pack_windows carries them along
         after = (items > 0)[:, ::-1].cumsum(1)[:, ::-1] - 1 + np.array([[0], [1], [0], [2], [1]])
         batch["remaining"] = np.where(items > 0, after, 0).astype("int32")
     packed = pack_windows(batch, 6)
@@ -355,6 +355,14 @@ def test_positions_from_the_end_align_a_recommendation_with_the_latest_training_
     with pytest.raises(ValueError, match="`position_from`"):
         SeqVAE(n_items=20, n_events=4, n_gaps=6, position_from="middle")
     assert SeqVAE.from_config(net.get_config()).position_from == "end"
+    # a model saved before the option (no `position_from` in its config) counted from the start
+    older = net.get_config()
+    del older["position_from"]
+    older = SeqVAE.from_config(older)
+    older.build_for_inputs()
+    assert older.position_from == "start"
+    assert any("/position_embedding/" in w.path for w in older.weights)
+    assert not any("recency_embedding" in w.path for w in older.weights)
 
 
 def test_an_identity_head_starts_as_the_plain_sasrec_score():

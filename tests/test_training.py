@@ -248,6 +248,15 @@ def test_training_windows_count_positions_from_the_target_to_the_users_latest_ev
                    ("13", "14", "15", "16"): [2, 1, 0, 0],
                    ("30", "31", "32"): [1, 0, 0]}
     assert (bucket["remaining"][bucket["items"] == 0] == 0).all()
+    # a user's final window counts as the reconstruction counts a window's steps
+    from seqvae.model import within_remaining
+
+    final = [row for row, items in enumerate(bucket["items"])
+             if train.item_vocab.token(items[items != 0])[-1] in ("16", "32")]
+    assert len(final) == 2
+    np.testing.assert_array_equal(
+        np.asarray(within_remaining(bucket["items"][final])) * (bucket["items"][final] != 0),
+        bucket["remaining"][final])
 
 
 def test_packing_puts_short_windows_together_in_batch_order():
