@@ -381,12 +381,16 @@ def causal_padding_mask(mask: Any) -> Any:
     return ops.logical_and(ops.expand_dims(causal, 0), ops.expand_dims(mask, 1))
 
 
+def cells_from_here(mask: Any) -> Any:
+    """(B, L) int32: how many real cells of a right-padded row lie at or after each cell."""
+    return ops.cumsum(ops.cast(mask, "int32")[:, ::-1], axis=1)[:, ::-1]
+
+
 def within_remaining(items: Any) -> Any:
     """(B, L) int32: for each real cell of right-padded rows, how many events of its row follow
     the next one — what a training window gives a position counted from the end (0 at the cell
     that predicts the row's last event and at the last cell itself, which predicts nothing)."""
-    after = ops.cumsum(ops.cast(ops.not_equal(items, 0), "int32")[:, ::-1], axis=1)[:, ::-1]
-    return ops.maximum(after - 2, 0)
+    return ops.maximum(cells_from_here(ops.not_equal(items, 0)) - 2, 0)
 
 
 def causal_segment_mask(segments: Any) -> Any:
@@ -588,8 +592,7 @@ class SeqVAE(_LossTracking, keras.Model):
                 >= ops.expand_dims(ops.arange(ops.shape(segments)[1]), 1))
             remaining = ops.sum(ops.cast(later, "int32"), axis=2) - 1
         else:
-            after = ops.cumsum(ops.cast(mask, "int32")[:, ::-1], axis=1)[:, ::-1]
-            remaining = after - 1
+            remaining = cells_from_here(mask) - 1
         return self.recency_embedding(ops.clip(remaining, 0, self.max_len - 1))
 
     def encode_steps(self, inputs: dict[str, Any], training: bool | None = None) -> tuple[Any, ...]:
