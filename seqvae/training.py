@@ -441,9 +441,10 @@ def _load_checkpoint(directory: Path, fingerprint: dict[str, Any]
 
 def _swap_in_average(model: Any, optimizer: Any) -> list[np.ndarray]:
     """Put the optimiser's moving average of the weights into the model (to validate and keep
-    it); returns the weights as trained, to put back before the next step."""
+    it); returns the weights as trained, to put back before the next step. Keras' public
+    `finalize_variable_values` is that swap for an optimiser with `use_ema`."""
     trained = [np.array(variable.numpy()) for variable in model.trainable_variables]
-    optimizer._overwrite_model_variables_with_average_value(model.trainable_variables)
+    optimizer.finalize_variable_values(model.trainable_variables)
     return trained
 
 
