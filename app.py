@@ -67,7 +67,10 @@ with st.sidebar:
             f"latent {recommender.config_.latent_dim} · {recommender.item_vocab_.size - 2:,} items "
             f"· {recommender.history_.n_users:,} users{ndcg}"
         )
-    if job is not None and job.active and model_in_use is not None:
+    if job is not None and job.active and job.continues:
+        st.info(f"**Training:** the model on {escape_markdown(job.dataset_name)} goes on "
+                f"from epoch {job.earlier_epochs}…")
+    elif job is not None and job.active and model_in_use is not None:
         st.info(f"**Training** a new model on {escape_markdown(job.dataset_name)}…")
     elif job is not None and job.active:
         st.info("**Model:** training…")

@@ -66,6 +66,11 @@ def source_ui() -> None:
         if state.is_new_upload("log_upload", uploaded):
             data = uploaded.getvalue()
             _load(lambda: load_dataset(uploaded.name, data), pending=(uploaded.name, data))
+        current = state.dataset()
+        if uploaded is None and current is not None:
+            # the uploader forgets its file once another page has run: say what is loaded
+            st.caption(f"In use: **{escape_markdown(current.name)}** (below). A file uploaded "
+                       "here replaces it.")
 
 
 def error_ui() -> None:

@@ -127,8 +127,7 @@ def live_ui() -> None:
         progress = snapshot["progress"]
         fraction = 0.0
         if progress is not None:
-            fraction = ((progress.epoch - 1) + progress.batch / max(progress.batches, 1)) \
-                / max(progress.epochs, 1)
+            fraction = jobs.epochs_done(progress) / max(progress.epochs, 1)
         st.progress(min(max(fraction, 0.0), 1.0), text=_progress_text(job, snapshot))
         if st.button("Stop", key="train_stop",
                      help="Ends after the current batch and keeps the best weights so far."):
@@ -207,7 +206,8 @@ def continue_ui(job: jobs.TrainingJob) -> None:
                    "read for this training).")
         return
     left, right = st.columns([1, 3])
-    more = left.number_input("More epochs", 1, 200, value=max(job.config.epochs, 5),
+    # as many more as this job trained itself (at least 5): after 3 + 5 epochs, 5 again, not 8
+    more = left.number_input("More epochs", 1, 200, value=max(job.own_epochs, 5),
                              key="continue_epochs")
     right.write("")
     if right.button("Continue training", key="train_continue",

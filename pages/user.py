@@ -172,6 +172,8 @@ def similar_users_ui(recommender, user: str, dataset) -> None:
 
 
 def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> None:
+    # the edits are this user's (keys per user): another user opens with their own, and a
+    # reload or a visit to another page keeps both (`seqvae.ui.sessions.KEPT_WIDGET_PREFIXES`)
     st.caption("Edit the sequence and see the recommendations change — no retraining: the model "
                "encodes the edited sequence as a new user, with its event types and times.")
     all_items = list(recommender.item_vocab_.tokens)
@@ -179,16 +181,17 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     unique_history = list(dict.fromkeys(history_items))
     left, middle, right = st.columns([2, 2, 1])
     removed = left.multiselect("Remove from the history", unique_history,
-                               format_func=lambda i: label_of.get(i, i), key="whatif_remove")
+                               format_func=lambda i: label_of.get(i, i),
+                               key=f"whatif_remove:{user}")
     added = middle.multiselect("Add at the end", all_items,
-                               format_func=lambda i: label_of.get(i, i), key="whatif_add")
+                               format_func=lambda i: label_of.get(i, i), key=f"whatif_add:{user}")
     # the user's most common event type is what an added item becomes unless chosen otherwise
     history = recommender.history_
     own = history.of_user(int(history.user_position([user])[0]))["events"]
     event_types = list(recommender.event_vocab_.tokens)
     counts = np.bincount(own, minlength=recommender.event_vocab_.size)[2:]
     event = right.selectbox("Added as", event_types, index=int(np.argmax(counts)),
-                            key="whatif_event")
+                            key=f"whatif_event:{user}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # items come from the model's vocabulary
         edited = recommender.edited_sequence(user, remove=removed, add=added, add_event=event)

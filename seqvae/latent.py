@@ -309,11 +309,11 @@ def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, eve
             continue
         top, _ = characterise(sequences, np.flatnonzero(labels == label), item_vocab,
                               event_vocab, top=max(n, 5), reach=reach)
-        shown = [str(i) for i in top["item"].head(n)]
-        if items is not None and "title" in items.columns:
-            titles = items["title"].reindex(shown)
-            shown = [str(t) if isinstance(t, str) else i for i, t in zip(shown, titles,
-                                                                        strict=True)]
+        ids = [str(i) for i in top["item"].head(n)]
+        titles = (items["title"].reindex(ids).tolist()
+                  if items is not None and "title" in items.columns else [None] * len(ids))
+        shown = [str(t) if isinstance(t, str) else _item_label(i)
+                 for i, t in zip(ids, titles, strict=True)]
         label_text = " · ".join(shown) or "—"
         if items is not None and "category" in items.columns and len(top):
             categories = items["category"].reindex([str(i) for i in top["item"]]).dropna()
@@ -321,6 +321,12 @@ def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, eve
                 label_text = f"{categories.value_counts().index[0]}: {label_text}"
         names[int(label)] = f"{int(label)} · {label_text}"
     return names
+
+
+def _item_label(item: str) -> str:
+    """An item shown by its id: "item 528" where the id is a number (MovieLens), so that a
+    legend of "0 · 528 · 523" does not read as a cluster and two counts."""
+    return f"item {item}" if item.lstrip("-").isdigit() else item
 
 
 def nearest_users(vectors: np.ndarray, row: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from seqvae.ui import state
 from tests.conftest import texts
 
 
@@ -28,6 +29,10 @@ def test_load_the_sample(app):
     assert any("segment" in t for t in texts(at.caption))
     # four event types: their mix is drawn
     assert any("Event types" in c.proto.spec for c in at.get("plotly_chart"))
+    # the empty uploader says what is loaded (its name escaped), and that an upload replaces it
+    assert at.session_state[state.DATASET].name == "sample: events.csv"
+    assert any(t.startswith("In use: **sample\\: events\\.csv**") and "replaces it" in t
+               for t in texts(at.caption))
 
 
 def test_upload_a_log_with_problems_shows_the_report(app):

@@ -93,7 +93,7 @@ def test_train_then_open_a_user(app, small_log):
     assert caption.startswith(f"For {hits / len(steps):.0%} of the {len(steps)} steps below")
     assert f"most recent {len(steps) + 1} events" in caption
     # "what if": adding items changes the list without retraining
-    at.multiselect(key="whatif_add").set_value(["P0001", "P0002"]).run()
+    at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()
     assert not at.exception
     assert len(frame_with(at, "change")) == 10
 
@@ -121,6 +121,19 @@ def test_training_with_the_refit_puts_the_retrained_model_in_use(app, small_log)
         metrics = json.loads(archive.read("metrics.json"))
     assert metrics["test"] == pytest.approx(job.test_metrics)
     assert metrics["refit"]["epochs"] == job.refit_info["epochs"] == job.history.best_epoch
+
+
+def test_the_sidebar_tells_a_continued_training_from_a_new_model(app):
+    from seqvae.training import SeqVAEConfig
+    from seqvae.ui import jobs
+
+    at = app.run()
+    at.session_state[state.JOB] = jobs.TrainingJob(
+        dataset_name="shop", config=SeqVAEConfig(), earlier_epochs=3, state="running")
+    at.run()
+    assert not at.exception
+    assert any("the model on shop goes on from epoch 3" in t for t in texts(at.sidebar.info))
+    assert not any("a new model" in t for t in texts(at.sidebar.info))
 
 
 def test_training_on_data_that_cannot_train_says_why(app):
@@ -215,19 +228,34 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     vocab = model_in_use.recommender.event_vocab_
     counts = np.bincount(own, minlength=vocab.size)
     counts[:2] = 0  # padding and out-of-vocabulary are no event types
-    assert at.selectbox(key="whatif_event").value == vocab.token([int(np.argmax(counts))])[0]
+    assert at.selectbox(key=f"whatif_event:{user}").value == \
+        vocab.token([int(np.argmax(counts))])[0]
     # adding items changes the list without retraining: at least the scores move, and the added
     # items, now in the sequence, are not recommended back
-    at.multiselect(key="whatif_add").set_value(["P0001", "P0002"]).run()
+    at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()
     assert not at.exception
     edited = frame_with(at, "change")
     assert list(edited["rank"]) == list(range(1, 11))
     assert list(edited["score"]) != list(recommendations["score"])
     assert not edited["item"].str.contains(r"\bP000[12]\b|\(P000[12]\)").any()
+    # the edit is this user's: another page and back keeps it; another user opens unedited,
+    # and coming back to the first finds its edit again
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/user.py").run()
+    assert at.selectbox(key="user_pick").value == user
+    assert at.multiselect(key=f"whatif_add:{user}").value == ["P0001", "P0002"]
+    assert frame_with(at, "change").equals(edited)
+    at.text_input(key="user_query").set_value("U0002").run()
+    other = at.selectbox(key="user_pick").value
+    assert other != user and at.multiselect(key=f"whatif_add:{other}").value == []
+    assert set(frame_with(at, "change")["change"]) == {""}
+    at.text_input(key="user_query").set_value(user).run()
+    assert at.multiselect(key=f"whatif_add:{user}").value == ["P0001", "P0002"]
+    assert frame_with(at, "change").equals(edited)
     # removing every item leaves nothing to recommend from, said as a warning
-    at.multiselect(key="whatif_add").set_value([]).run()
-    items = at.multiselect(key="whatif_remove").options
-    at.multiselect(key="whatif_remove").set_value(items).run()
+    at.multiselect(key=f"whatif_add:{user}").set_value([]).run()
+    items = at.multiselect(key=f"whatif_remove:{user}").options
+    at.multiselect(key=f"whatif_remove:{user}").set_value(items).run()
     assert not at.exception
     assert any("empty" in t for t in texts(at.warning))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from seqvae.logs import read_log
 from seqvae.sample import generate
-from seqvae.training import SeqVAEConfig, TrainingHistory
+from seqvae.training import BatchProgress, SeqVAEConfig, TrainingHistory
 from seqvae.ui import jobs
 
 
@@ -39,6 +39,8 @@ def test_continue_training_goes_on_from_the_last_epoch():
     second = wait(jobs.start_training(log, "shop.csv", replace(config, epochs=4),
                                       data_fingerprint="f", continue_from=first))
     assert second.checkpoint_dir == checkpoint and first.checkpoint_dir is None
+    assert not first.continues and second.continues and second.earlier_epochs == 2
+    assert first.own_epochs == 2 and second.own_epochs == 2  # epochs 3 and 4 are the second's
     assert [e.epoch for e in second.history.epochs] == [1, 2, 3, 4]
     # the first two epochs are the first job's, not trained again
     assert [e.validation for e in second.history.epochs[:2]] == \
@@ -46,6 +48,29 @@ def test_continue_training_goes_on_from_the_last_epoch():
     assert [e.epoch for e in second.epochs] == [1, 2, 3, 4]  # the curves start with them
     second.discard()
     assert not Path(checkpoint).exists() and second.checkpoint_dir is None
+
+
+def progress_at(epoch: int, batch: int, epochs: int = 8, batches: int = 10) -> BatchProgress:
+    return BatchProgress(epoch, epochs, batch, batches, 7.0, 6.9, 90.0, 0.001, 0.0)
+
+
+def test_the_time_left_goes_by_this_jobs_pace_after_its_first_batch():
+    # a new model: 30 s of preparing and tracing before the first batch ends, then 1 s a batch
+    job = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=8))
+    job.started = 0.0
+    assert job.eta_seconds(now=5.0) is None  # no batch yet: no estimate
+    job._on_batch(progress_at(1, 1), now=30.0)
+    assert job.eta_seconds(now=30.0) is None  # one batch tells no pace yet
+    job._on_batch(progress_at(1, 5), now=34.0)
+    # 4 batches in 4 s: 0.4 epoch in 4 s; 7.5 epochs left -> 75 s (the preparing not counted)
+    assert abs(job.eta_seconds(now=34.0) - 75.0) < 1e-9
+    # a continued job (epochs 1-3 trained before): only its own epochs set the pace
+    later = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=8),
+                             earlier_epochs=3)
+    later._on_batch(progress_at(4, 1), now=100.0)
+    later._on_batch(progress_at(4, 6), now=110.0)  # 0.5 epoch in 10 s; 4.4 epochs left
+    assert abs(later.eta_seconds(now=110.0) - 88.0) < 1e-9
+    assert later.eta_seconds(now=120.0) > later.eta_seconds(now=110.0)  # no progress: longer
 
 
 def test_a_refit_job_hands_over_the_model_retrained_on_every_event():

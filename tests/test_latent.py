@@ -88,6 +88,17 @@ def test_characterise_hand_worked():
     assert by_event.loc["buy", "lift"] == pytest.approx((3 / 4) / (3 / 7))
     names = cluster_names(seqs, np.array([0, 1, 0, 1]), vocab, events)
     assert names[0].startswith("0 · y")
+    # numeric item ids (MovieLens) are named as items, not left to read like counts; a title
+    # where the item metadata has one
+    rows = [(u, i, "view", t) for t, (u, i) in enumerate(
+        [("a", "528"), ("a", "17"), ("b", "528"), ("c", "9"), ("d", "9"), ("d", "17")])]
+    numeric = encode(read_log(pd.DataFrame(rows, columns=["user", "item", "event", "ts"]))[0])
+    labels = np.array([0, 0, 1, 1])
+    plain = cluster_names(numeric, labels, numeric.item_vocab, numeric.event_vocab, n=1)
+    assert plain[0] == "0 · item 528" and plain[1] == "1 · item 9"
+    titled = cluster_names(numeric, labels, numeric.item_vocab, numeric.event_vocab, n=1,
+                           items=pd.DataFrame({"title": ["Fargo"]}, index=["528"]))
+    assert titled[0] == "0 · Fargo" and titled[1] == "1 · item 9"
 
 
 def test_user_frame_and_nearest_users():

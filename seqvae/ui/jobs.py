@@ -104,6 +104,11 @@ class TrainingJob(_Job):
     # what that retraining was (epochs, events, seconds) once it has replaced the tested model
     refit: bool = False
     refit_info: dict[str, Any] | None = None
+    # epochs trained by the job this one continues ("Continue training"); 0 for a new model
+    earlier_epochs: int = 0
+    # (time, epochs done) at this job's first finished batch: the time-left estimate's origin,
+    # after the data preparation and the step's first trace, which later batches do not repeat
+    _pace_origin: tuple[float, float] | None = field(default=None, repr=False)
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of what the page shows."""
@@ -112,22 +117,43 @@ class TrainingJob(_Job):
                     "message": self.message, "started": self.started, "finished": self.finished,
                     "phase": self.phase}
 
-    def eta_seconds(self) -> float | None:
-        """Time left if every remaining epoch takes as long as the epochs so far."""
+    @property
+    def continues(self) -> bool:
+        """Whether this job goes on training an earlier job's model ("Continue training")."""
+        return self.earlier_epochs > 0
+
+    @property
+    def own_epochs(self) -> int:
+        """The epochs this job trained itself, not those of the job it continues."""
         with self._lock:
-            progress = self.progress
-            if progress is None or self.started is None:
+            return len(self.epochs) - self.earlier_epochs
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Time left if the rest of the run goes at this job's pace since its first batch
+        (validation included once an epoch has ended); None until that pace is known.
+
+        The pace leaves out what comes once per job (reading and splitting the log, building
+        the model, tracing the step: the first batch) and the epochs of the job it continues,
+        which this job did not train: counting either made the estimate several times too
+        high early in a run, and too low in a continued one."""
+        with self._lock:
+            progress, origin = self.progress, self._pace_origin
+            if progress is None or origin is None:
                 return None
-            done = (progress.epoch - 1) + progress.batch / max(progress.batches, 1)
-            elapsed = time.monotonic() - self.started
-            if done <= 0:
+            done = epochs_done(progress)
+            since, done_then = origin
+            if done <= done_then:
                 return None
-            return elapsed / done * (progress.epochs - done)
+            now = time.monotonic() if now is None else now
+            return (now - since) / (done - done_then) * max(progress.epochs - done, 0.0)
 
     # called on the training thread
-    def _on_batch(self, progress: BatchProgress) -> None:
+    def _on_batch(self, progress: BatchProgress, now: float | None = None) -> None:
         with self._lock:
             self.progress = progress
+            if self._pace_origin is None:
+                self._pace_origin = (time.monotonic() if now is None else now,
+                                     epochs_done(progress))
 
     def _on_epoch(self, record: EpochRecord) -> None:
         with self._lock:
@@ -152,6 +178,11 @@ class TrainingJob(_Job):
         if self.checkpoint_dir is not None and not self.active:
             remove_checkpoint(self.checkpoint_dir)
             self.checkpoint_dir = None
+
+
+def epochs_done(progress: BatchProgress) -> float:
+    """Epochs done, counting the current epoch's finished batches as its fraction."""
+    return (progress.epoch - 1) + progress.batch / max(progress.batches, 1)
 
 
 def prepare_split(log: EventLog) -> tuple[Any, Any]:
@@ -185,7 +216,7 @@ def start_training(log: EventLog, dataset_name: str, config: SeqVAEConfig,
         checkpoint, earlier = tempfile.mkdtemp(prefix="seqvae-training-"), []
     job = TrainingJob(dataset_name=dataset_name, config=config,
                       data_fingerprint=data_fingerprint, checkpoint_dir=checkpoint,
-                      epochs=earlier, refit=refit)
+                      epochs=earlier, refit=refit, earlier_epochs=len(earlier))
     thread = threading.Thread(target=_run, args=(job, sequences, split), daemon=True,
                               name=f"seqvae-training-{id(job)}")
     thread.start()

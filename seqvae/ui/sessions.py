@@ -55,8 +55,15 @@ KEPT_WIDGETS = (
     "latent_projection", "latent_dims", "latent_colour", "latent_cluster_method", "latent_k",
     "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
     "eval_metric", "eval_intervals", "opt_format", "opt_sep", "opt_header", "opt_missing_ts",
-    "opt_missing_value", "opt_dups",
+    "opt_missing_value", "opt_dups", "latent_search",
 )
+# widgets with one key per user (the User page's What-if edits): kept by their key's prefix
+KEPT_WIDGET_PREFIXES = ("whatif_remove:", "whatif_add:", "whatif_event:")
+
+
+def kept_widget(key: str) -> bool:
+    """Whether the widget under `key` is one whose last value a reload or a page change keeps."""
+    return key in KEPT_WIDGETS or key.startswith(KEPT_WIDGET_PREFIXES)
 
 
 @dataclass
@@ -107,14 +114,14 @@ class SessionStore:
         with self._lock:
             entry = self._entries.get(token)
             return {} if entry is None else {k: v for k, v in entry.values.items()
-                                             if k in KEPT_WIDGETS}
+                                             if kept_widget(k)}
 
     def save(self, token: str, values: dict[str, Any], streamlit_id: str | None,
              widgets: dict[str, Any] | None = None) -> None:
         """Keep `values` (replacing what was kept) and update the `widgets` values for `token`."""
         with self._lock:
             entry = self._entries.setdefault(token, _Entry())
-            kept_widgets = {k: v for k, v in entry.values.items() if k in KEPT_WIDGETS}
+            kept_widgets = {k: v for k, v in entry.values.items() if kept_widget(k)}
             entry.values = {**kept_widgets, **(widgets or {}), **values}
             entry.last_seen = time.monotonic()
             entry.disconnected_since = None
@@ -238,6 +245,7 @@ def save(store: SessionStore = STORE) -> None:
     token = st.session_state.get(TOKEN)
     if token is None:
         return
-    present = {k: st.session_state[k] for k in (*KEPT, *KEPT_WIDGETS) if k in st.session_state}
+    present = {k: st.session_state[k] for k in list(st.session_state.keys())
+               if isinstance(k, str) and (k in KEPT or kept_widget(k))}
     store.save(token, {k: v for k, v in present.items() if k in KEPT}, _streamlit_id(),
-               widgets={k: v for k, v in present.items() if k in KEPT_WIDGETS})
+               widgets={k: v for k, v in present.items() if kept_widget(k)})
