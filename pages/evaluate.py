@@ -67,9 +67,7 @@ def progress_ui() -> None:
         return
     snapshot = job.snapshot()
     if snapshot["state"] in ("queued", "running"):
-        st.progress(job.fraction_done(),
-                    text=escape_markdown(snapshot["lines"][-1] if snapshot["lines"]
-                                         else "waiting for a free slot…"))
+        st.progress(job.fraction_done(), text=escape_markdown(job.status()))
         if st.button("Stop", key="eval_stop", help="Stops after the current step; models "
                      "already tested are kept."):
             job.cancel()

@@ -92,6 +92,9 @@ def test_stop_keeps_what_was_tested(app):
     while not any(line.startswith("multvae") for line in job.snapshot()["lines"]):
         assert time.monotonic() < deadline and job.active
         time.sleep(0.2)
+    at.run()  # the bar says which model of how many, and the time so far
+    bar = at.get("progress")[0].proto.text
+    assert bar.startswith("multvae") and "model 2 of 2" in bar and "so far" in bar, bar
     job.cancel()
     wait(at)
     assert job.state == "cancelled"

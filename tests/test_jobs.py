@@ -142,3 +142,19 @@ def test_an_evaluation_shows_progress_epoch_by_epoch_not_only_model_by_model():
     # the popularity model is half the run; each of the SeqVAE's 4 epochs an eighth more
     assert epochs == [0.5 + 0.125 * e for e in (1, 2, 3, 4)], (job.lines, seen)
     assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
+    job = jobs.EvaluationJob(dataset_name="shop.csv", protocol="leave-one-out",
+                             models=["pop", "ease", "seqvae"], ks=[10])
+    assert job.status(now=5.0) == "waiting for a free slot…"
+    job.started = 100.0
+    job._say("pop: fitting")  # the lines in `seqvae.compare.compare`'s order
+    assert job.status(now=112.0) == "pop: fitting · model 1 of 3 · 12 s so far"
+    job._say("pop: fitted, validation NDCG@10 0.0410")
+    assert job.status(now=112.5).startswith("pop: fitted, validation NDCG@10 0.0410 · model 1 ")
+    job._say("pop: testing")
+    assert job.status(now=113.0) == "pop: testing · model 1 of 3 · 13 s so far"
+    job._say("ease: fitting")
+    assert job.status(now=175.0) == "ease: fitting · model 2 of 3 · 1 min 15 s so far"
+

@@ -293,6 +293,21 @@ class EvaluationJob(_Job):
         return min((done + within) / max(len(self.models), 1), 1.0)
 
 
+    def status(self, now: float | None = None) -> str:
+        """The progress bar's text: the latest line, which model of how many, and the time since
+        the run started (no estimate of what is left: the models' costs differ by 100×)."""
+        with self._lock:
+            lines, started = list(self.lines), self.started
+        if not lines or started is None:
+            return "waiting for a free slot…"
+        tested = sum(1 for line in lines if line.endswith(": testing"))
+        current = tested + (0 if lines[-1].endswith(": testing") else 1)
+        elapsed = int((time.monotonic() if now is None else now) - started)
+        clock = f"{elapsed // 60} min {elapsed % 60:02d} s" if elapsed >= 60 else f"{elapsed} s"
+        return (f"{lines[-1]} · model {max(min(current, len(self.models)), 1)} of "
+                f"{len(self.models)} · {clock} so far")
+
+
 _EPOCH_LINE = re.compile(r"^\w+: epoch (\d+) of at most (\d+),")
 
 
