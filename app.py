@@ -69,7 +69,7 @@ with st.sidebar:
         )
     if job is not None and job.active and job.continues:
         st.info(f"**Training:** the model on {escape_markdown(job.dataset_name)} goes on "
-                f"from epoch {job.earlier_epochs}…")
+                f"after its epoch {job.earlier_epochs}…")
     elif job is not None and job.active and model_in_use is not None:
         st.info(f"**Training** a new model on {escape_markdown(job.dataset_name)}…")
     elif job is not None and job.active:

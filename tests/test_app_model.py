@@ -132,7 +132,8 @@ def test_the_sidebar_tells_a_continued_training_from_a_new_model(app):
         dataset_name="shop", config=SeqVAEConfig(), earlier_epochs=3, state="running")
     at.run()
     assert not at.exception
-    assert any("the model on shop goes on from epoch 3" in t for t in texts(at.sidebar.info))
+    assert any("the model on shop goes on after its epoch 3" in t
+               for t in texts(at.sidebar.info))
     assert not any("a new model" in t for t in texts(at.sidebar.info))
 
 

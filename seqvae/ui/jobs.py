@@ -292,7 +292,6 @@ class EvaluationJob(_Job):
         within = min(int(epoch[1]) / max(int(epoch[2]), 1), 1.0) if epoch else 0.0
         return min((done + within) / max(len(self.models), 1), 1.0)
 
-
     def status(self, now: float | None = None) -> str:
         """The progress bar's text: the latest line, which model of how many, and the time since
         the run started (no estimate of what is left: the models' costs differ by 100×)."""
