@@ -234,7 +234,10 @@ else:
         st.subheader(f"User {escape_markdown(user)}", anchor=False)
         attributes_ui(dataset, user)
         history_items = timeline_ui(recommender, user, metadata, dataset)
-        tabs = st.tabs(["Recommendations", "Reconstruction", "Similar users", "What if"])
+        # the open tab is tracked (a key, a rerun on change) and kept like the What-if edits,
+        # so coming back to the page, or reloading it, opens the tab that was open
+        tabs = st.tabs(["Recommendations", "Reconstruction", "Similar users", "What if"],
+                       key="user_tab", on_change="rerun")
         with tabs[0]:
             recommendations_ui(recommender, user, history_items, metadata)
         with tabs[1]:

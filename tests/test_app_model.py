@@ -239,10 +239,13 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     assert list(edited["rank"]) == list(range(1, 11))
     assert list(edited["score"]) != list(recommendations["score"])
     assert not edited["item"].str.contains(r"\bP000[12]\b|\(P000[12]\)").any()
-    # the edit is this user's: another page and back keeps it; another user opens unedited,
-    # and coming back to the first finds its edit again
+    # the edit is this user's: another page and back keeps it (and the open tab); another user
+    # opens unedited, and coming back to the first finds its edit again
+    at.session_state["user_tab"] = "What if"  # as a click on the tab sets it
+    at.run()
     at.switch_page("pages/data.py").run()
     at.switch_page("pages/user.py").run()
+    assert at.session_state["user_tab"] == "What if"
     assert at.selectbox(key="user_pick").value == user
     assert at.multiselect(key=f"whatif_add:{user}").value == ["P0001", "P0002"]
     assert frame_with(at, "change").equals(edited)
