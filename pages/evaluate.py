@@ -44,7 +44,9 @@ def settings_ui(dataset: state.Dataset) -> None:
         c.caption(f"{' and '.join(neural)} {'are' if len(neural) > 1 else 'is'} trained afresh "
                   "on the split with "
                   f"{'the model in use’s' if model_in_use else 'the Train page’s default'} "
-                  f"settings (at most {config.epochs} epochs). ")
+                  f"settings (at most {config.epochs} epochs"
+                  + (f", {config.members} networks averaged" if config.members > 1 else "")
+                  + "). ")
     c.caption("Every choice is made on validation; the test part is scored once per model.")
     if st.button("Run the evaluation", type="primary", key="eval_start",
                  disabled=busy or not models or not ks):

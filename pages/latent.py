@@ -582,9 +582,13 @@ if model_in_use is None:
 else:
     dataset = state.dataset()
     view = state.latent_view(model_in_use, dataset)
+    networks = 1 + len(getattr(model_in_use.recommender, "others_", []))
     st.caption(f"{len(view.frame):,} users, each a point: their μ (latent size "
-               f"{view.mu.shape[1]}) after their last event. Click a user to open them; pick "
-               "the lasso or box in the chart's toolbar and draw around users to form a cohort.")
+               f"{view.mu.shape[1]}) after their last event"
+               + (f" — the first network's: this model ranks items by the mean of {networks} "
+                  "networks' scores" if networks > 1 else "")
+               + ". Click a user to open them; pick the lasso or box in the chart's toolbar and "
+               "draw around users to form a cohort.")
     map_ui(view, dataset)
     st.divider()
     cohort_ui(view, dataset)

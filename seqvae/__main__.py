@@ -4,4 +4,7 @@ import sys
 
 from seqvae.cli import main
 
-sys.exit(main())
+# guarded: an ensemble's training processes (`seqvae.ensemble`, spawned) import the main module
+# of the process that started them, and must not run the command again
+if __name__ == "__main__":
+    sys.exit(main())

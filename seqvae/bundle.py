@@ -5,6 +5,7 @@ Layout (a contract users' scripts rely on):
 | file | holds |
 |---|---|
 | ``model.keras`` | the network, Keras native format, loaded with ``safe_mode=True`` |
+| ``member-2.keras``, … | an ensemble's other networks (``members`` > 1 in config.json) |
 | ``vocab.json`` | ``{"items": [...], "events": [...]}`` — ids 2, 3, ... in order (0 padding, 1 OOV) |
 | ``config.json`` | every hyperparameter (``model``) and the data schema (``data``) |
 | ``history.json`` | per-epoch losses, β, validation metrics, seconds |
@@ -83,6 +84,11 @@ def check_target(directory: str | os.PathLike[str]) -> Path:
     return target
 
 
+def member_files(count: int) -> tuple[str, ...]:
+    """The files of an ensemble's networks after the first (``model.keras``)."""
+    return tuple(f"member-{index}.keras" for index in range(2, count + 1))
+
+
 def save(recommender: Any, directory: str | os.PathLike[str], *,
          metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None) -> Path:
     """Write `recommender` — the SeqVAE, its twin or a baseline — to `directory` (created; an
@@ -113,6 +119,9 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
                                                   "data": data_schema})
         else:
             recommender.model_.save(staging / "model.keras")
+            for name, network in zip(member_files(len(recommender.others_) + 1),
+                                     recommender.others_, strict=True):
+                network.save(staging / name)
             _write_json(staging / "config.json", {"format_version": FORMAT_VERSION,
                                                   "kind": "seqvae",
                                                   "model": recommender.config_.to_dict(),
@@ -127,7 +136,8 @@ def save(recommender: Any, directory: str | os.PathLike[str], *,
                             items=history.items, events=history.events, gaps=history.gaps,
                             timestamps=history.timestamps)
         _write_json(staging / "users.json", [str(u) for u in history.users])
-        names = BASELINE_FILES if baseline else FILES
+        names = BASELINE_FILES if baseline else (
+            *FILES, *member_files(len(recommender.others_) + 1))
         _write_json(staging / "manifest.json",
                     {"format_version": FORMAT_VERSION,
                      "sha256": {name: _sha256(staging / name) for name in names}})
@@ -175,48 +185,65 @@ def load(directory: str | os.PathLike[str]) -> Any:
             "embeddings, and its network cannot be rebuilt); retrain the model with "
             "`seqvae train` or the dashboard's Train page")
     expected = manifest.get("sha256", {}) if isinstance(manifest, dict) else {}
+    if not baseline:  # an ensemble's other networks: what config.json says it holds
+        config = _read_json(root, "config.json")
+        members = config.get("model", {}).get("members", 1) if isinstance(config, dict) else 1
+        names = (*names, *member_files(int(members)))
+        for name in names:
+            if not (root / name).is_file():
+                raise BundleError(f"{root / name} is missing; config.json says the model has "
+                                  f"{members} networks")
     for name in names:
         if expected.get(name) != _sha256(root / name):
             raise BundleError(f"{root / name} does not match the checksum recorded when the model "
                               "was saved (truncated or modified); re-save or re-train the model")
     if baseline:
         return _load_baseline(root)
-    import keras
-
-    from seqvae.model import SeqVAE
     from seqvae.recommender import SeqVAERecommender
     from seqvae.training import TrainingHistory
 
-    try:
-        with zipfile.ZipFile(root / "model.keras") as archive:
-            archive.testzip()
-    except zipfile.BadZipFile as exc:
-        raise BundleError(f"{root / 'model.keras'} is not a Keras model file ({exc})") from None
-    try:
-        model = keras.saving.load_model(root / "model.keras", safe_mode=True, compile=False)
-    except ValueError as exc:
-        if "lambda" in str(exc).lower() or "safe_mode" in str(exc):
-            raise BundleError(f"{root / 'model.keras'} contains a Lambda layer (arbitrary code); "
-                              "refused") from None
-        raise BundleError(f"{root / 'model.keras'} cannot be loaded ({exc})") from None
-    except TypeError as exc:
-        raise BundleError(f"{root / 'model.keras'} holds a layer seqvae does not know ({exc}); "
-                          "refused") from None
-    if not isinstance(model, SeqVAE):
-        raise BundleError(f"{root / 'model.keras'} holds a {type(model).__name__}, not a SeqVAE")
+    model = _load_network(root / "model.keras")
+    others = [_load_network(root / name) for name in names if name.startswith("member-")]
     vocab = _read_json(root, "vocab.json")
     config = _read_json(root, "config.json")
     item_vocab = Vocabulary.from_json(vocab["items"])
     event_vocab = Vocabulary.from_json(vocab["events"])
-    if item_vocab.size != model.n_items or event_vocab.size != model.n_events:
-        raise BundleError(f"{root / 'vocab.json'} does not fit model.keras ({item_vocab.size} "
-                          f"item ids against {model.n_items})")
+    named = zip(("model.keras", *member_files(len(others) + 1)), (model, *others), strict=True)
+    for name, network in named:
+        if item_vocab.size != network.n_items or event_vocab.size != network.n_events:
+            raise BundleError(f"{root / 'vocab.json'} does not fit {name} ({item_vocab.size} "
+                              f"item ids against {network.n_items})")
     history = _read_history(root, item_vocab, event_vocab, config, model.n_gaps)
     recommender = SeqVAERecommender(model, saved_config(config["model"]), item_vocab,
                                     event_vocab, history)
+    recommender.others_ = others
     recommender.training_history_ = TrainingHistory.from_dict(_read_json(root, "history.json"))
     recommender.metrics_ = _read_json(root, "metrics.json")
     return recommender
+
+
+def _load_network(path: Path) -> Any:
+    """One network's Keras file -> the `SeqVAE`, loaded with ``safe_mode``."""
+    import keras
+
+    from seqvae.model import SeqVAE
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise BundleError(f"{path} is not a Keras model file ({exc})") from None
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as exc:
+        if "lambda" in str(exc).lower() or "safe_mode" in str(exc):
+            raise BundleError(f"{path} contains a Lambda layer (arbitrary code); refused") from None
+        raise BundleError(f"{path} cannot be loaded ({exc})") from None
+    except TypeError as exc:
+        raise BundleError(f"{path} holds a layer seqvae does not know ({exc}); refused") from None
+    if not isinstance(model, SeqVAE):
+        raise BundleError(f"{path} holds a {type(model).__name__}, not a SeqVAE")
+    return model
 
 
 def _load_baseline(root: Path) -> Any:

@@ -316,7 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                           variational=not args.deterministic, negatives=args.negatives,
                           dropout=args.dropout, steps_per_epoch=args.steps_per_epoch,
                           lowpass=args.lowpass, label_smoothing=args.label_smoothing,
-                          position_from=args.position_from)
+                          position_from=args.position_from, members=args.members)
     out = check_target(args.out)
     chief = strategy is None or is_chief(strategy)
     checkpoint = Path(args.checkpoint_dir or f"{out}.checkpoint")
@@ -563,7 +563,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                    min_rating=args.min_rating)
     sequences, report = data.sequences, data.report
     say = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.quiet else None
-    config = SeqVAEConfig(epochs=args.epochs, seed=args.seed)
+    config = SeqVAEConfig(epochs=args.epochs, seed=args.seed, members=args.members)
     from seqvae.compare import make_split
 
     split = make_split(sequences, args.protocol, seed=args.seed, min_length=args.min_length)
@@ -715,6 +715,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                        help=f"({defaults.learning_rate})")
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    train.add_argument("--members", type=int, default=defaults.members, metavar="N",
+                       help="train N networks (seeds SEED, SEED+1, ...) and rank items by the "
+                       "mean of their log-softmax; each trains in a process of its own where "
+                       f"there is a core for it, else one after the other ({defaults.members})")
     train.add_argument("--dropout", type=float, default=defaults.dropout,
                        help=f"({defaults.dropout})")
     train.add_argument("--min-rating", type=float, default=None,
@@ -816,6 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--epochs", type=int, default=30,
                           help="the SeqVAE's epoch limit; early stopping picks the epoch (30)")
     evaluate.add_argument("--seed", type=int, default=0, help="seeds the split and the models (0)")
+    evaluate.add_argument("--members", type=int, default=1, metavar="N",
+                          help="networks averaged in the SeqVAE and in its twin (1)")
     evaluate.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     evaluate.add_argument("--save-models", metavar="DIR",
                           help="also save every chosen model as a model directory DIR/<model> "

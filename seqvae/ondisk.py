@@ -558,6 +558,10 @@ class StoreBatches:
     def batches_per_epoch(self) -> int:
         return self._batches
 
+    def with_seed(self, seed: int) -> StoreBatches:
+        """The same blocks and windows, visited in another order (another network's)."""
+        return replace(self, config=replace(self.config, seed=seed))
+
     def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]:
         from seqvae.batches import make_batches
         from seqvae.splits import leave_one_out_train

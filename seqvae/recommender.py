@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -356,11 +357,37 @@ class BaseRecommender(ABC):
         )
 
 
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Each row's log-probabilities under the softmax of `scores` (-inf: never chosen)."""
+    top = scores.max(axis=1, keepdims=True)
+    shifted = scores - np.where(np.isfinite(top), top, 0)
+    with np.errstate(divide="ignore"):
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def mean_log_softmax(scores: Iterable[np.ndarray]) -> np.ndarray:
+    """The mean of several networks' `log_softmax` (an ensemble's scores), summed one network
+    at a time."""
+    total: np.ndarray | None = None
+    count = 0
+    for one in scores:
+        part = log_softmax(one)
+        total = part if total is None else total + part
+        count += 1
+    if total is None:
+        raise ValueError("no scores to average")
+    return total / count
+
+
 class SeqVAERecommender(BaseRecommender):
     """A fitted SeqVAE with the vocabularies and the users' histories it recommends from.
 
     Attributes:
-        model_: the Keras `SeqVAE`.
+        model_: the Keras `SeqVAE` (an ensemble's first network).
+        others_: an ensemble's other networks (`SeqVAEConfig.members` > 1; empty for one):
+            the items are ranked by the mean of every network's log-softmax, and the
+            reconstructions are that mean, renormalised. μ, the latent map, similar users and
+            items and the explanations are the first network's.
         item_vocab_, event_vocab_: the vocabularies the model was trained with.
         history_: the users' sequences that `recommend(user_ids)` reads (all their events).
         config_: the `SeqVAEConfig` the model was trained with.
@@ -371,6 +398,7 @@ class SeqVAERecommender(BaseRecommender):
     def __init__(self, model: Any, config: Any, item_vocab: Vocabulary, event_vocab: Vocabulary,
                  history: Sequences | None = None) -> None:
         self.model_ = model
+        self.others_: list[Any] = []
         self.config_ = config
         # the deterministic twin (no latent) is the model `sasrec` of the comparisons
         self.name = "seqvae" if getattr(config, "variational", True) else "sasrec"
@@ -425,38 +453,46 @@ class SeqVAERecommender(BaseRecommender):
 
     # ---- the network ------------------------------------------------------------------------
 
-    def _steps(self, batch: Batch, batch_size: int = 512, within: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def networks(self) -> list[Any]:
+        """Every network of the model: one, or an ensemble's (the first is `model_`)."""
+        return [self.model_, *self.others_]
+
+    def _steps(self, batch: Batch, batch_size: int = 512, within: bool = False,
+               model: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(mean, log_var) at every step: (n, L, Z) each. ``within``: each step as training saw
         it, predicting the next event of the window rather than the one after the last (the
-        two differ with positions counted from the end: `seqvae.model.within_remaining`)."""
+        two differ with positions counted from the end: `seqvae.model.within_remaining`).
+        ``model``: one of `networks()` (default: the first)."""
         self._check()
+        model = model or self.model_
         means, log_vars = [], []
-        encode = self._encode_function(within)
+        encode = self._encode_function(within, model)
         for start in range(0, batch.items.shape[0], batch_size):
             part = slice(start, start + batch_size)
             mean, log_var = encode(batch.items[part], batch.events[part], batch.gaps[part])
             means.append(np.asarray(mean))
             log_vars.append(np.asarray(log_var))
         if not means:
-            z = self.model_.latent_dim
+            z = model.latent_dim
             return np.zeros((0, batch.items.shape[1], z)), np.zeros((0, batch.items.shape[1], z))
         return np.concatenate(means), np.concatenate(log_vars)
 
-    def _encode_function(self, within: bool = False) -> Any:
+    def _encode_function(self, within: bool = False, model: Any = None) -> Any:
         """`encode_steps` as one compiled graph for any batch shape: run eagerly, the recurrent
         loop costs ~0.5 s per call whatever the batch (measured on the sample), compiled ~5 ms.
-        ``within``: as `_steps`."""
-        compiled: tuple[Any, dict[bool, Any]] | None = getattr(self, "_encode_compiled", None)
-        if compiled is None or compiled[0] is not self.model_:
-            compiled = (self.model_, {})
-            self._encode_compiled = compiled
+        ``within``, ``model``: as `_steps`."""
+        model = model or self.model_
+        kept: dict[int, tuple[Any, dict[bool, Any]]] = self.__dict__.setdefault(
+            "_encode_compiled", {})
+        compiled = kept.get(id(model))
+        if compiled is None or compiled[0] is not model:
+            compiled = (model, {})
+            kept[id(model)] = compiled
         if within not in compiled[1]:
             import tensorflow as tf
 
             from seqvae.model import within_remaining
 
-            model = self.model_
             spec = tf.TensorSpec([None, None], tf.int32)
 
             @tf.function(input_signature=[spec, spec, spec])
@@ -474,22 +510,25 @@ class SeqVAERecommender(BaseRecommender):
         last = np.maximum((batch.items != PAD).sum(axis=1) - 1, 0)
         return values[np.arange(values.shape[0]), last]
 
-    def encode_batch(self, batch: Batch, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-        """(μ, log σ²) after each row's last real step, (n, Z) each.
+    def encode_batch(self, batch: Batch, batch_size: int = 1024, model: Any = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(μ, log σ²) after each row's last real step, (n, Z) each; ``model``: one of
+        `networks()` (default: the first).
 
         Rows are grouped by length and each group is cut to its longest row: the encoder is
         causal and padding is masked, so the trailing padding changes nothing but the cost (on
         a log of 20,000 users of ~33 events, most windows are far shorter than `max_len`)."""
         self._check()
+        model = model or self.model_
         n = batch.items.shape[0]
-        z = self.model_.latent_dim
+        z = model.latent_dim
         means, log_vars = np.zeros((n, z), np.float32), np.zeros((n, z), np.float32)
         lengths = (batch.items != PAD).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
             width = max(int(lengths[rows].max()), 1)
-            mean, log_var = self._encode_function()(batch.items[rows, :width],
+            mean, log_var = self._encode_function(model=model)(batch.items[rows, :width],
                                                     batch.events[rows, :width],
                                                     batch.gaps[rows, :width])
             last = np.maximum(lengths[rows] - 1, 0)
@@ -501,20 +540,30 @@ class SeqVAERecommender(BaseRecommender):
         """Each user's representation: μ and log σ² after their last event. (n_users, Z) each."""
         return self.encode_batch(self.last_windows(sequences))
 
-    def decode_scores(self, latent: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        """Latent points (n, Z) -> item scores (n, n_items); padding and OOV score -inf."""
+    def decode_scores(self, latent: np.ndarray, batch_size: int = 2048, model: Any = None
+                      ) -> np.ndarray:
+        """Latent points (n, Z) of `model` (one of `networks()`, default the first) -> item
+        scores (n, n_items); padding and OOV score -inf."""
         self._check()
+        model = model or self.model_
         out = []
         for start in range(0, latent.shape[0], batch_size):
-            out.append(np.asarray(self.model_.decode(latent[start:start + batch_size],
-                                                     training=False)))
+            out.append(np.asarray(model.decode(latent[start:start + batch_size],
+                                               training=False)))
         scores = np.concatenate(out) if out else np.zeros((0, self.item_vocab_.size), np.float32)
         scores[:, :2] = -np.inf
         return scores
 
     def score_batch(self, batch: Batch, exclude_seen: bool = True) -> np.ndarray:
-        mean, _ = self.encode_batch(batch)
-        scores = self.decode_scores(mean)
+        """Item scores after each row's last step: one network's logits, or an ensemble's mean
+        log-softmax."""
+        if self.others_:
+            scores = mean_log_softmax(
+                self.decode_scores(self.encode_batch(batch, model=net)[0], model=net)
+                for net in self.networks())
+        else:
+            mean, _ = self.encode_batch(batch)
+            scores = self.decode_scores(mean)
         if exclude_seen:
             rows = np.repeat(np.arange(batch.items.shape[0]), batch.items.shape[1])
             scores[rows, batch.items.reshape(-1)] = -np.inf
@@ -541,16 +590,21 @@ class SeqVAERecommender(BaseRecommender):
         else:
             batch = self.last_windows(self.users_history([str(user_or_sequence)]))
         length = int((batch.items[0] != PAD).sum())
-        mean, _ = self._steps(batch, within=True)  # each step predicting the next of the window
-        if length and self.model_.encoder_kind == "attention" and (
-                self.model_.position_from == "end"):
-            last, _ = self._steps(batch)  # the last step predicting the unknown next event
-            mean[0, length - 1] = last[0, length - 1]
-        logits = self.decode_scores(mean[0, :length])
+        logits = mean_log_softmax(self._step_logits(batch, length, net)
+                                  for net in self.networks())
         logits = logits - logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         return self.item_vocab_.token(batch.items[0, :length]), probabilities
+
+    def _step_logits(self, batch: Batch, length: int, model: Any) -> np.ndarray:
+        """`model`'s scores at each of the first row's `length` steps, each step predicting
+        the next event of the window (the last one the unknown next event)."""
+        mean, _ = self._steps(batch, within=True, model=model)
+        if length and model.encoder_kind == "attention" and model.position_from == "end":
+            last, _ = self._steps(batch, model=model)  # the last step: the unknown next event
+            mean[0, length - 1] = last[0, length - 1]
+        return self.decode_scores(mean[0, :length], model=model)
 
     def next_item_ranks(self, user_or_sequence: Any, top: int = 3) -> pd.DataFrame:
         """How well the model expected each next event of a user's most recent window: one row
@@ -581,13 +635,14 @@ class SeqVAERecommender(BaseRecommender):
         for start in range(0, n, chunk):
             part = slice(start, start + chunk)
             sub = Batch(batch.items[part], batch.events[part], batch.gaps[part])
-            mean, _ = self._steps(sub, within=True)
             items = sub.items
             pairs = (items[:, :-1] != PAD) & (items[:, 1:] > OOV)
             rows, cols = np.nonzero(pairs)
             if rows.size == 0:
                 continue
-            logits = self.decode_scores(mean[rows, cols]).astype(np.float64)
+            logits = mean_log_softmax(self.decode_scores(
+                self._steps(sub, within=True, model=net)[0][rows, cols], model=net
+            ).astype(np.float64) for net in self.networks())
             top = logits.max(axis=1, keepdims=True)
             log_z = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
             nll = log_z - logits[np.arange(rows.size), items[rows, cols + 1]]

@@ -57,6 +57,9 @@ class TrainingHistory:
     stopped_early: bool = False
     cancelled: bool = False
     seconds: float = 0.0
+    # an ensemble (`SeqVAEConfig.members` > 1): the histories of its networks after the first
+    # (as `to_dict`); the fields above are the first network's, `seconds` the whole training's
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def best_validation(self) -> dict[str, float]:
@@ -150,6 +153,8 @@ class BatchSource(Protocol):
 
     def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]: ...
 
+    def with_seed(self, seed: int) -> BatchSource: ...
+
 
 def epoch_rng(seed: int, epoch: int, stream: int = 0) -> np.random.Generator:
     """The random stream of one epoch: a function of (seed, epoch) alone, so a run resumed from
@@ -170,6 +175,10 @@ class MemoryBatches:
 
     def epoch(self, number: int) -> Iterator[dict[str, np.ndarray]]:
         yield from self.batches.epoch(epoch_rng(self.seed, number))
+
+    def with_seed(self, seed: int) -> MemoryBatches:
+        """The same windows, drawn into batches in another order (another network's)."""
+        return replace(self, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -408,8 +417,12 @@ def _save_checkpoint(directory: Path, state: dict[str, Any],
 
 
 def remove_checkpoint(directory: str | os.PathLike[str]) -> None:
-    """Delete what `_save_checkpoint` wrote (and the folder, if nothing else is in it)."""
+    """Delete what `_save_checkpoint` wrote (and the folder, if nothing else is in it), an
+    ensemble's other networks' checkpoints (``member-2``, …) included."""
     directory = Path(directory)
+    for member in directory.glob("member-*"):
+        if member.is_dir():
+            remove_checkpoint(member)
     for name in (CHECKPOINT_FILE, f".{CHECKPOINT_FILE}.tmp"):
         (directory / name).unlink(missing_ok=True)
     if directory.is_dir() and not any(directory.iterdir()):
@@ -446,6 +459,35 @@ def _swap_in_average(model: Any, optimizer: Any) -> list[np.ndarray]:
     trained = [np.array(variable.numpy()) for variable in model.trainable_variables]
     optimizer.finalize_variable_values(model.trainable_variables)
     return trained
+
+
+def build_model(config: SeqVAEConfig, train: Sequences) -> Any:
+    """A fresh (untrained) Keras `SeqVAE` of `config` for the vocabularies of `train`."""
+    from seqvae.model import SeqVAE
+
+    return SeqVAE(
+        n_items=train.item_vocab.size,
+        n_events=train.event_vocab.size,
+        n_gaps=train.options.time_buckets,
+        embed_dim=config.embed_dim,
+        hidden_dim=config.hidden_dim,
+        latent_dim=config.latent_dim,
+        encoder=config.encoder,
+        n_blocks=config.n_blocks,
+        n_heads=config.n_heads,
+        max_len=config.max_len,
+        dropout=config.dropout,
+        variational=config.variational,
+        seed=config.seed,
+        block_norm=config.block_norm,
+        init_std=config.init_std,
+        lowpass=config.lowpass,
+        lowpass_bins=config.lowpass_bins,
+        lowpass_learned=config.lowpass_learned,
+        identity_head=config.identity_head,
+        label_smoothing=config.label_smoothing,
+        position_from=config.position_from,
+    )
 
 
 def fit(
@@ -536,40 +578,25 @@ def train_from(
 ) -> tuple[Any, TrainingHistory]:
     """The loop behind `fit` and `refit`, for any `BatchSource` (`train` gives the
     vocabularies). Without `validation`, every one of `config.epochs` epochs runs and the model
-    keeps the last one's weights (the moving average's, with `average_epochs`)."""
+    keeps the last one's weights (the moving average's, with `average_epochs`). With
+    `config.members` > 1, `seqvae.ensemble.train_members` trains that many networks."""
+    if config.members > 1:
+        from seqvae.ensemble import train_members
+
+        return train_members(source, train, validation, config,
+                             history_sequences=history_sequences, on_batch=on_batch,
+                             on_epoch=on_epoch, cancel=cancel, strategy=strategy,
+                             checkpoint_dir=checkpoint_dir)
     import keras
     import tensorflow as tf
 
-    from seqvae.model import SeqVAE
     from seqvae.recommender import SeqVAERecommender
 
     strategy = strategy or tf.distribute.get_strategy()
     config = replace(config, batching=config.batching_used)  # recorded as used
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = SeqVAE(
-            n_items=train.item_vocab.size,
-            n_events=train.event_vocab.size,
-            n_gaps=train.options.time_buckets,
-            embed_dim=config.embed_dim,
-            hidden_dim=config.hidden_dim,
-            latent_dim=config.latent_dim,
-            encoder=config.encoder,
-            n_blocks=config.n_blocks,
-            n_heads=config.n_heads,
-            max_len=config.max_len,
-            dropout=config.dropout,
-            variational=config.variational,
-            seed=config.seed,
-            block_norm=config.block_norm,
-            init_std=config.init_std,
-            lowpass=config.lowpass,
-            lowpass_bins=config.lowpass_bins,
-            lowpass_learned=config.lowpass_learned,
-            identity_head=config.identity_head,
-            label_smoothing=config.label_smoothing,
-            position_from=config.position_from,
-        )
+        model = build_model(config, train)
         steps = source.batches_per_epoch
         if config.steps_per_epoch is not None:
             steps = min(steps, config.steps_per_epoch)

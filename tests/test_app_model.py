@@ -60,10 +60,15 @@ def test_train_page_without_data_says_what_to_do(app):
 
 
 def test_train_then_open_a_user(app, small_log):
+    """The whole flow, with two networks averaged (the single network is the other tests')."""
     at = upload(app.run(), "shop.csv", small_log)
+    at.switch_page("pages/train.py").run()
+    at.select_slider(key="knob_members").set_value(2)
     at = train_tiny(at)
     assert not at.exception, at.exception
     assert not at.error, texts(at.error)
+    model = at.session_state[state.MODEL].recommender
+    assert model.config_.members == 2 and len(model.networks()) == 2
     assert any("Model:" in t and "trained in this session" in t for t in texts(at.sidebar.success))
     assert not any("none yet" in t for t in texts(at.sidebar.info))  # one model box, not two
     # the loss curves and the validation curves are drawn
@@ -96,6 +101,21 @@ def test_train_then_open_a_user(app, small_log):
     at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()
     assert not at.exception
     assert len(frame_with(at, "change")) == 10
+    # the model directory a user downloads holds both networks
+    at.switch_page("pages/train.py").run()
+    at.button(key="zip_prepare").click().run()
+    with zipfile.ZipFile(io.BytesIO(at.session_state[state.MODEL_ZIP])) as archive:
+        assert {"model.keras", "member-2.keras"} <= set(archive.namelist())
+        assert json.loads(archive.read("config.json"))["model"]["members"] == 2
+    # the map says whose μ it draws
+    at.switch_page("pages/latent.py").run()
+    assert not at.exception
+    assert any("the first network's: this model ranks items by the mean of 2 networks' "
+               "scores" in t for t in texts(at.caption))
+    # and the Evaluate page trains its SeqVAE and twin alike
+    at.switch_page("pages/evaluate.py").run()
+    assert any("settings (at most 2 epochs, 2 networks averaged)" in t
+               for t in texts(at.caption))
 
 
 def test_training_with_the_refit_puts_the_retrained_model_in_use(app, small_log):

@@ -1,0 +1,131 @@
+"""seqvae.ensemble: several networks, each trained alone with its own seed (in processes of their
+own where the cores allow), held by one recommender that ranks items by the mean of their
+log-softmax; saved and loaded whole, stopped together."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from seqvae.bundle import BundleError, load
+from seqvae.recommender import SeqVAERecommender, log_softmax
+from seqvae.splits import leave_one_out
+from seqvae.training import CancelToken, fit
+from tests.test_training import TINY, cyclic_log
+
+PAIR = replace(TINY, epochs=2, patience=2, members=2)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    sequences = cyclic_log(n_users=120)
+    split = leave_one_out(sequences)
+    heard: list = []
+    recommender, history = fit(split, PAIR, history_sequences=sequences, on_epoch=heard.append)
+    return sequences, split, recommender, history, heard
+
+
+def alone(recommender: SeqVAERecommender, network) -> SeqVAERecommender:
+    """One network of an ensemble as a recommender of its own."""
+    return SeqVAERecommender(network, replace(recommender.config_, members=1),
+                             recommender.item_vocab_, recommender.event_vocab_,
+                             recommender.history_)
+
+
+def test_the_networks_are_trained_alone_with_their_own_seeds(pair):
+    _, split, recommender, history, heard = pair
+    assert len(recommender.networks()) == 2
+    assert recommender.config_.members == 2 and recommender.config_.seed == PAIR.seed
+    assert recommender.config_.batch_size == 32  # as trained, not 0 ("auto")
+    # the first network's epochs are the history's and what on_epoch heard; the second's are
+    # kept beside them
+    assert [r.epoch for r in heard] == [r.epoch for r in history.epochs] == [1, 2]
+    assert len(history.members) == 1
+    assert [e["epoch"] for e in history.members[0]["epochs"]] == [1, 2]
+    # the second network is the one a lone training with the next seed gives in this process:
+    # where the machine has two cores the fixture's networks trained in two processes, so this
+    # also says a process trains what this one does (to rounding: one core against two sums
+    # in another order)
+    lone, _ = fit(split, replace(PAIR, members=1, seed=PAIR.seed + 1))
+    for a, b in zip(recommender.networks()[1].get_weights(), lone.model_.get_weights(),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    first, second = (np.asarray(net.item_embedding.embeddings)
+                     for net in recommender.networks())
+    assert np.abs(first - second).max() > 0.01  # two seeds, two networks
+
+
+def test_items_are_ranked_by_the_mean_of_the_networks_log_softmax(pair):
+    sequences, _, recommender, _, _ = pair
+    one, two = (alone(recommender, net) for net in recommender.networks())
+    history = sequences.subset_users(range(20))
+    by_hand = (log_softmax(one.score(history, exclude_seen=False))
+               + log_softmax(two.score(history, exclude_seen=False))) / 2
+    np.testing.assert_allclose(recommender.score(history, exclude_seen=False), by_hand,
+                               rtol=1e-5, atol=1e-5)
+    # the reconstruction is the same mean, renormalised
+    user = str(sequences.users[0])
+    _, probabilities = recommender.reconstruct(user)
+    _, p_one = one.reconstruct(user)
+    _, p_two = two.reconstruct(user)
+    geometric = np.sqrt(p_one * p_two)
+    np.testing.assert_allclose(probabilities, geometric / geometric.sum(axis=1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # μ (the map, similar users) is the first network's
+    np.testing.assert_array_equal(recommender.encode(history)[0], one.encode(history)[0])
+
+
+def test_an_ensemble_saves_and_loads_whole(pair, tmp_path):
+    sequences, _, recommender, _, _ = pair
+    saved = recommender.save(tmp_path / "model")
+    assert (saved / "member-2.keras").is_file()
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert "member-2.keras" in manifest["sha256"]
+    back = load(saved)
+    assert len(back.networks()) == 2 and back.config_.members == 2
+    assert len(back.training_history_.members) == 1
+    users = sequences.subset_users(range(10))
+    np.testing.assert_array_equal(back.score(users), recommender.score(users))
+    with (saved / "member-2.keras").open("ab") as handle:  # modified after saving
+        handle.write(b"\0")
+    with pytest.raises(BundleError, match=r"member-2\.keras does not match the checksum"):
+        load(saved)
+    (saved / "member-2.keras").unlink()
+    with pytest.raises(BundleError, match=r"member-2\.keras is missing; config\.json says "
+                                          "the model has 2 networks"):
+        load(saved)
+
+
+def test_stop_ends_every_network_and_keeps_what_each_learned():
+    sequences = cyclic_log(n_users=120)
+    split = leave_one_out(sequences)
+    cancel = CancelToken()
+    heard: list = []
+
+    def on_batch(progress) -> None:  # the Stop button, pressed at the first batch
+        heard.append(progress)
+        cancel.cancel()
+
+    recommender, history = fit(split, replace(PAIR, epochs=20, patience=20), cancel=cancel,
+                               on_batch=on_batch)
+    assert history.cancelled
+    assert len(recommender.networks()) == 2
+    # each network ends within its first epoch, or its second where the word came late, and
+    # keeps the weights its validation chose
+    assert len(heard) < 2 * 4 and {p.epoch for p in heard} <= {1, 2}
+    assert 1 <= len(history.epochs) <= 2 and history.best_epoch in (1, 2)
+    second = history.members[0]
+    assert 1 <= len(second["epochs"]) <= 2 and second["best_epoch"] in (1, 2)
+    assert second["cancelled"]
+    ids, _ = recommender.recommend([["5", "6", "7", "8"]], k=3)
+    assert ids.shape == (1, 3)
+
+
+def test_the_number_of_networks_is_validated():
+    for wrong in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="`members` should be a positive integer"):
+            replace(PAIR, members=wrong)
