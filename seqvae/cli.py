@@ -717,8 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="random seed (0)")
     train.add_argument("--members", type=int, default=defaults.members, metavar="N",
                        help="train N networks (seeds SEED, SEED+1, ...) and rank items by the "
-                       "mean of their log-softmax; each trains in a process of its own where "
-                       f"there is a core for it, else one after the other ({defaults.members})")
+                       "mean of their log-softmax; each trains in a process of its own, as "
+                       "many at once as there are cores (with --strategy, --out-of-core or on "
+                       f"one core: one after the other) ({defaults.members})")
     train.add_argument("--dropout", type=float, default=defaults.dropout,
                        help=f"({defaults.dropout})")
     train.add_argument("--min-rating", type=float, default=None,

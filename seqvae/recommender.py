@@ -486,6 +486,9 @@ class SeqVAERecommender(BaseRecommender):
             "_encode_compiled", {})
         compiled = kept.get(id(model))
         if compiled is None or compiled[0] is not model:
+            in_use = {id(network) for network in self.networks()}
+            for key in [key for key in kept if key not in in_use]:  # a replaced network's
+                del kept[key]
             compiled = (model, {})
             kept[id(model)] = compiled
         if within not in compiled[1]:
