@@ -101,29 +101,6 @@ def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
         st.rerun()
 
 
-def _progress_text(job: jobs.TrainingJob, snapshot: dict) -> str:
-    progress = snapshot["progress"]
-    if snapshot["state"] == "queued":
-        return "Waiting for a free training slot (another training is running on this server)…"
-    if progress is None:
-        return "Preparing…"
-    if snapshot.get("phase") == "testing":
-        return "Training done · scoring the test split (touched once, for the metrics below)…"
-    if snapshot.get("phase") == "refitting":
-        return (f"Training done · retraining on every event: epoch {progress.epoch}/"
-                f"{progress.epochs}, batch {progress.batch}/{progress.batches}…")
-    if snapshot.get("phase") == "encoding":
-        return "Training done · encoding every user (μ) for the Latent page…"
-    if progress.batch >= progress.batches:  # the epoch's batches are done: scoring validation
-        return (f"Epoch {progress.epoch}/{progress.epochs} · validating (ranking every item for "
-                "each validation user)…")
-    eta = job.eta_seconds()
-    eta_text = f" · about {eta:.0f} s left" if eta is not None else ""
-    return (f"Epoch {progress.epoch}/{progress.epochs} · batch {progress.batch}/{progress.batches}"
-            f" · loss {progress.loss:.3f} (reconstruction {progress.reconstruction_loss:.3f}, "
-            f"KL {progress.kl_loss:.2f}, β {progress.beta:.2g}){eta_text}")
-
-
 @st.fragment(run_every=5.0)
 def live_ui() -> None:
     """Redrawn every five seconds while a job is active; still once it has finished."""
@@ -136,7 +113,7 @@ def live_ui() -> None:
         fraction = 0.0
         if progress is not None:
             fraction = jobs.epochs_done(progress) / max(progress.epochs, 1)
-        st.progress(min(max(fraction, 0.0), 1.0), text=_progress_text(job, snapshot))
+        st.progress(min(max(fraction, 0.0), 1.0), text=job.progress_text(snapshot))
         if st.button("Stop", key="train_stop",
                      help="Ends after the current batch and keeps the best weights so far."):
             job.cancel()

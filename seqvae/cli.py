@@ -193,8 +193,9 @@ class ProgressBar:
         self.last_draw = now
         self.open_line = True
         done = int(self.width * p.batch / p.batches)
+        network = f"network {p.network}/{p.networks} " if p.networks > 1 else ""
         self.stream.write(
-            f"\repoch {p.epoch}/{p.epochs} [{'#' * done}{'.' * (self.width - done)}] "
+            f"\r{network}epoch {p.epoch}/{p.epochs} [{'#' * done}{'.' * (self.width - done)}] "
             f"{p.batch}/{p.batches}  loss {p.loss:.3f}  rec {p.reconstruction_loss:.3f}  "
             f"kl {p.kl_loss:.2f}  β {p.beta:.3f}  {p.elapsed:.0f}s ")
         self.stream.flush()

@@ -11,9 +11,10 @@ other take 2x (docs/model.md, the ninth and tenth passes). Otherwise they train 
 other in this process: under a strategy each worker runs this same code, so the workers still
 agree step by step.
 
-Progress: ``on_batch`` hears the first network (in processes) or each network in turn (one after
-the other); ``on_epoch`` hears the first network's epochs; the others' are kept in the history's
-``members``.
+Progress: ``on_batch`` hears one network at a time, its `BatchProgress` saying which
+(``network`` of ``networks``): the first running network, in processes (the first while it trains,
+then the next that is still training), or each network in turn, one after the other. ``on_epoch``
+hears the first network's epochs; the others' are kept in the history's ``members``.
 """
 
 from __future__ import annotations
@@ -94,13 +95,21 @@ def _one_after_another(source: Any, train: Any, validation: Any, configs: list[S
     trained = []
     for index, member in enumerate(configs):
         recommender, history = train_from(
-            source.with_seed(member.seed), train, validation, member, on_batch=on_batch,
+            source.with_seed(member.seed), train, validation, member,
+            on_batch=_labelled(on_batch, index, len(configs)),
             on_epoch=on_epoch if index == 0 else None, cancel=cancel, strategy=strategy,
             checkpoint_dir=checkpoints[index])
         trained.append((recommender.model_.get_weights(), history, recommender.config_))
         if history.cancelled:
             break
     return trained
+
+
+def _labelled(on_batch: Any, index: int, networks: int) -> Any:
+    """`on_batch` hearing network `index` (0-based) of `networks`, each progress saying so."""
+    if on_batch is None:
+        return None
+    return lambda progress: on_batch(replace(progress, network=index + 1, networks=networks))
 
 
 def _member_entry(inbox: int, outbox: int) -> None:
@@ -212,8 +221,8 @@ def _in_processes(source: Any, train: Any, validation: Any, configs: list[SeqVAE
                 index, slot = waiting.pop(0), free.pop(0)
                 running[index] = (_Network(index, (
                     index, shares[slot], source.with_seed(configs[index].seed), train,
-                    validation, configs[index], checkpoints[index],
-                    index == 0 and on_batch is not None)), slot)
+                    validation, configs[index], checkpoints[index], on_batch is not None)),
+                    slot)
             if not running:  # stopped before the next network started
                 break
             if cancel is not None and cancel.cancelled and not stopping:
@@ -231,7 +240,8 @@ def _in_processes(source: Any, train: Any, validation: Any, configs: list[SeqVAE
                         f"network {network.index + 1} of {len(configs)} ended without a result "
                         f"(its process exited with code {code}; out of memory?)") from None
                 if kind == "batch":
-                    on_batch(payload)
+                    if index == min(running):  # the first network still training is heard
+                        on_batch(replace(payload, network=index + 1, networks=len(configs)))
                 elif kind == "epoch":
                     if index == 0 and on_epoch is not None:
                         on_epoch(payload)

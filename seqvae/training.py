@@ -91,6 +91,9 @@ class BatchProgress:
     kl_loss: float
     beta: float
     elapsed: float
+    # an ensemble's (`SeqVAEConfig.members`) progress is one network's: which, of how many
+    network: int = 1  # 1-based
+    networks: int = 1
 
 
 class CancelToken:

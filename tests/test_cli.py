@@ -447,3 +447,21 @@ def test_train_refit_ships_the_model_retrained_on_every_event(trained, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["refit"]["epochs"] == metrics["best_epoch"] and "NDCG@10" in metrics["test"]
     assert "retraining on every event" in err
+
+
+def test_the_terminal_progress_line_names_the_network_of_an_ensemble():
+    import io
+
+    from seqvae.cli import ProgressBar
+    from seqvae.training import BatchProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = ProgressBar(screen, width=4)
+    bar.batch(BatchProgress(3, 30, 2, 2, 7.0, 6.9, 90.0, 0.01, 12.0, network=2, networks=3))
+    assert screen.getvalue().startswith("\rnetwork 2/3 epoch 3/30 [####] 2/2  loss 7.000")
+    bar.batch(BatchProgress(3, 30, 2, 2, 7.0, 6.9, 90.0, 0.01, 12.0))  # one network: no name
+    assert screen.getvalue().split("\r")[-1].startswith("epoch 3/30 [####] 2/2")

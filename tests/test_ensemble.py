@@ -28,12 +28,19 @@ def pair():
     heard: list = []
     cancel = CancelToken()
 
+    followed: list = []
+
     def on_batch(progress) -> None:
+        followed.append((progress.network, progress.networks))
         if progress.epoch == 2:
             cancel.cancel()
 
     recommender, history = fit(split, PAIR, history_sequences=sequences, on_epoch=heard.append,
                                on_batch=on_batch, cancel=cancel)
+    # the progress heard is the first network's while it trains; after it, whatever the second
+    # did before the stop reached it
+    assert followed[0] == (1, 2) and set(followed) <= {(1, 2), (2, 2)}
+    assert followed == sorted(followed)
     return sequences, split, recommender, history, heard
 
 
@@ -123,3 +130,17 @@ def test_the_number_of_networks_is_validated():
     for wrong in (0, -1, 1.5):
         with pytest.raises(ValueError, match="`members` should be a positive integer"):
             replace(PAIR, members=wrong)
+
+
+def test_on_one_core_the_networks_train_one_after_the_other(monkeypatch):
+    monkeypatch.setattr("seqvae.ensemble.available_cores", lambda: [0])
+    split = leave_one_out(cyclic_log(n_users=60))
+    followed, heard = [], []
+    recommender, history = fit(split, replace(TINY, epochs=1, members=2),
+                               on_batch=lambda p: followed.append((p.network, p.networks)),
+                               on_epoch=heard.append)
+    assert len(recommender.networks()) == 2 and len(history.members) == 1
+    first = followed.count((1, 2))
+    assert first > 0 and followed == [(1, 2)] * first + [(2, 2)] * (len(followed) - first)
+    assert len(followed) > first  # the second network was heard, after the first
+    assert [r.epoch for r in heard] == [1]  # on_epoch hears the first network's epochs alone

@@ -73,6 +73,18 @@ def test_the_time_left_goes_by_this_jobs_pace_after_its_first_batch():
     assert later.eta_seconds(now=120.0) > later.eta_seconds(now=110.0)  # no progress: longer
 
 
+def test_an_ensembles_time_left_is_the_pace_of_the_network_it_follows():
+    # networks 1 and 2 of 3 train at once; network 1 ends, the progress follows network 2 (half
+    # done), whose pace since then is what the estimate goes by, not the jump between the two
+    job = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=8, members=3))
+    job._on_batch(replace(progress_at(1, 1), networks=3), now=10.0)
+    job._on_batch(replace(progress_at(8, 10), networks=3), now=90.0)
+    job._on_batch(replace(progress_at(4, 1), network=2, networks=3), now=91.0)
+    assert job.eta_seconds(now=91.0) is None  # its first batch heard: no pace yet
+    job._on_batch(replace(progress_at(4, 6), network=2, networks=3), now=96.0)
+    assert abs(job.eta_seconds(now=96.0) - 44.0) < 1e-9  # 0.5 epoch in 5 s; 4.4 epochs left
+
+
 def test_a_refit_job_hands_over_the_model_retrained_on_every_event():
     data = generate(n_users=80, n_items=40, seed=3).events.to_csv(index=False).encode()
     log, _ = read_log(io.BytesIO(data), name="shop.csv")
@@ -158,3 +170,27 @@ def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
     job._say("ease: fitting")
     assert job.status(now=175.0) == "ease: fitting · model 2 of 3 · 1 min 15 s so far"
 
+
+
+def test_the_progress_line_says_which_network_of_an_ensemble_it_follows():
+    job = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=8, members=3))
+
+    def line(progress, phase: str = "", now: float = 0.0) -> str:
+        return job.progress_text({"state": "running", "progress": progress, "phase": phase},
+                                 now=now)
+
+    assert line(None) == "Preparing…"
+    one = progress_at(2, 3)
+    assert line(one).startswith("Epoch 2/8 · batch 3/10 · loss 7.000")
+    assert "network" not in line(one) and "left" not in line(one)  # one network, no pace yet
+    job._on_batch(replace(progress_at(1, 1), network=2, networks=3), now=10.0)
+    job._on_batch(replace(progress_at(1, 6), network=2, networks=3), now=15.0)
+    text = line(job.progress, now=15.0)
+    assert text.startswith("Network 2 of 3 · epoch 1/8 · batch 6/10 · loss 7.000")
+    assert text.endswith("· about 74 s left for this network")  # 0.5 epoch in 5 s; 7.4 left
+    assert line(replace(job.progress, batch=10)) == (
+        "Network 2 of 3 · epoch 1/8 · validating (ranking every item for each validation user)…")
+    assert line(job.progress, "refitting") == (
+        "Training done · retraining on every event: network 2 of 3, epoch 1/8, batch 6/10…")
+    assert line(one, "refitting") == (
+        "Training done · retraining on every event: epoch 2/8, batch 3/10…")

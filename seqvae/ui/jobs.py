@@ -108,6 +108,7 @@ class TrainingJob(_Job):
     earlier_epochs: int = 0
     # (time, epochs done) at this job's first finished batch: the time-left estimate's origin,
     # after the data preparation and the step's first trace, which later batches do not repeat
+    # (an ensemble's: at the first batch heard from the network its progress now follows)
     _pace_origin: tuple[float, float] | None = field(default=None, repr=False)
 
     def snapshot(self) -> dict[str, Any]:
@@ -147,11 +148,42 @@ class TrainingJob(_Job):
             now = time.monotonic() if now is None else now
             return (now - since) / (done - done_then) * max(progress.epochs - done, 0.0)
 
+    def progress_text(self, snapshot: dict[str, Any], now: float | None = None) -> str:
+        """The line under the Train page's progress bar, for `snapshot` (`snapshot()`)."""
+        progress = snapshot["progress"]
+        if snapshot["state"] == "queued":
+            return ("Waiting for a free training slot (another training is running on this "
+                    "server)…")
+        if progress is None:
+            return "Preparing…"
+        phase = snapshot.get("phase")
+        if phase == "testing":
+            return "Training done · scoring the test split (touched once, for the metrics below)…"
+        if phase == "encoding":
+            return "Training done · encoding every user (μ) for the Latent page…"
+        # an ensemble's progress is one network's at a time: it says which
+        several = progress.networks > 1
+        network = f"network {progress.network} of {progress.networks}" if several else ""
+        at = f"epoch {progress.epoch}/{progress.epochs}"
+        if phase == "refitting":
+            return (f"Training done · retraining on every event: {network + ', ' if several else ''}"
+                    f"{at}, batch {progress.batch}/{progress.batches}…")
+        lead = f"{network.capitalize()} · {at}" if several else at.capitalize()
+        if progress.batch >= progress.batches:  # the epoch's batches are done: scoring validation
+            return f"{lead} · validating (ranking every item for each validation user)…"
+        eta = self.eta_seconds(now)
+        eta_text = (f" · about {eta:.0f} s left{' for this network' if several else ''}"
+                    if eta is not None else "")
+        return (f"{lead} · batch {progress.batch}/{progress.batches} · loss {progress.loss:.3f} "
+                f"(reconstruction {progress.reconstruction_loss:.3f}, KL {progress.kl_loss:.2f}, "
+                f"β {progress.beta:.2g}){eta_text}")
+
     # called on the training thread
     def _on_batch(self, progress: BatchProgress, now: float | None = None) -> None:
         with self._lock:
+            changed = self.progress is not None and self.progress.network != progress.network
             self.progress = progress
-            if self._pace_origin is None:
+            if self._pace_origin is None or changed:  # another network of an ensemble: its pace
                 self._pace_origin = (time.monotonic() if now is None else now,
                                      epochs_done(progress))
 
