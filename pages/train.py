@@ -165,6 +165,15 @@ def test_metrics_ui(job: jobs.TrainingJob) -> None:
     st.caption("Test: each user's last event, ranked among every item they had not seen, by the "
                "kept epoch's model; scored once, after training (the validation event chose the "
                "epoch). Against it: the most popular items, scored on the same test.")
+    history = job.history
+    if history is not None and history.ensemble_validation:
+        name = f"NDCG@{job.config.eval_k}"
+        alone = next((r.validation.get(name) for r in history.epochs
+                      if r.epoch == history.best_epoch), None)
+        st.caption(f"This model averages {len(history.members) + 1} networks: together they "
+                   f"score validation {name} {history.ensemble_validation[name]:.4f}"
+                   + (f", the first network alone {alone:.4f}" if alone is not None else "")
+                   + ". The curves below are the first network's.")
     if job.refit_info is not None:
         st.caption(f"The model in use was then retrained on every event (all "
                    f"{job.refit_info['events']:,} of them, {job.refit_info['epochs']} epochs), "

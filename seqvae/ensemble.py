@@ -84,7 +84,8 @@ def train_members(source: Any, train: Any, validation: Any, config: SeqVAEConfig
         trained = _one_after_another(source, train, validation, configs, checkpoints,
                                      on_batch=on_batch, on_epoch=on_epoch, cancel=cancel,
                                      strategy=strategy)
-    return _assemble(trained, train, config, history_sequences, time.perf_counter() - started)
+    return _assemble(trained, train, validation, config, history_sequences,
+                     time.perf_counter() - started)
 
 
 def _one_after_another(source: Any, train: Any, validation: Any, configs: list[SeqVAEConfig],
@@ -263,10 +264,10 @@ def _in_processes(source: Any, train: Any, validation: Any, configs: list[SeqVAE
     return [results[index] for index in sorted(results)]
 
 
-def _assemble(trained: list[tuple[list[np.ndarray], Any, Any]], train: Any,
+def _assemble(trained: list[tuple[list[np.ndarray], Any, Any]], train: Any, validation: Any,
               config: SeqVAEConfig, history_sequences: Any, seconds: float) -> tuple[Any, Any]:
     """The trained networks as one recommender, and the first network's history with the
-    others' in ``members``."""
+    others' in ``members`` and, given the `validation`, the ensemble's score on it."""
     import tensorflow as tf
 
     from seqvae.recommender import SeqVAERecommender
@@ -289,4 +290,9 @@ def _assemble(trained: list[tuple[list[np.ndarray], Any, Any]], train: Any,
                                     else train)
     recommender.others_ = models[1:]
     recommender.training_history_ = history
+    if validation is not None and recommender.others_:
+        from seqvae.training import evaluate_holdout
+
+        # what the model as used scores: each network's curve says only what it scores alone
+        history.ensemble_validation = evaluate_holdout(recommender, validation, config.eval_k)
     return recommender, history

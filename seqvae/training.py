@@ -60,9 +60,16 @@ class TrainingHistory:
     # an ensemble (`SeqVAEConfig.members` > 1): the histories of its networks after the first
     # (as `to_dict`); the fields above are the first network's, `seconds` the whole training's
     members: list[dict[str, Any]] = field(default_factory=list)
+    # an ensemble's validation scores: its networks together, each at its best epoch (the
+    # epochs above score the first network alone); empty for one network
+    ensemble_validation: dict[str, float] = field(default_factory=dict)
 
     @property
     def best_validation(self) -> dict[str, float]:
+        """The trained model's validation scores: the best epoch's, or an ensemble's as a
+        whole."""
+        if self.ensemble_validation:
+            return self.ensemble_validation
         for record in self.epochs:
             if record.epoch == self.best_epoch:
                 return record.validation

@@ -82,6 +82,15 @@ def test_train_then_open_a_user(app, small_log):
         assert shown[f"test {name}"].delta == f"{delta:+.4f} vs most popular"
     below = any(v < job.popularity_metrics[k] for k, v in job.test_metrics.items())
     assert below == any("worse than the most popular" in w for w in texts(at.warning))
+    # the validation a user reads is the two networks' together (the sidebar's too); the curves
+    # say the first network's alone
+    together = model.training_history_.ensemble_validation["NDCG@10"]
+    alone = next(r.validation["NDCG@10"] for r in model.training_history_.epochs
+                 if r.epoch == model.training_history_.best_epoch)
+    assert any(f"This model averages 2 networks: together they score validation NDCG@10 "
+               f"{together:.4f}, the first network alone {alone:.4f}" in t
+               for t in texts(at.caption))
+    assert any(f"validation NDCG@10 {together:.3f}" in t for t in texts(at.sidebar.success))
 
     at.switch_page("pages/user.py").run()
     assert not at.exception

@@ -13,7 +13,7 @@ import pytest
 from seqvae.bundle import BundleError, load
 from seqvae.recommender import SeqVAERecommender, log_softmax
 from seqvae.splits import leave_one_out
-from seqvae.training import CancelToken, fit
+from seqvae.training import CancelToken, evaluate_holdout, fit
 from tests.test_training import TINY, cyclic_log
 
 PAIR = replace(TINY, epochs=200, patience=200, members=2)  # ended by Stop
@@ -64,6 +64,9 @@ def test_the_networks_are_trained_alone_with_their_own_seeds(pair):
     assert [r.epoch for r in heard] == [r.epoch for r in history.epochs]
     assert [r.epoch for r in history.epochs] in ([1, 2], [1, 2, 3])
     assert len(history.members) == 1
+    # the validation the model reports is the pair's, scored as a whole
+    assert history.best_validation == history.ensemble_validation == evaluate_holdout(
+        recommender, split.validation, PAIR.eval_k)
     second = history.members[0]["epochs"]
     assert [e["epoch"] for e in second] == list(range(1, len(second) + 1)) and second
     # the second network is the one a lone training with the next seed, stopped after as many
@@ -144,3 +147,4 @@ def test_on_one_core_the_networks_train_one_after_the_other(monkeypatch):
     assert first > 0 and followed == [(1, 2)] * first + [(2, 2)] * (len(followed) - first)
     assert len(followed) > first  # the second network was heard, after the first
     assert [r.epoch for r in heard] == [1]  # on_epoch hears the first network's epochs alone
+    assert set(history.ensemble_validation) == {"NDCG@10", "HR@10"}
