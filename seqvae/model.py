@@ -616,35 +616,45 @@ class SeqVAE(_LossTracking, keras.Model):
         out = {"mean": mean, "log_var": log_var, "mask": mask}
         if "negatives" in inputs:
             out["decoded"] = self.decoder(z)
-        elif training and "targets" in inputs and inputs["targets"].shape[-1] == 1:
-            # training on the next item: the softmax over the catalogue (most of a step's cost)
-            # only at the steps that have a target, not at the padding
-            targets = inputs["targets"][..., 0]
-            real = ops.nonzero(ops.reshape(ops.logical_and(mask, ops.not_equal(targets, 0)),
-                                           (-1,)))[0]
+        elif training and "targets" in inputs:
+            # training: the softmax over the catalogue (most of a step's cost) only at the steps
+            # that have a target, not at the padding; a step's later targets (`next_k` > 1) end
+            # where the user's events do, so its first target says whether it has any
+            targets = inputs["targets"]
+            n_next = targets.shape[-1]
+            real = ops.nonzero(ops.reshape(
+                ops.logical_and(mask, ops.not_equal(targets[..., 0], 0)), (-1,)))[0]
             flat = ops.take(ops.reshape(z, (-1, ops.shape(z)[-1])), real, axis=0)
             decoded = self.decoder(flat)
             out["step_logits"] = self.scorer(decoded, self.item_embedding.embeddings)
-            out["step_targets"] = ops.take(ops.reshape(targets, (-1,)), real)
-            if self.label_smoothing:
-                out["step_smoothing"] = self.smoothing_term(decoded, out["step_targets"])
+            out["step_targets"] = ops.take(ops.reshape(targets[..., 0], (-1,)), real)
+            if n_next > 1 or self.label_smoothing:
+                out["step_correction"] = self.target_correction(
+                    decoded, ops.take(ops.reshape(targets, (-1, n_next)), real, axis=0))
         else:
             out["logits"] = self.decode(z, training=training)
         return out
 
-    def smoothing_term(self, decoded: Any, targets: Any) -> Any:
-        """(..., D) decoded vectors and (...) target ids -> (...): the target's logit minus the
-        mean logit over the real items. Label smoothing adds ε times this to the cross-entropy:
-        (1 − ε) · (lse − l_target) + ε · (lse − mean l) = (lse − l_target) + ε · (l_target −
-        mean l). A score is linear in the item's vector and bias, so the mean logit is the mean
-        item's score, and neither term needs a pass over the logits."""
+    def target_correction(self, decoded: Any, targets: Any) -> Any:
+        """(..., D) decoded vectors and (..., K) target ids (0 = none; the first always real)
+        -> (...): what turns the cross-entropy of the first target, lse − l_1, into the
+        training objective, the mean over the K targets of − log p_k smoothed by ε:
+        (1 − ε) · (lse − mean_k l_k) + ε · (lse − mean l) = (lse − l_1) + (l_1 − mean_k l_k)
+        + ε · (mean_k l_k − mean l). A score is linear in the item's vector and bias, so the
+        targets' logits and the mean logit over the real items (the mean item's score) cost
+        no pass over the catalogue."""
         table, bias = self.item_embedding.embeddings, self.scorer.item_bias
         reserved = self.scorer.n_reserved
-        target_logit = (ops.sum(decoded * ops.take(table, targets, axis=0), axis=-1)
-                        + ops.take(bias, targets))
-        mean_logit = (ops.sum(decoded * ops.mean(table[reserved:], axis=0), axis=-1)
-                      + ops.mean(bias[reserved:]))
-        return target_logit - mean_logit
+        picked = (ops.sum(ops.expand_dims(decoded, -2) * ops.take(table, targets, axis=0),
+                          axis=-1) + ops.take(bias, targets))  # (..., K)
+        real = ops.cast(ops.not_equal(targets, 0), "float32")
+        mean_picked = ops.sum(picked * real, axis=-1) / ops.maximum(ops.sum(real, axis=-1), 1.0)
+        correction = picked[..., 0] - mean_picked
+        if self.label_smoothing:
+            mean_logit = (ops.sum(decoded * ops.mean(table[reserved:], axis=0), axis=-1)
+                          + ops.mean(bias[reserved:]))
+            correction = correction + self.label_smoothing * (mean_picked - mean_logit)
+        return correction
 
     def sampled_nll(self, x: dict[str, Any], decoded: Any) -> Any:
         """Per step (B, L): the cross-entropy of the next item against the batch's shared
@@ -684,32 +694,38 @@ class SeqVAE(_LossTracking, keras.Model):
         else:
             n_steps = ops.maximum(ops.sum(step_mask), 1.0)
         if "step_logits" in y_pred:  # scored at the real steps only (see `call`)
-            step_targets, step_logits = y_pred["step_targets"], y_pred["step_logits"]
-            step_nll = ops.sparse_categorical_crossentropy(step_targets, step_logits,
-                                                           from_logits=True)
-            if self.label_smoothing:
-                step_nll = step_nll + self.label_smoothing * y_pred["step_smoothing"]
+            step_nll = ops.sparse_categorical_crossentropy(
+                y_pred["step_targets"], y_pred["step_logits"], from_logits=True)
+            if "step_correction" in y_pred:  # later targets, label smoothing
+                step_nll = step_nll + y_pred["step_correction"]
             reconstruction = ops.sum(step_nll) / n_steps
             return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
         if "decoded" in y_pred:
             step_nll = self.sampled_nll(x, y_pred["decoded"])
             if self.label_smoothing:  # exact where the sampled softmax is the full one
-                step_nll = step_nll + self.label_smoothing * self.smoothing_term(
-                    y_pred["decoded"], targets[..., 0])
+                step_nll = step_nll + self.target_correction(y_pred["decoded"], targets)
         elif targets.shape[-1] == 1 and not self.label_smoothing:  # the fused cross-entropy
             step_nll = ops.sparse_categorical_crossentropy(targets[..., 0], y_pred["logits"],
                                                            from_logits=True)
         else:
-            logits = y_pred["logits"]  # (B, L, V)
-            log_probs = ops.log_softmax(logits, axis=-1)
-            picked = ops.take_along_axis(log_probs, targets, axis=-1)  # (B, L, K)
-            step_nll = -ops.sum(picked * target_mask, axis=-1) / ops.maximum(n_targets, 1.0)
-            if self.label_smoothing:  # ε of the mass on every real item evenly
-                uniform_nll = -ops.mean(log_probs[..., self.scorer.n_reserved:], axis=-1)
-                step_nll = (1.0 - self.label_smoothing) * step_nll + (
-                    self.label_smoothing * uniform_nll)
+            step_nll = self.multi_target_nll(y_pred["logits"], targets)
         reconstruction = ops.sum(step_nll * step_mask) / n_steps
         return self._combine(reconstruction, ops.sum(step_kl * step_mask) / n_steps)
+
+    def multi_target_nll(self, logits: Any, targets: Any) -> Any:
+        """(..., V) logits and (..., K) target ids (0 = none) -> (...): the mean negative
+        log-likelihood of a step's targets, with ε of the mass (label smoothing) spread evenly
+        over the real items. Taken from the log-normaliser and the picked logits, never the
+        (..., V) log-probabilities: − log p_k = lse − l_k, and the uniform part lse − mean l."""
+        target_mask = ops.cast(ops.not_equal(targets, 0), "float32")
+        normaliser = ops.logsumexp(logits, axis=-1)
+        picked = ops.take_along_axis(logits, targets, axis=-1)
+        step_nll = normaliser - ops.sum(picked * target_mask, axis=-1) / ops.maximum(
+            ops.sum(target_mask, axis=-1), 1.0)
+        if not self.label_smoothing:
+            return step_nll
+        uniform_nll = normaliser - ops.mean(logits[..., self.scorer.n_reserved:], axis=-1)
+        return (1.0 - self.label_smoothing) * step_nll + self.label_smoothing * uniform_nll
 
     def _combine(self, reconstruction: Any, kl: Any) -> tuple[Any, Any, Any]:
         total = reconstruction + self.beta * kl if self.variational else reconstruction

@@ -168,6 +168,8 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_over_real_items():
                             + eps * -log_p[t].mean() for t in range(3)])
     _, smoothed_two, _ = twin.loss_terms(two, twin(two, training=True))
     assert float(smoothed_two) == pytest.approx(expected_two, rel=1e-5)
+    _, every_cell_two, _ = twin.loss_terms(two, twin(two, training=False))
+    assert float(every_cell_two) == pytest.approx(expected_two, rel=1e-5)
     # the sampled softmax with every real item drawn once and equal Q is the full softmax, so
     # with smoothing too (the smoothing term takes the logits before the log-Q correction)
     sampled_batch = {**batch, "negatives": np.arange(2, 12, dtype="int32"),
@@ -209,20 +211,26 @@ def test_encoder_is_checked():
         SeqVAE(n_items=5, n_events=3, n_gaps=4, embed_dim=8, n_heads=3)
 
 
-@pytest.mark.parametrize("variational", [True, False])
-def test_training_scores_only_real_steps_and_loses_nothing(variational):
+@pytest.mark.parametrize(("variational", "next_k", "smoothing"),
+                         [(True, 1, 0.0), (False, 1, 0.0), (True, 2, 0.0), (True, 2, 0.1),
+                          (False, 2, 0.1)])
+def test_training_scores_only_real_steps_and_loses_nothing(variational, next_k, smoothing):
     # in training the softmax runs at the steps that have a target only; without dropout and
-    # with the same noise, the loss is the one taken over the full (B, L, V) logits
+    # with the same noise, the loss is the one taken over the full (B, L, V) logits, with one
+    # target a step and with the next two (the second missing where the user's events end)
     net = SeqVAE(n_items=12, n_events=4, n_gaps=6, embed_dim=8, hidden_dim=8, latent_dim=4,
-                 dropout=0.0, variational=variational, max_len=8)
+                 dropout=0.0, variational=variational, max_len=8, label_smoothing=smoothing)
     net.build_for_inputs()
     net.beta.assign(0.5)
-    batch = {**inputs([[2, 3, 4, 5], [6, 7, 0, 0]]),
-             "targets": np.array([[[3], [4], [5], [0]], [[7], [8], [0], [0]]], "int32"),
+    targets = np.array([[[3, 4], [4, 5], [5, 9], [0, 0]], [[7, 8], [8, 0], [0, 0], [0, 0]]],
+                       "int32")[..., :next_k]
+    batch = {**inputs([[2, 3, 4, 5], [6, 7, 0, 0]]), "targets": targets,
              "noise": np.random.default_rng(1).standard_normal((2, 4, 4)).astype("float32")}
     trained = net(batch, training=True)
     assert "logits" not in trained and tuple(trained["step_logits"].shape) == (5, 12)
+    # the first target of each real step; the later ones enter through the correction
     assert np.asarray(trained["step_targets"]).tolist() == [3, 4, 5, 7, 8]
+    assert ("step_correction" in trained) == (next_k > 1 or smoothing > 0)
     # the same computation with every step scored: the full logits, masked in the loss
     mean, log_var, z, mask = net.encode_steps(batch, training=True)
     full = {"mean": mean, "log_var": log_var, "mask": mask, "logits": net.decode(z)}
