@@ -15,7 +15,10 @@ Each (setting, model) runs `seqvae.compare.compare` in a fresh process (the same
 each), so the peak memory is that model's. Every hyperparameter — EASE's λ, item-KNN's
 neighbours, the neural models' epochs — is chosen on validation; the test split is evaluated once
 per model. `--cap SETTING=N` lowers the SeqVAE's epoch limit for one setting (said in the
-results). Writes `benchmarks/quality.json` and `benchmarks/quality.md`.
+results). Writes `benchmarks/quality.json` and `benchmarks/quality.md`. `--split-seed S` (S > 0)
+draws the split with another seed, to ask whether a comparison holds on other held-out users or
+other validation items; it writes `benchmarks/quality-split-S.json` and `.md` instead, so the
+committed seed-0 tables are never overwritten by it.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ from seqvae.pipeline import prepare
 from seqvae.training import SeqVAEConfig
 args = json.loads(sys.argv[1])
 sequences = prepare(args["path"], min_rating=args["min_rating"]).sequences
-split = make_split(sequences, args["protocol"], seed=0, min_length=args["min_length"])
+split = make_split(sequences, args["protocol"], seed=args["split_seed"],
+                   min_length=args["min_length"])
 started = time.perf_counter()
 result = compare(sequences, args["protocol"], [args["model"]], args["ks"], split=split,
                  seqvae_config=SeqVAEConfig(epochs=args["epochs"], **args["seqvae"]),
@@ -73,10 +77,10 @@ print(json.dumps(out))
 """
 
 
-def run(setting: str, model: str, epochs: int, seqvae: dict) -> dict:
+def run(setting: str, model: str, epochs: int, seqvae: dict, split_seed: int = 0) -> dict:
     spec = SETTINGS[setting]
     args = {**{k: v for k, v in spec.items() if k != "path"}, "path": str(spec["path"]),
-            "model": model, "epochs": epochs, "seqvae": seqvae}
+            "model": model, "epochs": epochs, "seqvae": seqvae, "split_seed": split_seed}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(args)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, text=True, check=True)
@@ -120,10 +124,14 @@ def main() -> None:
                         help="SeqVAEConfig fields for the SeqVAE and its twin (default: its "
                         "defaults), e.g. "
                         "'{\"latent_dim\": 64}' — a setting chosen on validation")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="the split's seed (default 0, the committed tables'); another "
+                        "writes quality-split-SEED.json/.md")
     args = parser.parse_args()
     seqvae = json.loads(args.seqvae)
     caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
-    path = HERE / "quality.json"
+    name = "quality" if args.split_seed == 0 else f"quality-split-{args.split_seed}"
+    path = HERE / f"{name}.json"
     results = json.loads(path.read_text())["results"] if path.exists() else {}
     for setting in args.settings.split(","):
         if not SETTINGS[setting]["path"].exists():
@@ -132,22 +140,24 @@ def main() -> None:
         for model in args.models.split(","):
             print(f"{setting} / {model}…", flush=True)
             started = time.perf_counter()
-            row = run(setting, model, caps.get(setting, args.epochs), seqvae)
+            row = run(setting, model, caps.get(setting, args.epochs), seqvae, args.split_seed)
             results.setdefault(setting, {})[model] = row
             print(f"  {time.perf_counter() - started:.0f} s: "
                   + json.dumps(row["results"][0]["metrics"])[:300], flush=True)
             machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
-            path.write_text(json.dumps({"machine": machine, "caps": caps, "results": results},
+            path.write_text(json.dumps({"machine": machine, "caps": caps,
+                                        "split_seed": args.split_seed, "results": results},
                                        indent=2) + "\n")
-    write_markdown(json.loads(path.read_text()))
+    write_markdown(json.loads(path.read_text()), path.with_suffix(".md"))
 
 
-def write_markdown(saved: dict) -> None:
+def write_markdown(saved: dict, out: Path) -> None:
     machine, caps, results = saved["machine"], saved.get("caps", {}), saved["results"]
+    split = f" The split's seed is {saved['split_seed']}." if saved.get("split_seed") else ""
     lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python "
              f"{machine['python']}, {machine['date']}. Each model in a fresh process; every "
-             "choice on validation, test evaluated once per model.", ""]
+             f"choice on validation, test evaluated once per model.{split}", ""]
     for setting, by_model in results.items():
         rows = [by_model[m] for m in MODELS if m in by_model]
         if not rows:
@@ -158,7 +168,7 @@ def write_markdown(saved: dict) -> None:
                   f"{data['items']:,} items, {data['events']:,} events (choices on validation "
                   f"{first['selection']})", ""]
         lines += [*table(setting, rows, first["ks"], caps), ""]
-    (HERE / "quality.md").write_text("\n".join(lines))
+    out.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
