@@ -1,6 +1,7 @@
 """Quality benchmark: the SeqVAE against the baselines on real logs, under published protocols.
 
-    python benchmarks/quality.py [--settings beauty-p1,ml100k-p1,ml100k-p2] [--cap beauty-p1=12]
+    python benchmarks/quality.py [--settings beauty-p1,ml100k-p1,ml100k-p2,beauty-p2]
+                                 [--models seqvae,sasrec] [--cap beauty-p1=12]
 
 Settings (see ../shared/datasets/README.md):
 
@@ -10,15 +11,24 @@ Settings (see ../shared/datasets/README.md):
 * ``ml100k-p2`` — MovieLens 100K, ratings >= 4 as positives, users with >= 5 positives, P2 held-out
   users (10% validation, 10% test, seed 0) with a temporal 80/20 fold-in; K = 20, 50, 100;
   choices on validation NDCG@100.
+* ``beauty-p2`` — Amazon Beauty under the same P2 protocol (every event a positive): 2,236
+  held-out validation and 2,236 test users the networks never train on, each user's last 20% of
+  events (at least one) the targets of the first 80%; K = 20, 50, 100; choices on validation
+  NDCG@100. It asks on thousands of users what ML-100K P2's 94 test users can only hint at: how
+  the models rank for users who arrive after training (the fold-in of `seqvae recommend --log`).
 
 Each (setting, model) runs `seqvae.compare.compare` in a fresh process (the same seeded split in
 each), so the peak memory is that model's. Every hyperparameter — EASE's λ, item-KNN's
 neighbours, the neural models' epochs — is chosen on validation; the test split is evaluated once
 per model. `--cap SETTING=N` lowers the SeqVAE's epoch limit for one setting (said in the
-results). Writes `benchmarks/quality.json` and `benchmarks/quality.md`. `--split-seed S` (S > 0)
-draws the split with another seed, to ask whether a comparison holds on other held-out users or
-other validation items; it writes `benchmarks/quality-split-S.json` and `.md` instead, so the
-committed seed-0 tables are never overwritten by it.
+results). Writes `benchmarks/quality.json` and `benchmarks/quality.md`. Each model's per-user
+test values are kept under `benchmarks/.work/per-user/` (not committed); once the SeqVAE and
+another model of a setting both have them, the SeqVAE's lead over that model on the same users —
+the mean difference of the selection metric with a paired bootstrap interval — is written beside
+the table (`paired` in the JSON). `--split-seed S` (S > 0) draws the split with another seed, to
+ask whether a comparison holds on other held-out users or other validation items; it writes
+`benchmarks/quality-split-S.json` and `.md` instead, so the committed seed-0 tables are never
+overwritten by it.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ SETTINGS = {
                   "ks": [10, 20], "min_rating": None, "min_length": None},
     "ml100k-p2": {"path": DATA / "ml-100k" / "u.data", "protocol": "holdout-users",
                   "ks": [20, 50, 100], "min_rating": 4.0, "min_length": 5},
+    "beauty-p2": {"path": DATA / "amazon-beauty" / "Beauty.txt", "protocol": "holdout-users",
+                  "ks": [20, 50, 100], "min_rating": None, "min_length": 5},
 }
 MODELS = ["pop", "itemknn", "ease", "multvae", "sasrec", "seqvae"]
 # published full-ranking reference numbers (../shared/datasets/README.md)
@@ -71,16 +83,29 @@ result = compare(sequences, args["protocol"], [args["model"]], args["ks"], split
                  seqvae_config=SeqVAEConfig(epochs=args["epochs"], **args["seqvae"]),
                  progress=lambda line: print(line, file=sys.stderr, flush=True))
 out = result.to_dict()
+evaluation = result.results[0].evaluation
+import numpy as np
+np.savez_compressed(args["per_user"], users=np.asarray(evaluation.users).astype(str),
+                    **{k: v for k, v in evaluation.per_user.items() if k.startswith(("NDCG", "HR"))})
 out["seconds"] = time.perf_counter() - started
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(out))
 """
 
 
-def run(setting: str, model: str, epochs: int, seqvae: dict, split_seed: int = 0) -> dict:
+def per_user_path(name: str, setting: str, model: str) -> Path:
+    """Where one model's per-user test values of one run are kept (not committed)."""
+    return HERE / ".work" / "per-user" / name / setting / f"{model}.npz"
+
+
+def run(setting: str, model: str, epochs: int, seqvae: dict, split_seed: int = 0,
+        name: str = "quality") -> dict:
     spec = SETTINGS[setting]
+    kept = per_user_path(name, setting, model)
+    kept.parent.mkdir(parents=True, exist_ok=True)
     args = {**{k: v for k, v in spec.items() if k != "path"}, "path": str(spec["path"]),
-            "model": model, "epochs": epochs, "seqvae": seqvae, "split_seed": split_seed}
+            "model": model, "epochs": epochs, "seqvae": seqvae, "split_seed": split_seed,
+            "per_user": str(kept)}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(args)], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, text=True, check=True)
@@ -89,7 +114,7 @@ def run(setting: str, model: str, epochs: int, seqvae: dict, split_seed: int = 0
 
 def table(setting: str, rows: list[dict], ks: list[int], caps: dict[str, int]) -> list[str]:
     columns = [f"{m}@{k}" for k in ks for m in ("NDCG", "HR")]
-    if setting == "ml100k-p2":
+    if SETTINGS[setting]["protocol"] == "holdout-users":
         columns = ["NDCG@100", "TruncatedRecall@20", "TruncatedRecall@50", "NDCG@20", "HR@20"]
     columns += ["AUC", f"Coverage@{ks[-1]}", f"AvgPopularity@{ks[-1]}"]
     lines = ["| model | " + " | ".join(c.replace("TruncatedRecall", "Recall") for c in columns)
@@ -132,7 +157,8 @@ def main() -> None:
     caps = {k: int(v) for k, v in (c.split("=") for c in args.cap)}
     name = "quality" if args.split_seed == 0 else f"quality-split-{args.split_seed}"
     path = HERE / f"{name}.json"
-    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    results, paired = saved.get("results", {}), saved.get("paired", {})
     for setting in args.settings.split(","):
         if not SETTINGS[setting]["path"].exists():
             print(f"{setting}: {SETTINGS[setting]['path']} not found, skipped")
@@ -140,16 +166,52 @@ def main() -> None:
         for model in args.models.split(","):
             print(f"{setting} / {model}…", flush=True)
             started = time.perf_counter()
-            row = run(setting, model, caps.get(setting, args.epochs), seqvae, args.split_seed)
+            row = run(setting, model, caps.get(setting, args.epochs), seqvae, args.split_seed,
+                      name)
+            row["date"] = time.strftime("%Y-%m-%d")
             results.setdefault(setting, {})[model] = row
+            paired[setting] = pair_up(name, setting, results[setting])
             print(f"  {time.perf_counter() - started:.0f} s: "
                   + json.dumps(row["results"][0]["metrics"])[:300], flush=True)
             machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
             path.write_text(json.dumps({"machine": machine, "caps": caps,
-                                        "split_seed": args.split_seed, "results": results},
+                                        "split_seed": args.split_seed, "results": results,
+                                        "paired": paired},
                                        indent=2) + "\n")
     write_markdown(json.loads(path.read_text()), path.with_suffix(".md"))
+
+
+def pair_up(name: str, setting: str, by_model: dict[str, dict]) -> dict[str, dict]:
+    """The SeqVAE's lead over each other model of `setting` on the same test users: the mean
+    per-user difference of the selection metric and its paired bootstrap interval. Only models
+    whose kept per-user values reproduce their row's test metric take part, so a file left by
+    another run is never paired with this one's table."""
+    import numpy as np
+
+    from seqvae.compare import paired_difference
+
+    def kept(model: str) -> tuple[np.ndarray, np.ndarray] | None:
+        file, row = per_user_path(name, setting, model), by_model.get(model)
+        if row is None or not file.exists():
+            return None
+        result, metric = row["results"][0], row["selection"]
+        with np.load(file) as values:
+            users, per_user = values["users"], values[metric]
+        if not np.isclose(np.nan_to_num(per_user).mean(), result["metrics"][metric]):
+            return None
+        return users, per_user
+
+    mine = kept("seqvae")
+    if mine is None:
+        return {}
+    out = {}
+    for model in MODELS:
+        theirs = kept(model) if model != "seqvae" else None
+        if theirs is not None and np.array_equal(theirs[0], mine[0]):
+            out[model] = {"metric": by_model["seqvae"]["selection"],
+                          **paired_difference(mine[1], theirs[1])}
+    return out
 
 
 def write_markdown(saved: dict, out: Path) -> None:
@@ -167,7 +229,20 @@ def write_markdown(saved: dict, out: Path) -> None:
         lines += [f"### {setting}: {first['protocol']}, {data['users']:,} users, "
                   f"{data['items']:,} items, {data['events']:,} events (choices on validation "
                   f"{first['selection']})", ""]
+        dates = sorted({row["date"] for row in rows if "date" in row} - {machine["date"]})
+        if dates:
+            lines[-2] = lines[-2][:-1] + f"; rows measured on {', '.join(dates)} too)"
         lines += [*table(setting, rows, first["ks"], caps), ""]
+        pairs = saved.get("paired", {}).get(setting, {})
+        if pairs:
+            first_pair = next(iter(pairs.values()))
+            lines += [f"The SeqVAE's lead on the same {first_pair['users']:,} test users "
+                      f"({first_pair['metric']}: the mean per-user difference, its 95% paired "
+                      "bootstrap interval, and the shares of users it ranks better / worse):", ""]
+            lines += [f"- over {model}: {p['difference']:+.4f} [{p['low']:+.4f}, "
+                      f"{p['high']:+.4f}], {p['above']:.0%} / {p['below']:.0%}"
+                      for model, p in pairs.items()]
+            lines += [""]
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -269,6 +269,28 @@ def summary(
     return table
 
 
+def paired_difference(first: np.ndarray, second: np.ndarray, *, confidence: float = 0.95,
+                      n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """How much `first` leads `second` on the same users: the mean of first − second over users,
+    its paired bootstrap interval (every resample draws the same users for both), and the shares
+    of users where first is above and below.
+
+    Args:
+        first, second: one value per user (e.g. per-user NDCG), in the same user order; NaN
+            counts as 0, as in `summary`.
+    """
+    a = np.nan_to_num(np.asarray(first, dtype=np.float64), nan=0.0)
+    b = np.nan_to_num(np.asarray(second, dtype=np.float64), nan=0.0)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"`first` and `second` should hold one value per user each, for the "
+                         f"same users. Received shapes {a.shape} and {b.shape}")
+    boot = _bootstrap_means(np.stack([a - b]), n_boot, seed)[0]
+    tail = (1.0 - confidence) / 2.0
+    return {"difference": float((a - b).mean()), "low": float(np.quantile(boot, tail)),
+            "high": float(np.quantile(boot, 1.0 - tail)), "users": int(a.size),
+            "above": float((a > b).mean()), "below": float((a < b).mean())}
+
+
 def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int, chunk: int = 50) -> np.ndarray:
     """(models, users) -> (models, n_boot): the means over users resampled with replacement,
     the same users for every model in each resample; `chunk` resamples at a time, so memory

@@ -91,3 +91,65 @@ def test_summary_intervals_and_ties_come_from_a_paired_bootstrap():
         se = np.sqrt(hits.mean() * (1 - hits.mean()) / n)
         assert 2.5 * se < high - low < 5.5 * se
     assert np.isnan(table.loc["a", "Coverage@10 low"])  # catalogue-level: no interval
+
+
+def test_paired_difference_measures_one_models_lead_on_the_same_users():
+    from seqvae.compare import paired_difference
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    base = rng.random(n)
+    # a constant lead is measured exactly, with no spread
+    exact = paired_difference(base + 0.01, base, n_boot=200)
+    assert exact["difference"] == pytest.approx(0.01)
+    assert exact["low"] == pytest.approx(0.01) and exact["high"] == pytest.approx(0.01)
+    assert exact["above"] == 1.0 and exact["below"] == 0.0 and exact["users"] == n
+    # a noisy lead: the interval is the paired one, about ±1.96 standard errors of the differences
+    other = base + rng.normal(0.02, 0.2, n)
+    lead = paired_difference(other, base, n_boot=1000)
+    se = np.std(other - base) / np.sqrt(n)
+    assert lead["low"] > 0.0 and lead["low"] < lead["difference"] < lead["high"]
+    assert 3.0 * se < lead["high"] - lead["low"] < 4.8 * se
+    # the same values the other way round: the lead turns into its negative
+    behind = paired_difference(base, other, n_boot=1000)
+    assert behind["difference"] == pytest.approx(-lead["difference"])
+    assert behind["above"] == pytest.approx(lead["below"])
+    # a missing value counts as 0, as in `summary`; unlike users are refused
+    assert paired_difference(np.array([np.nan, 1.0]), np.zeros(2), n_boot=10)["difference"] == 0.5
+    with pytest.raises(ValueError, match="same users"):
+        paired_difference(np.zeros(3), np.zeros(4))
+
+
+def test_the_quality_benchmark_pairs_only_per_user_values_its_own_table_holds(tmp_path,
+                                                                              monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "quality_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    monkeypatch.setattr(quality, "HERE", tmp_path)
+    rng = np.random.default_rng(2)
+    users = np.array([f"u{i}" for i in range(500)])
+    values = {"seqvae": rng.random(500), "sasrec": rng.random(500) * 0.9,
+              "ease": rng.random(500) * 0.8, "pop": rng.random(500) * 0.1}
+
+    def row(model, mean=None):
+        metric = float(values[model].mean()) if mean is None else mean
+        return {"selection": "NDCG@100", "results": [{"metrics": {"NDCG@100": metric}}]}
+
+    for model, v in values.items():
+        path = quality.per_user_path("quality", "beauty-p2", model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, users=users if model != "pop" else users[::-1],
+                            **{"NDCG@100": v})
+    by_model = {m: row(m) for m in values} | {"ease": row("ease", mean=0.123)}
+    pairs = quality.pair_up("quality", "beauty-p2", by_model)
+    # EASE's kept values are not its row's (another run's file), pop's users are another order
+    assert list(pairs) == ["sasrec"]
+    assert pairs["sasrec"]["metric"] == "NDCG@100"
+    assert pairs["sasrec"]["difference"] == pytest.approx(
+        float((values["seqvae"] - values["sasrec"]).mean()))
+    # no SeqVAE values: nothing to pair
+    assert quality.pair_up("quality", "beauty-p2", {"sasrec": row("sasrec")}) == {}
