@@ -218,8 +218,8 @@ def write_markdown(saved: dict, out: Path) -> None:
     machine, caps, results = saved["machine"], saved.get("caps", {}), saved["results"]
     split = f" The split's seed is {saved['split_seed']}." if saved.get("split_seed") else ""
     lines = [f"Machine: {machine['cpus']} CPUs, {machine['platform']}, Python "
-             f"{machine['python']}, {machine['date']}. Each model in a fresh process; every "
-             f"choice on validation, test evaluated once per model.{split}", ""]
+             f"{machine['python']}; latest run {machine['date']}. Each model in a fresh "
+             f"process; every choice on validation, test evaluated once per model.{split}", ""]
     for setting, by_model in results.items():
         rows = [by_model[m] for m in MODELS if m in by_model]
         if not rows:
@@ -229,9 +229,9 @@ def write_markdown(saved: dict, out: Path) -> None:
         lines += [f"### {setting}: {first['protocol']}, {data['users']:,} users, "
                   f"{data['items']:,} items, {data['events']:,} events (choices on validation "
                   f"{first['selection']})", ""]
-        dates = sorted({row["date"] for row in rows if "date" in row} - {machine["date"]})
+        dates = sorted({row["date"] for row in rows if "date" in row})
         if dates:
-            lines[-2] = lines[-2][:-1] + f"; rows measured on {', '.join(dates)} too)"
+            lines[-2] = lines[-2][:-1] + f"; measured on {', '.join(dates)})"
         lines += [*table(setting, rows, first["ks"], caps), ""]
         pairs = saved.get("paired", {}).get(setting, {})
         if pairs:

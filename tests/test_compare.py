@@ -153,3 +153,20 @@ def test_the_quality_benchmark_pairs_only_per_user_values_its_own_table_holds(tm
         float((values["seqvae"] - values["sasrec"]).mean()))
     # no SeqVAE values: nothing to pair
     assert quality.pair_up("quality", "beauty-p2", {"sasrec": row("sasrec")}) == {}
+    # the tables say when each setting's rows were measured and print the pairs beside them
+    saved = {"machine": {"cpus": 2, "platform": "test", "python": "3.11", "date": "2026-12-07"},
+             "results": {"beauty-p2": {m: by_model[m] | {
+                 "protocol": "holdout-users", "ks": [20, 50, 100], "seconds": 1.0,
+                 "peak_rss_mb": 1.0, "date": "2026-12-07" if m == "seqvae" else "2026-12-01",
+                 "dataset": {"users": 500, "items": 9, "events": 9},
+                 "results": [{"model": m, "params": {}, "fit_seconds": 0.0, "eval_seconds": 0.0,
+                              "metrics": {k: 0.1 for k in (
+                                  "NDCG@100", "TruncatedRecall@20", "TruncatedRecall@50",
+                                  "NDCG@20", "HR@20", "AUC", "Coverage@100",
+                                  "AvgPopularity@100")}}]} for m in ("seqvae", "sasrec")}},
+             "paired": {"beauty-p2": pairs}}
+    quality.write_markdown(saved, tmp_path / "quality.md")
+    text = (tmp_path / "quality.md").read_text()
+    assert "measured on 2026-12-01, 2026-12-07)" in text
+    assert (f"- over sasrec: {pairs['sasrec']['difference']:+.4f} "
+            f"[{pairs['sasrec']['low']:+.4f}, {pairs['sasrec']['high']:+.4f}]") in text
