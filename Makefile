@@ -54,6 +54,7 @@ bench: setup
 	"$(PY)" benchmarks/dashboard.py
 	"$(PY)" benchmarks/latent.py
 	"$(PY)" benchmarks/segments.py
+	"$(PY)" benchmarks/segments.py --sample-seed 11 --name segments-sample-11
 	"$(PY)" benchmarks/load.py
 	"$(PY)" benchmarks/quality.py
 	"$(PY)" benchmarks/seeds.py

@@ -26,6 +26,10 @@ def colour_options(frame: pd.DataFrame) -> list[str]:
     return options
 
 
+# the Latent page's two views of a user (`seqvae.recommender.VIEWS`), as the radio names them
+USERS_BY = {"taste": "taste (every event)", "next": "next step (after the last event)"}
+
+
 def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
                   names: dict[int, str]) -> tuple[pd.Series, bool]:
     """(values, is_categorical) for the colour choice."""
@@ -329,7 +333,7 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         try:
             with st.spinner("Encoding every user as of both dates…"):
                 drifts[key] = drift.drift(view.recommender, pd.Timestamp(start) + day,
-                                          pd.Timestamp(end) + day)
+                                          pd.Timestamp(end) + day, view=view.view)
         except SeqVAEError as error:
             st.error(escape_markdown(str(error)))
             return
@@ -581,10 +585,21 @@ if model_in_use is None:
     st.info("Train a model on the Train page (or upload one there) to map its users.")
 else:
     dataset = state.dataset()
-    view = state.latent_view(model_in_use, dataset)
+    users_by = st.radio(
+        "Place users by", list(USERS_BY), horizontal=True, key="latent_users_by",
+        format_func=USERS_BY.get,
+        help="Taste: the posteriors of every event of a user's last window multiplied, so each "
+             "event counts by how sure the network is of it: who the user is over their "
+             "history. Next step: the state after their last event, which their "
+             "recommendations decode: what they are about to do. On the bundled sample, six "
+             "clusters of the taste view match its planted segments twice as well "
+             "(docs/results.md).")
+    view = state.latent_view(model_in_use, dataset, users_by)
     networks = 1 + len(getattr(model_in_use.recommender, "others_", []))
     st.caption(f"{len(view.frame):,} users, each a point: their μ (latent size "
-               f"{view.mu.shape[1]}) after their last event"
+               f"{view.mu.shape[1]}) "
+               + ("combined over every event of their last window" if users_by == "taste"
+                  else "after their last event")
                + (f" — the first network's: this model ranks items by the mean of {networks} "
                   "networks' scores" if networks > 1 else "")
                + ". Click a user to open them; pick the lasso or box in the chart's toolbar and "

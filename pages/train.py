@@ -244,7 +244,7 @@ def model_files_ui() -> None:
                 with st.spinner("Loading the model and encoding its users…"):
                     recommender = from_zip(upload.getvalue(), upload.name)
                     if recommender.history_ is not None:
-                        recommender.history_encoding()  # once, here: the Latent page reads it
+                        recommender.encode_history()  # once, here: the Latent page reads it
             except BundleError as exc:
                 st.error(escape_markdown(exc), icon="⚠️")
             except Exception as exc:  # never a traceback in the browser

@@ -616,7 +616,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     fmt = table_format(args.out, args.format)
     fmt = "projector" if fmt == "tsv" and args.format == "auto" else fmt
     recommender = load(args.model)
-    frame, mean = user_embeddings(recommender)
+    frame, mean = user_embeddings(recommender, view=args.view)
     side = read_side_table(args, "user")
     attributes: list[str] = []
     if side is not None:  # each user's attributes beside the vectors (colour the projector by them)
@@ -843,6 +843,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "projector pair: FILE.tsv and FILE_metadata.tsv)")
     embed.add_argument("--format", default="auto", choices=["auto", "parquet", "csv", "projector"],
                        help="default: from the extension (.tsv = projector)")
+    embed.add_argument("--view", default="next", choices=["next", "taste"],
+                       help="next (default): μ after each user's last event, what their "
+                       "recommendations decode; taste: every event of their last window "
+                       "combined (the Latent page's default map)")
     add_side_table_flags(embed, ("user",))
     embed.set_defaults(func=cmd_embed)
     return parser

@@ -6,7 +6,7 @@ sequence keeps its event types and time gaps, so no retraining and no approximat
 with no event between the two dates therefore does not move at all; a user with no event before
 the first date is not on the map yet and is counted, not shown.
 
-* `drift(recommender, start, end)` — the two encodings and each user's movement.
+* `drift(recommender, start, end, view)` — the two encodings and each user's movement.
 * `top_movers`, `cohort_drift` — the users and the clusters that moved most.
 * `items_behind` — what the movers did between the dates (items by shrunk lift against
   everyone's events between the dates) and where the decoder says they moved to.
@@ -70,9 +70,9 @@ def time_range(history: Sequences) -> tuple[pd.Timestamp, pd.Timestamp]:
             pd.Timestamp(int(history.timestamps.max()), unit="us", tz="UTC"))
 
 
-def drift(recommender: Any, start: Any, end: Any) -> Drift:
+def drift(recommender: Any, start: Any, end: Any, view: str = "next") -> Drift:
     """Encode every stored user as of `start` and as of `end` (dates or timestamps; naive ones
-    are UTC) and measure the movement."""
+    are UTC) and measure the movement; ``view`` as in `SeqVAERecommender.encode`."""
     history = recommender.history_
     first, _ = time_range(history)
     start, end = _utc(start), _utc(end)
@@ -91,8 +91,8 @@ def drift(recommender: Any, start: Any, end: Any) -> Drift:
     on_map = present[history.user_of_event]
     before_seq = history.select(up_to_start & on_map)
     after_seq = history.select(up_to_end & on_map)
-    before, _ = recommender.encode(before_seq)
-    after, _ = recommender.encode(after_seq)
+    before, _ = recommender.encode(before_seq, view=view)
+    after, _ = recommender.encode(after_seq, view=view)
     between_mask = up_to_end & ~up_to_start
     between = history.select(between_mask, drop_empty_users=False)
     return Drift(start=start, end=end, rows=rows, before=before, after=after,

@@ -119,11 +119,13 @@ def write_projector(vectors: np.ndarray, metadata: pd.DataFrame,
     return vectors_out, meta_out
 
 
-def user_embeddings(recommender: Any, sequences: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+def user_embeddings(recommender: Any, sequences: Any = None,
+                    view: str = "next") -> tuple[pd.DataFrame, np.ndarray]:
     """One row per user of `sequences` (default: the model's history): ``user``, ``events``,
-    ``last_item``, ``mu_0..``, ``sigma_0..``; and the μ matrix."""
+    ``last_item``, ``mu_0..``, ``sigma_0..``; and the μ matrix. ``view``: as in
+    `SeqVAERecommender.encode` ("next", after the last event; "taste", every event combined)."""
     sequences = recommender.history_ if sequences is None else sequences
-    mean, log_var = recommender.encode(sequences)
+    mean, log_var = recommender.encode(sequences, view=view)
     sigma = np.exp(0.5 * log_var)
     lengths = sequences.lengths
     last = np.where(lengths > 0, sequences.items[np.maximum(sequences.offsets[1:] - 1, 0)], 0)

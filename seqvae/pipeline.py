@@ -177,7 +177,7 @@ def retrain(trained: Trained, sequences: Sequences | None = None, *, store: Any 
     if encode_users:
         if on_phase is not None:
             on_phase("encoding")
-        trained.recommender.history_encoding()
+        trained.recommender.encode_history()
     return trained
 
 
@@ -192,5 +192,5 @@ def tested(recommender: Any, history: Any, test_holdout: Any, config: Any, *,
     if encode_users:
         if on_phase is not None:
             on_phase("encoding")
-        recommender.history_encoding()
+        recommender.encode_history()
     return Trained(recommender, history, test, test_holdout.n_users)

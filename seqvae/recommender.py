@@ -34,6 +34,32 @@ if TYPE_CHECKING:
 
 DAY_MICROS = 86_400 * 1_000_000  # an appended event's gap when a user has no gap to go by
 
+#: what a user's μ summarises: "next", the posterior after their last event (what recommendations
+#: decode); "taste", the posteriors of every event of their last window combined
+VIEWS = ("next", "taste")
+
+
+def combine_steps(mean: np.ndarray, log_var: np.ndarray, real: np.ndarray,
+                  weighted: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(n, L, Z) per-step posteriors and an (n, L) mask of real steps -> (n, Z) each: the
+    Gaussians of a row's real steps multiplied as independent evidence about one user, a
+    precision-weighted mean with log σ² = −log Σ σ⁻². A step the network is sure of counts
+    more; a longer history gives a narrower σ. ``weighted=False`` (the twin, whose σ is never
+    trained): the plain mean of μ, and the mean log σ². A row without a real step keeps its
+    first step's values (as the "next" view does)."""
+    real = real.astype(mean.dtype)[..., None]
+    empty = real.sum(axis=1) == 0  # (n, 1)
+    real = np.where(empty[:, None, :], np.eye(1, mean.shape[1], dtype=mean.dtype)[..., None],
+                    real)
+    if weighted:
+        precision = np.exp(-log_var.astype(np.float64)) * real
+        total = precision.sum(axis=1)
+        combined = (precision * mean).sum(axis=1) / total
+        return combined.astype(mean.dtype), (-np.log(total)).astype(log_var.dtype)
+    count = real.sum(axis=1)
+    return ((real * mean).sum(axis=1) / count).astype(mean.dtype), \
+        ((real * log_var).sum(axis=1) / count).astype(log_var.dtype)
+
 
 @dataclass
 class Batch:
@@ -513,19 +539,31 @@ class SeqVAERecommender(BaseRecommender):
         last = np.maximum((batch.items != PAD).sum(axis=1) - 1, 0)
         return values[np.arange(values.shape[0]), last]
 
-    def encode_batch(self, batch: Batch, batch_size: int = 1024, model: Any = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(μ, log σ²) after each row's last real step, (n, Z) each; ``model``: one of
-        `networks()` (default: the first).
+    def encode_batch(self, batch: Batch, batch_size: int = 1024, model: Any = None,
+                     view: str = "next") -> tuple[np.ndarray, np.ndarray]:
+        """Each row's (μ, log σ²), (n, Z) each; ``model``: one of `networks()` (default: the
+        first). ``view`` (`VIEWS`): "next", the posterior after the row's last real step — what
+        a recommendation decodes; "taste", the posteriors of all its real steps combined as
+        independent evidence about one user (`combine_steps`)."""
+        return self.encode_views(batch, (view,), batch_size, model)[view]
+
+    def encode_views(self, batch: Batch, views: SequenceABC[str] = VIEWS, batch_size: int = 1024,
+                     model: Any = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """`encode_batch` for several views from one pass of the network: {view: (μ, log σ²)}.
 
         Rows are grouped by length and each group is cut to its longest row: the encoder is
         causal and padding is masked, so the trailing padding changes nothing but the cost (on
         a log of 20,000 users of ~33 events, most windows are far shorter than `max_len`)."""
         self._check()
+        for view in views:
+            if view not in VIEWS:
+                raise ValueError(f"`view` should be one of {', '.join(map(repr, VIEWS))}. "
+                                 f"Received: `view`={view!r}")
         model = model or self.model_
         n = batch.items.shape[0]
         z = model.latent_dim
-        means, log_vars = np.zeros((n, z), np.float32), np.zeros((n, z), np.float32)
+        out = {view: (np.zeros((n, z), np.float32), np.zeros((n, z), np.float32))
+               for view in views}
         lengths = (batch.items != PAD).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         for start in range(0, n, batch_size):
@@ -534,14 +572,23 @@ class SeqVAERecommender(BaseRecommender):
             mean, log_var = self._encode_function(model=model)(batch.items[rows, :width],
                                                     batch.events[rows, :width],
                                                     batch.gaps[rows, :width])
-            last = np.maximum(lengths[rows] - 1, 0)
-            means[rows] = np.asarray(mean)[np.arange(rows.size), last]
-            log_vars[rows] = np.asarray(log_var)[np.arange(rows.size), last]
-        return means, log_vars
+            mean, log_var = np.asarray(mean), np.asarray(log_var)
+            for view, (means, log_vars) in out.items():
+                if view == "taste":
+                    means[rows], log_vars[rows] = combine_steps(
+                        mean, log_var, batch.items[rows, :width] != PAD,
+                        weighted=bool(getattr(model, "variational", True)))
+                else:
+                    last = np.maximum(lengths[rows] - 1, 0)
+                    means[rows] = mean[np.arange(rows.size), last]
+                    log_vars[rows] = log_var[np.arange(rows.size), last]
+        return out
 
-    def encode(self, sequences: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        """Each user's representation: μ and log σ² after their last event. (n_users, Z) each."""
-        return self.encode_batch(self.last_windows(sequences))
+    def encode(self, sequences: Sequences, view: str = "next") -> tuple[np.ndarray, np.ndarray]:
+        """Each user's representation, (n_users, Z) each: μ and log σ² after their last event
+        (``view="next"``), or every event of their last window combined (``"taste"``; see
+        `encode_batch`)."""
+        return self.encode_batch(self.last_windows(sequences), view=view)
 
     def decode_scores(self, latent: np.ndarray, batch_size: int = 2048, model: Any = None
                       ) -> np.ndarray:
@@ -692,25 +739,42 @@ class SeqVAERecommender(BaseRecommender):
         best = np.argsort(-similarity, kind="stable")[:k]
         return self.history_.users[best], similarity[best]
 
-    def history_encoding(self) -> tuple[np.ndarray, np.ndarray]:
-        """μ and log σ² of every user of the history (as `encode(history_)`), computed once per
-        model and history and kept: the latent map, similar users and the exports all read
-        them. The dashboard's training job calls this before it hands the model over, so the
-        Latent page does not pay for it (~5 s for 20,000 users on 2 cores)."""
+    def history_encoding(self, view: str = "next") -> tuple[np.ndarray, np.ndarray]:
+        """μ and log σ² of every user of the history (as `encode(history_, view)`), computed
+        once per model, history and view and kept: the latent map, similar users and the
+        exports all read them. The dashboard's training job calls this before it hands the
+        model over, so the Latent page does not pay for it (~5 s for 20,000 users on 2 cores)."""
         if self.history_ is None:
             raise NotFittedError("this recommender has no user histories")
-        cached = getattr(self, "_encoding_cache", None)
+        caches = self.__dict__.setdefault("_encoding_caches", {})
+        cached = caches.get(view)
         if cached is None or cached[0] is not self.model_ or cached[1] is not self.history_:
-            mean, log_var = self.encode(self.history_)
-            unit = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-            cached = (self.model_, self.history_, mean, log_var, unit)
-            self._encoding_cache = cached
+            cached = self._cached(*self.encode(self.history_, view=view))
+            caches[view] = cached
         return cached[2], cached[3]
+
+    def encode_history(self) -> None:
+        """Every view of `history_encoding` computed, from one pass of the network, and kept
+        (the dashboard does it before a model is handed over: the map reads "taste", similar
+        users "next")."""
+        if self.history_ is None:
+            raise NotFittedError("this recommender has no user histories")
+        caches = self.__dict__.setdefault("_encoding_caches", {})
+        missing = [view for view in VIEWS if view not in caches
+                   or caches[view][0] is not self.model_ or caches[view][1] is not self.history_]
+        if missing:
+            encoded = self.encode_views(self.last_windows(self.history_), missing)
+            for view, (mean, log_var) in encoded.items():
+                caches[view] = self._cached(mean, log_var)
+
+    def _cached(self, mean: np.ndarray, log_var: np.ndarray) -> tuple[Any, ...]:
+        unit = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return (self.model_, self.history_, mean, log_var, unit)
 
     def _history_units(self) -> np.ndarray:
         """Unit-length μ of every user of the history (cosine similarity between users)."""
         self.history_encoding()
-        return self._encoding_cache[4]
+        return self.__dict__["_encoding_caches"]["next"][4]
 
     def explain(self, history_items: SequenceABC[Any], recommended: SequenceABC[Any],
                 n: int = 2) -> list[list[tuple[str, float]]]:

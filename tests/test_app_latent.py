@@ -74,6 +74,29 @@ def test_map_colours_and_clusters(app, trained):
     assert not at.exception
 
 
+def test_users_are_placed_by_taste_unless_the_next_step_is_chosen(app, trained):
+    """The map's default is each user's taste (every event's posterior combined); the next
+    step (the state their recommendations decode) is one click away, and each view keeps its
+    own map."""
+    at = open_page(app, trained)
+    recommender = trained[1].recommender
+    taste = at.session_state[state.LATENT][1]
+    assert taste.view == "taste"
+    np.testing.assert_allclose(taste.mu, recommender.encode(recommender.history_, "taste")[0],
+                               rtol=1e-5, atol=1e-6)
+    assert any("combined over every event" in c.value for c in at.caption)
+    at.radio(key="latent_users_by").set_value("next").run()
+    assert not at.exception, at.exception
+    following = at.session_state[state.LATENT][1]
+    assert following.view == "next"
+    np.testing.assert_allclose(following.mu, recommender.encode(recommender.history_)[0],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(following.mu, taste.mu, atol=1e-3)
+    assert any("after their last event" in c.value for c in at.caption)
+    at.radio(key="latent_users_by").set_value("taste").run()
+    assert at.session_state[state.LATENT][1] is taste  # kept, with its maps and clusters
+
+
 def test_a_selection_becomes_a_cohort_that_can_be_kept_and_compared(app, trained):
     at = open_page(app, trained)
     users = list(at.session_state[state.LATENT][1].frame["user"])

@@ -384,6 +384,15 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     page.wait_for_timeout(500)
     shot(page, "15-drift")
 
+    # the map places users by their taste (every event combined) unless told otherwise
+    page.get_by_text("combined over every event of their last window").wait_for()
+    page.get_by_text("next step (after the last event)").click()
+    page.get_by_text(re.compile(r"each a point: their μ \(latent size \d+\) after their last "
+                                r"event")).wait_for()
+    settle(page)  # the map is drawn anew for the other view: wait for that run to end
+    map_ready(page)
+    shot(page, "16-next-step-view")
+
     # the Train page's knobs, set before all these visits, are still what was chosen
     page.get_by_role("link", name="Train").click()
     page.get_by_role("heading", name="Train").wait_for()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from seqvae.cli import main
@@ -246,6 +247,15 @@ def test_embed_writes_parquet_csv_and_the_projector_pair(trained, tmp_path, caps
     metadata = (tmp_path / "p_metadata.tsv").read_text().splitlines()
     assert len(vectors) == 120 and len(vectors[0].split("\t")) == 8
     assert metadata[0].split("\t") == ["user", "events", "last_item"] and len(metadata) == 121
+    # --view taste: the Latent page's default map, the same users with every event combined
+    assert run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "t.csv"), "--view",
+                   "taste")[0] == 0
+    taste = pd.read_csv(tmp_path / "t.csv")
+    assert list(taste["user"]) == list(table["user"])
+    assert not np.allclose(taste["mu_3"], table["mu_3"], atol=1e-4)
+    # every event is evidence: σ narrower than after the last event alone (equal for one event)
+    sigmas = [f"sigma_{i}" for i in range(8)]
+    assert (taste[sigmas].to_numpy() <= table[sigmas].to_numpy() * (1 + 1e-5)).all()
     code, _, err = run_cli(capsys, "embed", str(model), "--out", str(tmp_path / "u.xlsx"))
     assert code == 2 and "extension" in err
     assert not (tmp_path / "u.xlsx").exists()

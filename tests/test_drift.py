@@ -28,11 +28,12 @@ def middle(recommender) -> pd.Timestamp:
     return pd.Timestamp(int(np.median(history.timestamps)), unit="us", tz="UTC")
 
 
-def test_the_end_of_the_log_gives_the_stored_users_and_idle_users_stay_put(trained):
+@pytest.mark.parametrize("view", ["next", "taste"])
+def test_the_end_of_the_log_gives_the_stored_users_and_idle_users_stay_put(trained, view):
     last = time_range(trained.history_)[1]
-    result = drift(trained, middle(trained), last)
-    stored, _ = trained.encode(trained.history_)
-    # as of the last event every user on the map is exactly the stored user
+    result = drift(trained, middle(trained), last, view=view)
+    stored, _ = trained.encode(trained.history_, view=view)
+    # as of the last event every user on the map is exactly the stored user (of the same view)
     np.testing.assert_allclose(result.after, stored[result.rows], rtol=1e-5, atol=1e-6)
     # a user with no event between the dates did not move; one with events did
     idle = result.events_between == 0

@@ -30,7 +30,9 @@ def test_continue_training_goes_on_from_the_last_epoch():
     first = wait(jobs.start_training(log, "shop.csv", config, data_fingerprint="f"))
     # the job hands over a model whose users' μ are already encoded (for the Latent page)
     assert first.phase == "encoding" and first.snapshot()["phase"] == "encoding"
-    assert first.recommender._encoding_cache[2].shape[0] == first.recommender.history_.n_users
+    caches = first.recommender._encoding_caches  # μ of every user, in both views
+    assert {view: c[2].shape[0] for view, c in caches.items()} == {
+        "next": first.recommender.history_.n_users, "taste": first.recommender.history_.n_users}
     # and the most popular items' score on the same test, the floor the page compares with
     assert set(first.popularity_metrics) == set(first.test_metrics) == {"NDCG@10", "HR@10"}
     assert 0 < first.popularity_metrics["HR@10"] < 1
@@ -97,7 +99,9 @@ def test_a_refit_job_hands_over_the_model_retrained_on_every_event():
     assert job.refit_info["seconds"] > 0
     assert f"then retrained on all {job.refit_info['events']:,} events" in job.message
     assert job.phase == "encoding"  # μ encoded from the retrained model, after the refit
-    assert job.recommender._encoding_cache[2].shape[0] == job.recommender.history_.n_users
+    caches = job.recommender._encoding_caches  # μ of every user, in both views
+    assert {view: c[2].shape[0] for view, c in caches.items()} == {
+        "next": job.recommender.history_.n_users, "taste": job.recommender.history_.n_users}
     assert set(job.test_metrics) == {"NDCG@10", "HR@10"}  # the held-out model's test
     assert not job.can_continue  # its model is not the checkpoint's
     job.discard()

@@ -111,4 +111,6 @@ def test_a_cancelled_refit_keeps_the_tested_model(rated_log):
     assert trained.refit is None and "refit" not in trained.metrics
     assert trained.recommender.training_history_ is trained.history  # the tested model
     assert trained.recommender.config_.epochs == TINY.epochs
-    assert trained.recommender._encoding_cache[2].shape[0] == data.sequences.n_users
+    caches = trained.recommender._encoding_caches  # μ of every user, in both views
+    assert {view: c[2].shape[0] for view, c in caches.items()} == {
+        "next": data.sequences.n_users, "taste": data.sequences.n_users}

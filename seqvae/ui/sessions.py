@@ -51,7 +51,7 @@ KEPT = (state.DATASET, state.UPLOAD_ERROR, state.MODEL, state.JOB, state.ADOPTED
 # cannot be set)
 KEPT_WIDGETS = (
     "knob_latent", "knob_epochs", "knob_max_len", "knob_beta", "knob_encoder", "knob_hidden",
-    "knob_batch", "knob_lr", "knob_patience", "knob_seed", "knob_refit",
+    "knob_batch", "knob_lr", "knob_patience", "knob_seed", "knob_refit", "latent_users_by",
     "latent_projection", "latent_dims", "latent_colour", "latent_cluster_method", "latent_k",
     "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
     "eval_metric", "eval_intervals", "opt_format", "opt_sep", "opt_header", "opt_missing_ts",

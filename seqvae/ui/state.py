@@ -178,14 +178,18 @@ def data_mismatch() -> str | None:
 
 class LatentView:
     """The model in use seen as a latent space: μ, σ and a table of its users, computed once per
-    model; projections and clusters cached as the analyst asks for them."""
+    model and view (`seqvae.recommender.VIEWS`: "taste", every event of a user's last window
+    combined; "next", the state after their last event); projections and clusters cached as
+    the analyst asks for them."""
 
-    def __init__(self, recommender: Any, dataset: Dataset | None, limit: int = 20_000) -> None:
+    def __init__(self, recommender: Any, dataset: Dataset | None, limit: int = 20_000,
+                 view: str = "taste") -> None:
         self.recommender = recommender
+        self.view = view
         self.sequences = recommender.history_
         self.item_vocab = recommender.item_vocab_
         self.event_vocab = recommender.event_vocab_
-        self.mu, log_var = recommender.history_encoding()
+        self.mu, log_var = recommender.history_encoding(view)
         self.sigma = np.exp(0.5 * log_var)
         self._side_key: tuple[int, int] | None = None
         self.frame = pd.DataFrame()
@@ -283,13 +287,19 @@ class LatentView:
         self.umap_params[dims] = (n_neighbors, min_dist)
 
 
-def latent_view(model_in_use: ModelInUse, dataset: Dataset | None) -> LatentView:
-    """The session's `LatentView` of `model_in_use` (built on first use)."""
+def latent_view(model_in_use: ModelInUse, dataset: Dataset | None,
+                view: str = "taste") -> LatentView:
+    """The session's `LatentView` of `model_in_use` in `view` (built on first use; each view
+    keeps its own maps and clusters). Kept as (recommender, the view shown, every view built)."""
+    recommender = model_in_use.recommender
     cached = st.session_state.get(LATENT)
-    if cached is None or cached[0] is not model_in_use.recommender:
-        cached = (model_in_use.recommender, LatentView(model_in_use.recommender, dataset))
-        st.session_state[LATENT] = cached
+    if cached is None or cached[0] is not recommender:
+        cached = (recommender, None, {})
         st.session_state.pop(SELECTION, None)
         st.session_state.pop("latent_exports", None)
-    cached[1].use_side_tables(dataset)
-    return cached[1]
+    views: dict[str, LatentView] = cached[2]
+    if view not in views:
+        views[view] = LatentView(recommender, dataset, view=view)
+    st.session_state[LATENT] = (recommender, views[view], views)
+    views[view].use_side_tables(dataset)
+    return views[view]
