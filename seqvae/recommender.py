@@ -744,32 +744,41 @@ class SeqVAERecommender(BaseRecommender):
         once per model, history and view and kept: the latent map, similar users and the
         exports all read them. The dashboard's training job calls this before it hands the
         model over, so the Latent page does not pay for it (~5 s for 20,000 users on 2 cores)."""
-        if self.history_ is None:
-            raise NotFittedError("this recommender has no user histories")
-        caches = self.__dict__.setdefault("_encoding_caches", {})
-        cached = caches.get(view)
-        if cached is None or cached[0] is not self.model_ or cached[1] is not self.history_:
-            cached = self._cached(*self.encode(self.history_, view=view))
-            caches[view] = cached
+        history = self._stored_history()
+        cached = self._kept(view)
+        if cached is None:
+            cached = self._keep(view, *self.encode(history, view=view))
         return cached[2], cached[3]
 
     def encode_history(self) -> None:
         """Every view of `history_encoding` computed, from one pass of the network, and kept
         (the dashboard does it before a model is handed over: the map reads "taste", similar
         users "next")."""
+        history = self._stored_history()
+        missing = [view for view in VIEWS if self._kept(view) is None]
+        if missing:
+            encoded = self.encode_views(self.last_windows(history), missing)
+            for view, (mean, log_var) in encoded.items():
+                self._keep(view, mean, log_var)
+
+    def _kept(self, view: str) -> tuple[Any, ...] | None:
+        """The kept encoding of `view` while it is the current model's and history's, else
+        None: (model, history, μ, log σ², unit-length μ)."""
+        cached = self.__dict__.get("_encoding_caches", {}).get(view)
+        if cached is None or cached[0] is not self.model_ or cached[1] is not self.history_:
+            return None
+        return cached
+
+    def _stored_history(self) -> Sequences:
         if self.history_ is None:
             raise NotFittedError("this recommender has no user histories")
-        caches = self.__dict__.setdefault("_encoding_caches", {})
-        missing = [view for view in VIEWS if view not in caches
-                   or caches[view][0] is not self.model_ or caches[view][1] is not self.history_]
-        if missing:
-            encoded = self.encode_views(self.last_windows(self.history_), missing)
-            for view, (mean, log_var) in encoded.items():
-                caches[view] = self._cached(mean, log_var)
+        return self.history_
 
-    def _cached(self, mean: np.ndarray, log_var: np.ndarray) -> tuple[Any, ...]:
+    def _keep(self, view: str, mean: np.ndarray, log_var: np.ndarray) -> tuple[Any, ...]:
         unit = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
-        return (self.model_, self.history_, mean, log_var, unit)
+        cached = (self.model_, self.history_, mean, log_var, unit)
+        self.__dict__.setdefault("_encoding_caches", {})[view] = cached
+        return cached
 
     def _history_units(self) -> np.ndarray:
         """Unit-length μ of every user of the history (cosine similarity between users)."""
