@@ -497,6 +497,16 @@ def test_the_taste_view_combines_every_steps_posterior(cyclic):
     np.testing.assert_allclose(lone_log_var, log_var[:, 0])
     with pytest.raises(ValueError, match="`view` should be one of 'next', 'taste'"):
         recommender.encode(sequences, view="latest")
+    from seqvae.errors import NotFittedError
+
+    recommender.history_ = None  # a model kept without its users' histories
+    try:
+        for encode_kept in (lambda: recommender.history_encoding("taste"),
+                            recommender.encode_history):
+            with pytest.raises(NotFittedError, match="no user histories"):
+                encode_kept()
+    finally:
+        recommender.history_ = sequences
 
 
 def test_refit_learns_from_the_events_the_split_held_out():
