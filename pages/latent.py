@@ -26,10 +26,6 @@ def colour_options(frame: pd.DataFrame) -> list[str]:
     return options
 
 
-# the Latent page's two views of a user (`seqvae.recommender.VIEWS`), as the radio names them
-USERS_BY = {"taste": "taste (every event)", "next": "next step (after the last event)"}
-
-
 def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
                   names: dict[int, str]) -> tuple[pd.Series, bool]:
     """(values, is_categorical) for the colour choice."""
@@ -586,8 +582,8 @@ if model_in_use is None:
 else:
     dataset = state.dataset()
     users_by = st.radio(
-        "Place users by", list(USERS_BY), horizontal=True, key="latent_users_by",
-        format_func=USERS_BY.get,
+        "Place users by", list(state.USERS_BY), horizontal=True, key="latent_users_by",
+        format_func=state.USERS_BY.get,
         help="Taste: the posteriors of every event of a user's last window multiplied, so each "
              "event counts by how sure the network is of it: who the user is over their "
              "history. Next step: the state after their last event, which their "

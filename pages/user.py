@@ -156,7 +156,13 @@ def recommendations_ui(recommender, user: str, history_items: list[str], metadat
 
 
 def similar_users_ui(recommender, user: str, dataset) -> None:
-    neighbours, similarity = recommender.similar_users(user, k=10)
+    view = st.radio(
+        "Similar by", list(state.USERS_BY), horizontal=True, key="similar_users_by",
+        format_func=state.USERS_BY.get,
+        help="Taste: users whose events, all of their last window, the network reads alike "
+             "(as the Latent page places them by default). Next step: users in the same state "
+             "after their last event, whose recommendations are alike.")
+    neighbours, similarity = recommender.similar_users(user, k=10, view=view)
     frame = pd.DataFrame({"user": neighbours, "cosine similarity of μ": np.round(similarity, 3)})
     users = dataset.users if dataset is not None else None
     if users is not None and len(users.columns) and state.data_mismatch() is None:

@@ -726,14 +726,17 @@ class SeqVAERecommender(BaseRecommender):
         best = np.argsort(-similarity, kind="stable")[:k]
         return self.item_vocab_.token(best), similarity[best]
 
-    def similar_users(self, user: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Users of the history whose μ are closest (cosine) to `user`'s."""
+    def similar_users(self, user: Any, k: int = 10, view: str = "next"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Users of the history whose μ are closest (cosine) to `user`'s, both users placed by
+        `view` (`VIEWS`: "next", the state after their last event, or "taste", every event of
+        their last window combined; see `encode`)."""
         if self.history_ is None:
             raise NotFittedError("this recommender has no user histories")
         row = int(self.history_.user_position([str(user)])[0])
         if row < 0:
             raise KeyError(f"unknown user id: {user!r}")
-        unit = self._history_units()
+        unit = self._history_units(view)
         similarity = unit @ unit[row]
         similarity[row] = -np.inf
         best = np.argsort(-similarity, kind="stable")[:k]
@@ -752,8 +755,8 @@ class SeqVAERecommender(BaseRecommender):
 
     def encode_history(self) -> None:
         """Every view of `history_encoding` computed, from one pass of the network, and kept
-        (the dashboard does it before a model is handed over: the map reads "taste", similar
-        users "next")."""
+        (the dashboard does it before a model is handed over: the map and the User page's similar
+        users read either)."""
         history = self._stored_history()
         missing = [view for view in VIEWS if self._kept(view) is None]
         if missing:
@@ -780,10 +783,11 @@ class SeqVAERecommender(BaseRecommender):
         self.__dict__.setdefault("_encoding_caches", {})[view] = cached
         return cached
 
-    def _history_units(self) -> np.ndarray:
-        """Unit-length μ of every user of the history (cosine similarity between users)."""
-        self.history_encoding()
-        return self.__dict__["_encoding_caches"]["next"][4]
+    def _history_units(self, view: str = "next") -> np.ndarray:
+        """Unit-length μ of every user of the history in `view` (cosine similarity between
+        users)."""
+        self.history_encoding(view)
+        return self.__dict__["_encoding_caches"][view][4]
 
     def explain(self, history_items: SequenceABC[Any], recommended: SequenceABC[Any],
                 n: int = 2) -> list[list[tuple[str, float]]]:

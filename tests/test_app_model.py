@@ -351,6 +351,15 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     # similar users carry their attributes; selecting one opens that user
     similar = frame_with(at, "cosine similarity of μ")
     assert {"occupation", "age"} <= set(similar.columns)
+    # they are found by taste unless the next step is chosen, each list the recommender's own
+    recommender = model.recommender
+    assert at.radio(key="similar_users_by").value == "taste"
+    assert list(similar["user"]) == list(recommender.similar_users("u03", view="taste")[0])
+    at.radio(key="similar_users_by").set_value("next").run()
+    by_next = frame_with(at, "cosine similarity of μ")
+    assert list(by_next["user"]) == list(recommender.similar_users("u03", view="next")[0])
+    assert list(by_next["user"]) != list(similar["user"])
+    at.radio(key="similar_users_by").set_value("taste").run()
     neighbour = similar["user"].iloc[2]
     table = next(d for d in at.dataframe if "cosine similarity of μ" in d.value.columns)
     assert table.key == "similar_u03"

@@ -441,11 +441,22 @@ def test_history_encoding_is_the_histories_mu_computed_once(cyclic, monkeypatch)
     np.testing.assert_allclose(taste, encode(recommender.history_, view="taste")[0], rtol=1e-5,
                                atol=1e-6)
     assert not np.allclose(taste, mean, atol=1e-3)
+    # similar users by taste read the kept taste μ: the nearest by cosine, as computed by hand
+    unit = taste / np.linalg.norm(taste, axis=1, keepdims=True)
+    cosine = unit @ unit[0]
+    cosine[0] = -np.inf
+    order = np.argsort(-cosine, kind="stable")[:3]
+    users, similarity = recommender.similar_users(sequences.users[0], k=3, view="taste")
+    assert list(users) == list(recommender.history_.users[order])
+    np.testing.assert_allclose(similarity, cosine[order], rtol=1e-5)
+    assert calls == ["next", "taste"]
     recommender.history_ = sequences.subset_users(np.arange(3))
     try:
         assert recommender.history_encoding()[0].shape[0] == 3 and len(calls) == 3
     finally:
         recommender.history_ = sequences
+    with pytest.raises(ValueError, match="view"):
+        recommender.similar_users(sequences.users[0], view="mean")
     # what the training job calls: both views from one pass of the network
     recommender.__dict__.pop("_encoding_caches")
     passes = []

@@ -56,6 +56,7 @@ KEPT_WIDGETS = (
     "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
     "eval_metric", "eval_intervals", "opt_format", "opt_sep", "opt_header", "opt_missing_ts",
     "opt_missing_value", "opt_dups", "latent_search", "user_tab",
+    "similar_users_by",
 )
 # widgets with one key per user (the User page's What-if edits): kept by their key's prefix
 KEPT_WIDGET_PREFIXES = ("whatif_remove:", "whatif_add:", "whatif_event:")

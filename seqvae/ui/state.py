@@ -287,6 +287,11 @@ class LatentView:
         self.umap_params[dims] = (n_neighbors, min_dist)
 
 
+# a user's two views (`seqvae.recommender.VIEWS`) as the pages' radios name them: the Latent page
+# places users by one, the User page finds similar users by one
+USERS_BY = {"taste": "taste (every event)", "next": "next step (after the last event)"}
+
+
 def latent_view(model_in_use: ModelInUse, dataset: Dataset | None,
                 view: str = "taste") -> LatentView:
     """The session's `LatentView` of `model_in_use` in `view` (built on first use; each view
