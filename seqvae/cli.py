@@ -306,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from seqvae.bundle import check_target
     from seqvae.ondisk import SequenceStore, build_store, fit_store, is_store
-    from seqvae.pipeline import prepare, retrain, tested, train
+    from seqvae.pipeline import prepare, refit_epochs_text, retrain, tested, train
     from seqvae.training import SeqVAEConfig, is_chief, remove_checkpoint
 
     config = SeqVAEConfig(epochs=args.epochs, latent_dim=args.latent_dim, max_len=args.max_len,
@@ -388,7 +388,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{history.seconds:.0f} s)")
         if trained.refit is not None:
             print(f"retrained on all {trained.refit['events']:,} events for "
-                  f"{trained.refit['epochs']} epochs ({trained.refit['seconds']:.0f} s); the "
+                  f"{refit_epochs_text(trained.refit)} ({trained.refit['seconds']:.0f} s); the "
                   "scores below are the model's before, which held each user's last two out")
         _print_table([(f"validation {k}", f"{v:.4f}") for k, v in history.best_validation.items()]
                      + [(f"test {k}", f"{v:.4f}") for k, v in trained.test.items()])

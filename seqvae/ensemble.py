@@ -62,17 +62,24 @@ def available_cores() -> list[int]:
 def train_members(source: Any, train: Any, validation: Any, config: SeqVAEConfig, *,
                   history_sequences: Any = None, on_batch: Any = None, on_epoch: Any = None,
                   cancel: Any = None, strategy: Any = None, checkpoint_dir: Any = None,
-                  processes: bool | None = None) -> tuple[Any, Any]:
+                  processes: bool | None = None, member_epochs: Any = None) -> tuple[Any, Any]:
     """Train `config.members` networks on `source` (as `seqvae.training.train_from` trains
     one) -> ``(recommender, history)``: one `SeqVAERecommender` that holds them all.
 
     `processes`: None chooses (see the module's text); False trains one after the other here.
-    A cancelled training keeps every network trained so far, each at its best epoch (in
-    processes, all of them stop together)."""
+    `member_epochs` (a refit's): how many epochs each network trains, instead of
+    `config.epochs` for all. A cancelled training keeps every network trained so far, each at
+    its best epoch (in processes, all of them stop together)."""
     from seqvae.training import MemoryBatches
 
     started = time.perf_counter()
     configs = [member_config(config, index) for index in range(config.members)]
+    if member_epochs is not None:
+        if len(member_epochs) != len(configs):
+            raise ValueError(f"`member_epochs` gives {len(member_epochs)} counts for "
+                             f"{len(configs)} networks")
+        configs = [replace(member, epochs=int(epochs))
+                   for member, epochs in zip(configs, member_epochs, strict=True)]
     if processes is None:
         processes = (strategy is None and isinstance(source, MemoryBatches)
                      and len(available_cores()) >= 2)

@@ -621,25 +621,26 @@ def fit_store(store: SequenceStore, config: Any = None, *, eval_users: int = 10_
     return recommender, history, held_out.test
 
 
-def refit_store(store: SequenceStore, config: Any, epochs: int, *,
+def refit_store(store: SequenceStore, config: Any, epochs: Any, *,
                 block_events: int = 1 << 22, **kwargs: Any) -> tuple[Any, Any]:
-    """`seqvae.training.refit` from a store: a fresh model trained for `epochs` on every event
-    of every user, the last two included (which `fit_store` leaves out), block by block.
-    Keyword arguments go to `seqvae.training.train_from` (`on_batch`, `on_epoch`, `cancel`,
-    `strategy`); a refit keeps no checkpoint (the fit's would match its fingerprint and be
-    resumed as if it were the refit's).
+    """`seqvae.training.refit` from a store: a fresh model trained for `epochs` (one count, or
+    one per network of an ensemble) on every event of every user, the last two included (which
+    `fit_store` leaves out), block by block. Keyword arguments go to
+    `seqvae.training.train_from` (`on_batch`, `on_epoch`, `cancel`, `strategy`); a refit keeps
+    no checkpoint (the fit's would match its fingerprint and be resumed as if it were the
+    refit's).
 
     Returns ``(recommender, history)``; the history's epochs carry losses and no validation.
     """
-    from seqvae.training import train_from
+    from seqvae.training import refit_config, train_from
 
-    if epochs < 1:
-        raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
+    config, member_epochs = refit_config(config, epochs)
     if "checkpoint_dir" in kwargs:
         raise ValueError("refit_store keeps no checkpoint; leave out `checkpoint_dir`")
     sequences = store.sequences()
-    config = _store_config(sequences, replace(config, epochs=epochs))
+    config = _store_config(sequences, config)
     source = StoreBatches(sequences, config, block_events, holdout=False)
     if source.batches_per_epoch == 0:
         raise TrainingDataError("no training window has a next item to predict")
-    return train_from(source, sequences, None, config, history_sequences=sequences, **kwargs)
+    return train_from(source, sequences, None, config, history_sequences=sequences,
+                      member_epochs=member_epochs, **kwargs)

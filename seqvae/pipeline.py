@@ -139,21 +139,31 @@ def train(sequences: Sequences, config: Any, *, split: Split | None = None,
     return trained
 
 
+def refit_epochs_text(refit: dict[str, Any]) -> str:
+    """How long a refit (`Trained.refit`) trained, in words: "12 epochs", or an ensemble's
+    "12, 15 epochs (one count per network)"."""
+    counts = refit.get("member_epochs")
+    if not counts:
+        return f"{refit['epochs']} epochs"
+    return f"{', '.join(map(str, counts))} epochs (one count per network)"
+
+
 def retrain(trained: Trained, sequences: Sequences | None = None, *, store: Any = None,
             block_events: int = 1 << 22, on_phase: Callable[[str], None] | None = None,
             encode_users: bool = False, **fit_options: Any) -> Trained:
     """The refit step of `train` (`refit=True`), also for a model tested after `fit_store`
     (pass the `store`): a fresh model trained on every event for the epochs early stopping
-    chose replaces the tested one, unless it was cancelled (`cancel`; `on_batch` and
-    `strategy` are heard too; other fit options are ignored). The tested model's settings as
+    chose (an ensemble's networks each for their own) replaces the tested one, unless it was
+    cancelled (`cancel`; `on_batch` and `strategy` are heard too; other fit options are
+    ignored). The tested model's settings as
     they were used (its batch size resolved from its data) train it: "auto" chosen again from
     the larger data could pick another batch size. A run that chose no epoch (cancelled in its
     first) is returned as it is."""
     from seqvae.ondisk import refit_store
-    from seqvae.training import refit
+    from seqvae.training import refit, refit_epochs
 
-    epochs = int(trained.history.best_epoch or 0)
-    if not epochs or trained.history.cancelled:
+    epochs = refit_epochs(trained.history)  # an ensemble's: each network's own best epoch
+    if not trained.history.best_epoch or trained.history.cancelled:
         return trained
     if on_phase is not None:
         on_phase("refitting")
@@ -171,8 +181,10 @@ def retrain(trained: Trained, sequences: Sequences | None = None, *, store: Any 
         # the refit has no validation to draw
         recommender.training_history_ = trained.history
         trained.recommender = recommender
-        trained.refit = {"epochs": epochs, "events": int(recommender.history_.n_events),
-                         "seconds": round(history.seconds, 1)}
+        first = epochs if isinstance(epochs, int) else epochs[0]
+        trained.refit = {"epochs": first, "events": int(recommender.history_.n_events),
+                         "seconds": round(history.seconds, 1),
+                         **({} if isinstance(epochs, int) else {"member_epochs": epochs})}
         trained.recommender.metrics_ = trained.metrics
     if encode_users:
         if on_phase is not None:

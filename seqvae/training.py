@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -552,7 +552,7 @@ def _in_memory(train: Sequences, config: SeqVAEConfig) -> tuple[MemoryBatches, S
 def refit(
     sequences: Sequences,
     config: SeqVAEConfig,
-    epochs: int,
+    epochs: int | Sequence[int],
     *,
     on_batch: Callable[[BatchProgress], None] | None = None,
     cancel: CancelToken | None = None,
@@ -561,16 +561,42 @@ def refit(
     """Train a fresh SeqVAE on every event of `sequences` for `epochs` epochs: no validation,
     no early stopping, the same settings and seed as the run that chose `epochs` on held-out
     events (`fit`). The events that run held out to validate and test train here too, so the
-    model learns from each user's latest events; it can no longer be scored on them.
+    model learns from each user's latest events; it can no longer be scored on them. An
+    ensemble (`config.members` > 1) may be given one count per network (`refit_epochs`), as
+    each was early-stopped on its own.
 
     Returns ``(recommender, history)``; the history's epochs carry losses and no validation.
     """
-    if epochs < 1:
-        raise ValueError(f"`epochs` should be a positive integer. Received: `epochs`={epochs}")
-    source, config = _in_memory(sequences, replace(config, epochs=epochs))
+    config, member_epochs = refit_config(config, epochs)
+    source, config = _in_memory(sequences, config)
     return train_from(source, sequences, None, config,
                       history_sequences=sequences, on_batch=on_batch, cancel=cancel,
-                      strategy=strategy)
+                      strategy=strategy, member_epochs=member_epochs)
+
+
+def refit_epochs(history: TrainingHistory) -> int | list[int]:
+    """The epochs a refit trains for, from the run that chose them: the best epoch, or an
+    ensemble's, one per network (each network's own best; one that chose none, stopped in its
+    first epoch, takes the first network's)."""
+    best = int(history.best_epoch or 0)
+    if not history.members:
+        return best
+    return [best] + [int(member.get("best_epoch") or best) for member in history.members]
+
+
+def refit_config(config: SeqVAEConfig, epochs: int | Sequence[int]
+                 ) -> tuple[SeqVAEConfig, list[int] | None]:
+    """`config` set to train `epochs` (the first network's, where one count per network is
+    given), and the counts per network (None for one count)."""
+    counts = [epochs] if isinstance(epochs, int | np.integer) else list(epochs)
+    if not counts or any(int(count) < 1 for count in counts):
+        raise ValueError(f"`epochs` should be a positive integer, or one per network. "
+                         f"Received: `epochs`={epochs}")
+    if len(counts) > 1 and len(counts) != config.members:
+        raise ValueError(f"`epochs` gives {len(counts)} counts for {config.members} "
+                         f"network(s): give one, or one per network")
+    member_epochs = [int(count) for count in counts] if len(counts) > 1 else None
+    return replace(config, epochs=int(counts[0])), member_epochs
 
 
 def train_from(
@@ -585,18 +611,20 @@ def train_from(
     cancel: CancelToken | None = None,
     strategy: Any = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    member_epochs: Sequence[int] | None = None,
 ) -> tuple[Any, TrainingHistory]:
     """The loop behind `fit` and `refit`, for any `BatchSource` (`train` gives the
     vocabularies). Without `validation`, every one of `config.epochs` epochs runs and the model
     keeps the last one's weights (the moving average's, with `average_epochs`). With
-    `config.members` > 1, `seqvae.ensemble.train_members` trains that many networks."""
+    `config.members` > 1, `seqvae.ensemble.train_members` trains that many networks, each for
+    its own count of `member_epochs` where given (a refit)."""
     if config.members > 1:
         from seqvae.ensemble import train_members
 
         return train_members(source, train, validation, config,
                              history_sequences=history_sequences, on_batch=on_batch,
                              on_epoch=on_epoch, cancel=cancel, strategy=strategy,
-                             checkpoint_dir=checkpoint_dir)
+                             checkpoint_dir=checkpoint_dir, member_epochs=member_epochs)
     import keras
     import tensorflow as tf
 

@@ -148,3 +148,52 @@ def test_on_one_core_the_networks_train_one_after_the_other(monkeypatch):
     assert len(followed) > first  # the second network was heard, after the first
     assert [r.epoch for r in heard] == [1]  # on_epoch hears the first network's epochs alone
     assert set(history.ensemble_validation) == {"NDCG@10", "HR@10"}
+
+
+def test_a_refit_trains_each_network_for_its_own_best_epoch(monkeypatch):
+    """Each network of an ensemble is early-stopped on its own validation, so its refit on
+    every event trains for that network's best epoch, not the first network's."""
+    from seqvae import ensemble
+    from seqvae.pipeline import Trained, refit_epochs_text, retrain
+    from seqvae.training import TrainingHistory, refit, refit_epochs
+
+    chosen = TrainingHistory(best_epoch=1, members=[{"best_epoch": 2}, {"best_epoch": None}])
+    assert refit_epochs(chosen) == [1, 2, 1]  # one that chose none takes the first's count
+    assert refit_epochs(TrainingHistory(best_epoch=3)) == 3
+    # the networks' settings as they reach training (each network's loop runs its config's
+    # epochs, as a single network's refit test holds): stopped there, nothing trains
+    seen = []
+
+    class Reached(Exception):
+        pass
+
+    def reached(source, train, validation, configs, checkpoints, **_):
+        seen.append([(member.epochs, member.seed) for member in configs])
+        raise Reached
+
+    monkeypatch.setattr(ensemble, "_in_processes", reached)
+    monkeypatch.setattr(ensemble, "_one_after_another", reached)
+    sequences = cyclic_log(n_users=40)
+    config = replace(TINY, members=2)
+    with pytest.raises(Reached):
+        refit(sequences, config, [2, 1])
+    with pytest.raises(Reached):
+        refit(sequences, config, 3)
+    assert seen == [[(2, config.seed), (1, config.seed + 1)],
+                    [(3, config.seed), (3, config.seed + 1)]]
+    for wrong in ([1, 2, 3], [2, 0], []):
+        with pytest.raises(ValueError, match="epochs"):
+            refit(sequences, config, wrong)
+    # the pipeline hands every network's own count over, and says so
+    heard = []
+    recommender = object.__new__(SeqVAERecommender)  # what the refit gives, untrained here
+    recommender.config_, recommender.history_ = config, sequences
+    monkeypatch.setattr("seqvae.training.refit", lambda s, c, epochs, **_: heard.append(epochs)
+                        or (recommender, TrainingHistory(seconds=1.0)))
+    tested = Trained(recommender=recommender, test={}, test_users=0, history=TrainingHistory(
+        best_epoch=2, members=[{"best_epoch": 1}]))
+    done = retrain(tested, sequences)
+    assert heard == [[2, 1]]
+    assert done.refit["epochs"] == 2 and done.refit["member_epochs"] == [2, 1]
+    assert refit_epochs_text(done.refit) == "2, 1 epochs (one count per network)"
+    assert refit_epochs_text({"epochs": 4}) == "4 epochs"

@@ -204,6 +204,8 @@ def test_store_batches_cover_the_in_memory_training_windows(tmp_path):
     assert expected.n_windows > make_batches(leave_one_out(memory).train, config).n_windows
     with pytest.raises(ValueError, match="`epochs`"):
         refit_store(store, config, 0)
+    with pytest.raises(ValueError, match="one per network"):  # one network, two counts
+        refit_store(store, config, [1, 2])
     with pytest.raises(ValueError, match="checkpoint"):  # the fit's would pass for the refit's
         refit_store(store, config, 1, checkpoint_dir=tmp_path / "ckpt")
 

@@ -259,7 +259,7 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
     if not job._wait_for_slot():
         return
     try:
-        from seqvae.pipeline import train
+        from seqvae.pipeline import refit_epochs_text, train
 
         # μ of every user is encoded on this thread too: the Latent page then opens at once
         trained = train(sequences, job.config, split=split, on_phase=job._set_phase,
@@ -286,7 +286,7 @@ def _run(job: TrainingJob, sequences: Any, split: Any) -> None:
                 job.message = f"best epoch {history.best_epoch} of {len(history.epochs)}"
                 if trained.refit is not None:
                     job.message += (f", then retrained on all {trained.refit['events']:,} "
-                                    f"events for {trained.refit['epochs']} epochs")
+                                    f"events for {refit_epochs_text(trained.refit)}")
     except Exception as exc:  # reported on the page, never a traceback there
         job._failed("training", exc)
     finally:
