@@ -333,6 +333,7 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         except SeqVAEError as error:
             st.error(escape_markdown(str(error)))
             return
+    if run:  # the dates asked for, computed now or kept from before (in this view)
         st.session_state["drift_shown"] = key
     shown = st.session_state.get("drift_shown")
     if shown not in drifts:

@@ -286,6 +286,21 @@ def test_drift_between_two_dates(app, trained):
     clusters = next(t for t in tables if "centre moved" in t.columns)
     assert clusters["users"].sum() == result.rows.size
     assert any("what the" in m.value.lower() and "did between" in m.value for m in at.markdown)
+    # other dates, then the first again: each time the drift shown is of the dates asked for,
+    # the first one's kept from before
+    first = at.date_input(key="drift_start").value
+
+    def shown_as_of() -> list[str]:
+        return [m.value for m in at.markdown if "users** on the map as of" in m.value]
+
+    assert str(first) in shown_as_of()[0]
+    other = first - dt.timedelta(days=30)
+    at.date_input(key="drift_start").set_value(other)  # in the form: sent by its button
+    at.button(key="FormSubmitter:drift_form-Show the drift").click().run()
+    assert len(view.drifts) == 2 and str(other) in shown_as_of()[0]
+    at.date_input(key="drift_start").set_value(first)
+    at.button(key="FormSubmitter:drift_form-Show the drift").click().run()
+    assert len(view.drifts) == 2 and str(first) in shown_as_of()[0]
 
 
 def test_the_map_settings_survive_a_visit_to_another_page(app, trained):
