@@ -56,10 +56,9 @@ def main() -> None:
     from sklearn.metrics import adjusted_rand_score
 
     from seqvae.latent import cluster_users
-    from seqvae.model import SeqVAE
     from seqvae.pipeline import prepare, train
     from seqvae.recommender import SeqVAERecommender
-    from seqvae.training import SeqVAEConfig
+    from seqvae.training import SeqVAEConfig, build_model
     from seqvae.ui.state import DASHBOARD_EPOCHS
 
     if args.sample_seed is None:
@@ -89,18 +88,20 @@ def main() -> None:
         started = time.perf_counter()
         trained = train(sequences, config)
         seconds = time.perf_counter() - started
-        untrained = SeqVAE(sequences.item_vocab.size, sequences.event_vocab.size,
-                           sequences.options.time_buckets, seed=seed)
+        # the floor: the same network (the twin's, with --config) before any training
+        used = trained.recommender.config_
+        untrained = build_model(used, sequences)
         untrained.build_for_inputs()
-        floor = SeqVAERecommender(untrained, config, sequences.item_vocab,
+        floor = SeqVAERecommender(untrained, used, sequences.item_vocab,
                                   sequences.event_vocab, sequences)
+        views = trained.recommender.encode_views(trained.recommender.last_windows(sequences))
+        floor_views = floor.encode_views(floor.last_windows(sequences))
         row = {"seed": seed, "epochs": len(trained.history.epochs),
                "best_epoch": trained.history.best_epoch, "seconds": round(seconds, 1),
                "validation": trained.history.best_validation,
-               "trained": scores(trained.recommender.encode(sequences)[0]),
-               "taste": scores(trained.recommender.encode(sequences, view="taste")[0]),
-               "untrained": scores(floor.encode(sequences)[0]),
-               "untrained_taste": scores(floor.encode(sequences, view="taste")[0])}
+               "trained": scores(views["next"][0]), "taste": scores(views["taste"][0]),
+               "untrained": scores(floor_views["next"][0]),
+               "untrained_taste": scores(floor_views["taste"][0])}
         rows.append(row)
         print(json.dumps(row), flush=True)
     machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
