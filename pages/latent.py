@@ -586,7 +586,8 @@ else:
         "Place users by", list(state.USERS_BY), horizontal=True, key="latent_users_by",
         format_func=state.USERS_BY.get,
         help="Taste: the posteriors of every event of a user's last window multiplied, so each "
-             "event counts by how sure the network is of it: who the user is over their "
+             "event counts by how sure the network is of it (the twin, which has no "
+             "uncertainty, takes the plain mean of μ): who the user is over their "
              "history. Next step: the state after their last event, which their "
              "recommendations decode: what they are about to do. On the bundled sample, six "
              "clusters of the taste view match its planted segments twice as well "

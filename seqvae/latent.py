@@ -1,7 +1,8 @@
 """The latent space of users: maps, clusters, cohorts and directions.
 
-Everything here works on the users' μ (the mean of each user's latent Gaussian after their last
-event) and on their sequences; it is plain NumPy / scikit-learn, so the dashboard's Latent page,
+Everything here works on the users' μ (the mean of each user's latent Gaussian, in either view
+of `SeqVAERecommender.encode`: after their last event, or every event of their last window
+combined) and on their sequences; it is plain NumPy / scikit-learn, so the dashboard's Latent page,
 the command line and notebooks share it.
 
 * `user_frame` — one row per user: activity, recency, dominant event type, last items, and any

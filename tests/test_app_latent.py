@@ -199,6 +199,15 @@ def test_exports_are_complete_and_formula_safe(app, trained):
     vectors = files["vectors.tsv"].decode().splitlines()
     metadata = files["metadata.tsv"].decode().splitlines()
     assert len(vectors) == 120 and len(metadata) == 121
+    # the exports follow the view the map shows: prepared again, they hold the next step's μ
+    at.radio(key="latent_users_by").set_value("next").run()
+    at.button(key="exports_prepare").click().run()
+    following = at.session_state[state.LATENT][1]
+    assert following.view == "next" and view.view == "taste"
+    again = pd.read_csv(io.BytesIO(at.session_state["latent_exports"][1]["users.csv"]))
+    mu = again[[f"mu_{i}" for i in range(8)]].to_numpy()
+    np.testing.assert_allclose(mu, following.mu, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(mu, view.mu, atol=1e-3)
 
 
 def test_umap_runs_on_request_with_its_parameters(app, trained):

@@ -506,6 +506,28 @@ def test_the_taste_view_combines_every_steps_posterior(cyclic):
     lone, lone_log_var = combine_steps(mean, log_var, np.array([[True, False, False]]))
     np.testing.assert_allclose(lone, mean[:, 0])
     np.testing.assert_allclose(lone_log_var, log_var[:, 0])
+    empty, empty_log_var = combine_steps(mean, log_var, np.zeros((1, 3), bool))  # no events
+    np.testing.assert_allclose(empty, mean[:, 0])  # the first step's, as the "next" view
+    np.testing.assert_allclose(empty_log_var, log_var[:, 0])
+    # the twin's taste view is the plain mean of its steps' μ (an untrained twin will do)
+    from seqvae.recommender import SeqVAERecommender
+    from seqvae.training import build_model
+
+    twin_config = replace(recommender.config_, variational=False)
+    network = build_model(twin_config, sequences)
+    network.build_for_inputs()
+    twin = SeqVAERecommender(network, twin_config, sequences.item_vocab, sequences.event_vocab,
+                             sequences)
+    twin_steps, twin_log_var = (np.asarray(a) for a in twin._encode_function()(
+        batch.items, batch.events, batch.gaps))
+    twin_taste = twin.encode(sequences, view="taste")[0]
+    for row in range(3):
+        np.testing.assert_allclose(twin_taste[row],
+                                   twin_steps[row, batch.items[row] != 0].mean(0),
+                                   rtol=1e-4, atol=1e-5)
+    # where its (untrained, unused) σ would weigh the steps otherwise
+    weighted, _ = combine_steps(twin_steps[:1], twin_log_var[:1], batch.items[:1] != 0)
+    assert not np.allclose(weighted[0], twin_taste[0], rtol=1e-3, atol=1e-4)
     with pytest.raises(ValueError, match="`view` should be one of 'next', 'taste'"):
         recommender.encode(sequences, view="latest")
     from seqvae.errors import NotFittedError
