@@ -147,8 +147,14 @@ def options_ui() -> None:
                                   key="opt_dups")
         min_value = None
         if current is not None and current.log.has_value and pending is None:
+            # the field starts from the data's own minimum (empty: every event), and can be
+            # emptied again: a widget made with a number could not be cleared
+            seeded = (current.name, current.fingerprint, current.min_value)
+            if st.session_state.get("opt_min_value_of") != seeded:
+                st.session_state["opt_min_value_of"] = seeded
+                st.session_state["opt_min_value"] = current.min_value
             min_value = right.number_input(
-                "keep only events with a value (rating) of at least", value=current.min_value,
+                "keep only events with a value (rating) of at least", value=None,
                 placeholder="keep every event", key="opt_min_value",
                 help="Turns explicit ratings into positives, e.g. MovieLens ratings of 4 and "
                 "5 (the CLI's --min-rating). Events below are counted in the report.")

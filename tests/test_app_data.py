@@ -159,6 +159,14 @@ def test_a_minimum_rating_keeps_the_positives_and_says_what_it_dropped(app):
     report = at.dataframe[-1].value
     assert "value below the minimum kept" in set(report["reason"])
     assert at.session_state["dataset"].min_value == 4.0
+    # the field shows the minimum in use, and emptied it keeps every event again
+    assert at.number_input(key="opt_min_value").value == 4.0
+    at.number_input(key="opt_min_value").set_value(None)
+    at.button[[b.label for b in at.button].index("Re-read with these settings")].click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["dataset"].min_value is None
+    assert metrics(at)["Events"] == f"{len(ratings):,}"
+    assert at.number_input(key="opt_min_value").value is None
 
 
 def test_removing_a_file_that_failed_clears_its_message(app):
