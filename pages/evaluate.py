@@ -122,6 +122,35 @@ def summary_table(result, shown: list[str], intervals: bool = False):
     return frame.style.apply(bold, axis=0)
 
 
+def verdict_ui(result, shown: list[str]) -> None:
+    """Which model to trust, in words: per ranking metric shown (NDCG, else the first per-user
+    metric), the best model, those level with it and those below."""
+    ranking = ([m for m in shown if m.startswith("NDCG@")]
+               or [m for m in shown if m.startswith(("HR@", "Recall@", "MRR@"))][:1])
+    if not ranking:
+        return
+    stats = _summary(result, (id(result), len(result.results)), tuple(shown))
+
+    def names(models: list[str]) -> str:
+        return ", ".join(MODEL_NAMES[m] for m in models) or "none"
+
+    lines, behind = [], []
+    for metric in ranking:
+        best, level, below = compare.leaders(stats, metric)
+        lines.append(f"- **{metric}**: best **{MODEL_NAMES[best]}**; level with it: "
+                     f"{names(level)}; below: {names(below)}.")
+        if "seqvae" in below:
+            behind.append(f"{metric} ({MODEL_NAMES[best]} leads)")
+    st.markdown("**Which to trust.** Level models cannot be told apart on these test users (the "
+                "paired interval of their difference includes 0).\n\n" + "\n".join(lines))
+    if "seqvae" in stats.index:
+        st.caption("The SeqVAE is best or level with the best on every ranking metric shown: "
+                   "its lists, and the users' map drawn from it, are as good as this log can "
+                   "tell." if not behind else
+                   f"The SeqVAE ranks below the best on {', '.join(behind)}: on this log, "
+                   "that model's lists are the better ones.")
+
+
 def results_ui() -> None:
     job = st.session_state.get(state.EVALUATION)
     if job is None or job.active or job.result is None or not job.result.results:
@@ -145,6 +174,7 @@ def results_ui() -> None:
     st.caption("Bold: the best value of each metric. ≈: not distinguishable from the best (the "
                "paired bootstrap interval of the difference, on the same users, includes 0)."
                + (" In brackets: the 95% bootstrap interval over users." if intervals else ""))
+    verdict_ui(result, shown)
     with st.expander("What the metrics mean"):
         st.markdown("\n".join(f"- **{k}** — {v}" for k, v in METRIC_HELP.items()))
     a, b = st.columns(2)

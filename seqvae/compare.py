@@ -269,6 +269,18 @@ def summary(
     return table
 
 
+def leaders(table: Any, metric: str) -> tuple[str, list[str], list[str]]:
+    """From a `summary` table: (the best model on `metric`, the models level with it — the
+    paired interval of their difference includes 0 —, the models below it), each in the
+    table's order."""
+    column = table[f"{metric} vs best"]
+    best = [model for model in table.index if column[model] == "best"]
+    if not best:
+        raise ValueError(f"no model has a value of {metric}")
+    return (best[0], [m for m in table.index if column[m] == "tied"],
+            [m for m in table.index if column[m] not in ("best", "tied")])
+
+
 def paired_difference(first: np.ndarray, second: np.ndarray, *, confidence: float = 0.95,
                       n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """How much `first` leads `second` on the same users: the mean of first − second over users,

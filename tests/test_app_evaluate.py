@@ -60,6 +60,20 @@ def test_compare_baselines_and_read_the_results(app):
         "Coverage@10",
     ]
     results = {r.model: r for r in job.result.results}
+    # the page says in words which model to trust, per NDCG column
+    from seqvae.compare import leaders, summary
+
+    stats = summary(job.result, ["NDCG@5", "HR@5", "Coverage@5", "NDCG@10", "HR@10",
+                                 "Coverage@10"])
+    verdict = next(m.value for m in at.markdown if "Which to trust" in m.value)
+    names = {"ease": "EASE", "itemknn": "item-KNN", "pop": "most popular"}
+    for metric in ("NDCG@5", "NDCG@10"):
+        best, level, below = leaders(stats, metric)
+        line = next(x for x in verdict.splitlines() if f"**{metric}**" in x)
+        assert f"best **{names[best]}**" in line
+        assert all(names[m] in line.split("below:")[1] for m in below)
+        assert all(names[m] in line.split("level with it:")[1].split("below:")[0] for m in level)
+    assert "HR@5" not in verdict  # NDCG speaks for the ranking
     for model, name in (("ease", "EASE"), ("pop", "most popular")):  # values alone: fits the page
         cell = table.loc[table["model"] == name, "NDCG@10"].iloc[0].replace("≈", "").strip()
         assert float(cell) == pytest.approx(results[model].metrics["NDCG@10"], abs=5e-5)
@@ -112,3 +126,48 @@ def test_a_protocol_the_data_cannot_support_says_why(app):
     assert not at.exception
     assert any("time cut needs timestamps" in e.value for e in at.error)
     assert state.EVALUATION not in at.session_state
+
+
+def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
+    """The verdict under the table, on results made here (a finished job put in the session):
+    the SeqVAE below the best names the metric and the leader; level or best, it says so."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from seqvae.compare import Comparison, ModelResult
+    from seqvae.evaluation import Evaluation
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    strong = (rng.random(n) < 0.30).astype(float)
+    weak = (rng.random(n) < 0.10).astype(float)
+
+    def result(name, hits):
+        per_user = {"NDCG@10": hits * 0.5, "HR@10": hits}
+        metrics = {k: float(v.mean()) for k, v in per_user.items()} | {"Coverage@10": 0.4}
+        return ModelResult(model=name, params={}, validation={}, metrics=metrics,
+                           fit_seconds=0.0, eval_seconds=0.0,
+                           evaluation=Evaluation(metrics, per_user, np.arange(n), 0.0))
+
+    def shown(seqvae_hits, sasrec_hits) -> tuple[str, str]:
+        comparison = Comparison("leave-one-out", {"users": n, "items": 50, "events": 9 * n},
+                                [10], "NDCG@10", [result("seqvae", seqvae_hits),
+                                                  result("sasrec", sasrec_hits),
+                                                  result("pop", weak)])
+        app.session_state[state.EVALUATION] = SimpleNamespace(
+            active=False, result=comparison, dataset_name="shop.csv",
+            snapshot=lambda: {"state": "done", "message": "", "lines": []})
+        app.run()
+        assert not app.exception, app.exception
+        verdict = next(m.value for m in app.markdown if "Which to trust" in m.value)
+        return verdict, next(c.value for c in app.caption if "The SeqVAE" in c.value)
+
+    load(app, generate(n_users=60, n_items=30, seed=4).events)  # the page needs a log
+    verdict, caption = shown(weak, strong)
+    assert "**NDCG@10**: best **SASRec**; level with it: none; below: SeqVAE, most popular" \
+        in verdict
+    assert "ranks below the best on NDCG@10 (SASRec leads)" in caption
+    verdict, caption = shown(strong, strong.copy())
+    assert "best **SeqVAE**; level with it: SASRec; below: most popular" in verdict
+    assert "best or level with the best on every ranking metric" in caption

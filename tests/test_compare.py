@@ -91,6 +91,11 @@ def test_summary_intervals_and_ties_come_from_a_paired_bootstrap():
         se = np.sqrt(hits.mean() * (1 - hits.mean()) / n)
         assert 2.5 * se < high - low < 5.5 * se
     assert np.isnan(table.loc["a", "Coverage@10 low"])  # catalogue-level: no interval
+    # what the Evaluate page says in words: the best, those level with it, those below
+    from seqvae.compare import leaders
+
+    assert leaders(table, "HR@10") == ("a", ["b"], ["c"])
+    assert leaders(table, "Coverage@10")[0] == "a"  # equal coverage: the first is named best
 
 
 def test_paired_difference_measures_one_models_lead_on_the_same_users():
