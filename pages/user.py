@@ -186,10 +186,12 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     label_of = dict(zip(all_items, labels_for(all_items, metadata), strict=True))
     unique_history = list(dict.fromkeys(history_items))
     left, middle, right = st.columns([2, 2, 1])
+    # no "select all matches" entry: typing a title and pressing Enter would take every item
+    # whose title matches (a new user added two films that way, seeing one)
     removed = left.multiselect("Remove from the history", unique_history,
                                format_func=lambda i: label_of.get(i, i),
-                               key=f"whatif_remove:{user}")
-    added = middle.multiselect("Add at the end", all_items,
+                               key=f"whatif_remove:{user}", select_all=False)
+    added = middle.multiselect("Add at the end", all_items, select_all=False,
                                format_func=lambda i: label_of.get(i, i), key=f"whatif_add:{user}")
     # the user's most common event type is what an added item becomes unless chosen otherwise
     history = recommender.history_

@@ -106,7 +106,10 @@ def test_train_then_open_a_user(app, small_log):
     caption = next(t for t in texts(at.caption) if "steps below" in t)
     assert caption.startswith(f"For {hits / len(steps):.0%} of the {len(steps)} steps below")
     assert f"most recent {len(steps) + 1} events" in caption
-    # "what if": adding items changes the list without retraining
+    # "what if": adding items changes the list without retraining; the pickers offer no
+    # "select all matches" (Enter after typing a title would take every match)
+    assert all(at.multiselect(key=f"whatif_{kind}:{user}").proto.select_all == 0
+               for kind in ("add", "remove"))
     at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()
     assert not at.exception
     assert len(frame_with(at, "change")) == 10
