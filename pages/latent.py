@@ -74,13 +74,15 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
                 {"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]})
 
     if categorical:
-        categories = sorted((c for c in pd.unique(shown_values) if c != "other"), key=_natural)
-        if "other" in set(shown_values):
-            categories.append("other")
+        # greys, listed last: the categories past the 20 coloured, and HDBSCAN's noise
+        muted = {"other": latent.OTHER_COLOUR}
+        if colour_name == "cluster":
+            muted["noise"] = latent.NOISE_COLOUR
+        categories = sorted((c for c in pd.unique(shown_values) if c not in muted), key=_natural)
+        categories += [c for c in muted if c in set(shown_values)]
         for i, category in enumerate(categories):
             members = shown_values == category
-            colour = (latent.OTHER_COLOUR if category == "other"
-                      else latent.PALETTE[i % len(latent.PALETTE)])
+            colour = muted.get(category) or latent.PALETTE[i % len(latent.PALETTE)]
             fig.add_trace(scatter(
                 **axes(coords[rows][members]), mode="markers", name=plotly_text(category),
                 customdata=frame["user"].to_numpy()[rows][members], hovertext=hover[members],

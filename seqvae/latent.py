@@ -31,6 +31,8 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
            "#000000", "#8C564B", "#17BECF", "#BCBD22", "#7F3C8D", "#1B9E77", "#E7298A",
            "#A6761D", "#66A61E", "#2F4B7C", "#FF7C43", "#A05195", "#665191"]
 OTHER_COLOUR = "#BBBBBB"
+# HDBSCAN's users in no cluster: a paler grey, so the clusters stand out of them
+NOISE_COLOUR = "#DDDDDD"
 
 
 def user_frame(sequences: Sequences, item_vocab: Any, event_vocab: Any,

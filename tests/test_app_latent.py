@@ -70,6 +70,18 @@ def test_map_colours_and_clusters(app, trained):
     view = at.session_state[state.LATENT][1]
     assert len(set(view.clusters.tolist())) == 4
     at.radio(key="latent_cluster_method").set_value("HDBSCAN").run()
+    colours.set_value("cluster").run()
+    # the users HDBSCAN leaves out of every cluster are drawn last, in a pale grey
+    import json
+
+    from seqvae.latent import NOISE_COLOUR
+
+    spec = json.loads(next(c.proto.spec for c in at.get("plotly_chart")
+                           if '"customdata"' in c.proto.spec))
+    traces = [(t["name"], t["marker"]["color"]) for t in spec["data"]]
+    assert (-1 in set(at.session_state[state.LATENT][1].clusters.tolist())
+            and traces[-1] == ("noise", NOISE_COLOUR))
+    assert all(colour != NOISE_COLOUR for _, colour in traces[:-1])
     at.radio(key="latent_dims").set_value(3).run()
     assert not at.exception
 
