@@ -244,14 +244,16 @@ def side_tables_ui(current: state.Dataset) -> None:
             side_table_ui(current, "item", "Item metadata (item id, title, category, …)")
         with right:
             side_table_ui(current, "user", "User attributes (user id, segment, age, …)")
-        for label, table, known in (("items", current.items, current.log.frame["item"]),
-                                    ("users", current.users, current.log.frame["user"])):
-            if table is not None:
-                ids = pd.Index(known.cat.categories.astype(str))
-                matched = int(ids.isin(table.index).sum())
-                st.caption(f"{label}: {len(table.columns)} attribute columns "
-                           f"({escape_markdown(', '.join(map(str, table.columns)))}), known for "
-                           f"{matched:,} of {ids.size:,} {label} in the log.")
+    # under the expander, not in it: the tables stay with the data after a reload, though
+    # their uploaders come back empty, and this says they are still in use
+    for label, table, known in (("items", current.items, current.log.frame["item"]),
+                                ("users", current.users, current.log.frame["user"])):
+        if table is not None:
+            ids = pd.Index(known.cat.categories.astype(str))
+            matched = int(ids.isin(table.index).sum())
+            st.caption(f"In use, {label}: {len(table.columns)} attribute columns "
+                       f"({escape_markdown(', '.join(map(str, table.columns)))}), known for "
+                       f"{matched:,} of {ids.size:,} {label} in the log.")
 
 
 def summary_ui(current: state.Dataset) -> None:

@@ -232,6 +232,14 @@ def test_side_files_without_a_header_with_the_readers_choices(app):
     at.selectbox(key="items_title").set_value("column_3").run()
     assert at.session_state[state.DATASET].items.loc["2", "title"] == "01-Jan-1995"
     assert not at.exception
+    # the uploaders come back empty after a reload; the tables stay in use, and the page says so
+    for kind in ("items", "users"):
+        at.file_uploader(key=f"{kind}_upload").clear()
+    at.run()
+    assert at.session_state[state.DATASET].users is not None
+    shown = texts(at.caption)
+    assert any(t.startswith("In use, items:") and "known for 3 of 3 items" in t for t in shown)
+    assert any(t.startswith("In use, users:") and "known for 3 of 3 users" in t for t in shown)
 
 
 def test_the_layout_option_reads_a_file_as_one_user_per_line_or_as_a_table(app):
