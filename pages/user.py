@@ -198,8 +198,10 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     own = history.of_user(int(history.user_position([user])[0]))["events"]
     event_types = list(recommender.event_vocab_.tokens)
     counts = np.bincount(own, minlength=recommender.event_vocab_.size)[2:]
-    event = right.selectbox("Added as", event_types, index=int(np.argmax(counts)),
-                            key=f"whatif_event:{user}")
+    event = event_types[int(np.argmax(counts))]
+    if len(event_types) > 1:  # a log without event types has one ("unknown"): nothing to choose
+        event = right.selectbox("Added as", event_types, index=int(np.argmax(counts)),
+                                key=f"whatif_event:{user}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # items come from the model's vocabulary
         edited = recommender.edited_sequence(user, remove=removed, add=added, add_event=event)

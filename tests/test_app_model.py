@@ -347,6 +347,8 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     assert any("occupation" in m.value and "nurse" in m.value and "23" in m.value
                for m in at.markdown)
     assert at.radio(key="timeline_colour").value == "value"
+    # one event type ("unknown": the log has none): the What-if asks nothing about it
+    assert "whatif_event:u03" not in {box.key for box in at.selectbox}
     events = frame_with(at, "item (title)")
     log = dataset.log.frame
     own = log[log["user"] == "u03"].sort_values("timestamp")
