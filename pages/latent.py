@@ -347,7 +347,8 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     typical = float(np.median(movement[active])) if active.any() else 0.0
     st.markdown(f"**{result.rows.size:,} users** on the map as of {shown[0]} "
                 f"({result.not_yet:,} arrive later); **{int(active.sum()):,}** had events up to "
-                f"{shown[1]} and moved (median movement {typical:.3f}).")
+                f"{shown[1]} and moved (median movement {typical:.3f}: the Euclidean distance "
+                f"between their two μ, in the latent space's units).")
     mean, components = latent.pca_basis(view.mu, 2)
     before = (result.before - mean) @ components.T
     after = (result.after - mean) @ components.T
@@ -388,7 +389,10 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                                                            strict=True)],
             hoverinfo="text"))
     fig.update_layout(height=560, plot_bgcolor="white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      title=f"The {order.size:,} users who moved most: ○ {shown[0]} → ● {shown[1]} "
+                      title=(f"The {order.size:,} users who moved most"
+                             if order.size < int(active.sum())
+                             else f"All {order.size:,} users who moved")
+                      + f": ○ {shown[0]} → ● {shown[1]} "
                       "(PCA of today's μ; colour: cluster)",
                       legend={"orientation": "h", "y": -0.02, "yanchor": "top"})
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
