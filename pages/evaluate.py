@@ -145,8 +145,7 @@ def verdict_ui(result, shown: list[str]) -> None:
                 "paired interval of their difference includes 0).\n\n" + "\n".join(lines))
     if "seqvae" in stats.index:
         st.caption("The SeqVAE is best or level with the best on every ranking metric shown: "
-                   "its lists, and the users' map drawn from it, are as good as this log can "
-                   "tell." if not behind else
+                   "on this log its lists are as good as any model's here." if not behind else
                    f"The SeqVAE ranks below the best on {', '.join(behind)}: on this log, "
                    "that model's lists are the better ones.")
 

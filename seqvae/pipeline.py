@@ -155,10 +155,9 @@ def retrain(trained: Trained, sequences: Sequences | None = None, *, store: Any 
     (pass the `store`): a fresh model trained on every event for the epochs early stopping
     chose (an ensemble's networks each for their own) replaces the tested one, unless it was
     cancelled (`cancel`; `on_batch` and `strategy` are heard too; other fit options are
-    ignored). The tested model's settings as
-    they were used (its batch size resolved from its data) train it: "auto" chosen again from
-    the larger data could pick another batch size. A run that chose no epoch (cancelled in its
-    first) is returned as it is."""
+    ignored). The tested model's settings as they were used (its batch size resolved from its
+    data) train it: "auto" chosen again from the larger data could pick another batch size.
+    A run that chose no epoch (cancelled in its first) is returned as it is."""
     from seqvae.ondisk import refit_store
     from seqvae.training import refit, refit_epochs
 
