@@ -167,9 +167,14 @@ def results_ui() -> None:
         help="NDCG, HR and coverage by default; Recall is left out when it equals HR (one target per user).")
     intervals = st.toggle("95% intervals", key="eval_intervals",
                           help="Each value's bootstrap interval over users, in brackets (the "
-                          "table grows wider than the page).")
+                          "table grows wider than the page: scroll it sideways).")
     table = summary_table(result, shown, intervals)
-    st.dataframe(table, width="stretch", key="eval_table", hide_index=True)
+    # sized to their contents, the cells with an interval were cut short ("0.0977 [0.0833,"):
+    # wide enough for "0.0977 [0.0833, 0.1120] ≈", the table then scrolls sideways
+    widths = ({metric: st.column_config.TextColumn(width=190) for metric in shown}
+              if intervals else None)
+    st.dataframe(table, width="stretch", key="eval_table", hide_index=True,
+                 column_config=widths)
     st.caption("Bold: the best value of each metric. ≈: not distinguishable from the best (the "
                "paired bootstrap interval of the difference, on the same users, includes 0)."
                + (" In brackets: the 95% bootstrap interval over users." if intervals else ""))

@@ -86,6 +86,13 @@ def test_compare_baselines_and_read_the_results(app):
         )
         assert value == pytest.approx(results[model].metrics["NDCG@10"], abs=5e-5)
         assert low <= value <= high
+    # wide enough columns for a value, its interval and the tie mark (cut short when sized to
+    # the contents): the table scrolls sideways instead
+    import json
+
+    element = next(d for d in at.dataframe if "NDCG@10" in d.value.columns)
+    widths = {name: spec.get("width") for name, spec in json.loads(element.proto.columns).items()}
+    assert widths["NDCG@10"] == widths["HR@5"] == 190
     def catalogue_note() -> bool:
         return any("whole catalogue" in c.value for c in at.caption)
 
