@@ -134,20 +134,28 @@ def verdict_ui(result, shown: list[str]) -> None:
     def names(models: list[str]) -> str:
         return ", ".join(MODEL_NAMES[m] for m in models) or "none"
 
-    lines, behind = [], []
+    lines, behind = [], {}
     for metric in ranking:
         best, level, below = compare.leaders(stats, metric)
         lines.append(f"- **{metric}**: best **{MODEL_NAMES[best]}**; level with it: "
                      f"{names(level)}; below: {names(below)}.")
         if "seqvae" in below:
-            behind.append(f"{metric} ({MODEL_NAMES[best]} leads)")
+            behind[metric] = MODEL_NAMES[best]
     st.markdown("**Which to trust.** Level models cannot be told apart on these test users (the "
                 "paired interval of their difference includes 0).\n\n" + "\n".join(lines))
-    if "seqvae" in stats.index:
+    if "seqvae" not in stats.index:
+        return
+    if not behind:
         st.caption("The SeqVAE is best or level with the best on every ranking metric shown: "
-                   "on this log its lists are as good as any model's here." if not behind else
-                   f"The SeqVAE ranks below the best on {', '.join(behind)}: on this log, "
-                   "that model's lists are the better ones.")
+                   "on this log its lists are as good as any model's here.")
+    elif len(set(behind.values())) == 1:
+        leader = next(iter(behind.values()))
+        st.caption(f"The SeqVAE ranks below {leader} on {' and '.join(behind)}: on this log, "
+                   f"{leader}'s lists are the better ones.")
+    else:
+        st.caption("The SeqVAE ranks below the best on " + " and ".join(
+            f"{metric} ({leader} leads)" for metric, leader in behind.items())
+            + ": on this log, those models' lists are the better ones.")
 
 
 def results_ui() -> None:

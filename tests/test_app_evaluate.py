@@ -150,18 +150,20 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
     strong = (rng.random(n) < 0.30).astype(float)
     weak = (rng.random(n) < 0.10).astype(float)
 
-    def result(name, hits):
-        per_user = {"NDCG@10": hits * 0.5, "HR@10": hits}
-        metrics = {k: float(v.mean()) for k, v in per_user.items()} | {"Coverage@10": 0.4}
+    def result(name, hits, at5=None):
+        at5 = hits if at5 is None else at5
+        per_user = {"NDCG@5": at5 * 0.4, "HR@5": at5, "NDCG@10": hits * 0.5, "HR@10": hits}
+        metrics = ({k: float(v.mean()) for k, v in per_user.items()}
+                   | {"Coverage@5": 0.3, "Coverage@10": 0.4})
         return ModelResult(model=name, params={}, validation={}, metrics=metrics,
                            fit_seconds=0.0, eval_seconds=0.0,
                            evaluation=Evaluation(metrics, per_user, np.arange(n), 0.0))
 
-    def shown(seqvae_hits, sasrec_hits) -> tuple[str, str]:
+    def shown(seqvae_hits, sasrec_hits, pop_at5=None) -> tuple[str, str]:
         comparison = Comparison("leave-one-out", {"users": n, "items": 50, "events": 9 * n},
-                                [10], "NDCG@10", [result("seqvae", seqvae_hits),
-                                                  result("sasrec", sasrec_hits),
-                                                  result("pop", weak)])
+                                [5, 10], "NDCG@10", [result("seqvae", seqvae_hits),
+                                                     result("sasrec", sasrec_hits),
+                                                     result("pop", weak, pop_at5)])
         app.session_state[state.EVALUATION] = SimpleNamespace(
             active=False, result=comparison, dataset_name="shop.csv",
             snapshot=lambda: {"state": "done", "message": "", "lines": []})
@@ -174,7 +176,13 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
     verdict, caption = shown(weak, strong)
     assert "**NDCG@10**: best **SASRec**; level with it: none; below: SeqVAE, most popular" \
         in verdict
-    assert "ranks below the best on NDCG@10 (SASRec leads)" in caption
+    assert ("The SeqVAE ranks below SASRec on NDCG@5 and NDCG@10: on this log, SASRec's lists "
+            "are the better ones") in caption
     verdict, caption = shown(strong, strong.copy())
     assert "best **SeqVAE**; level with it: SASRec; below: most popular" in verdict
     assert "best or level with the best on every ranking metric" in caption
+    very = (rng.random(n) < 0.6).astype(float)  # most popular leads at 5, SASRec at 10
+    verdict, caption = shown(weak, strong, pop_at5=very)
+    assert "**NDCG@5**: best **most popular**" in verdict
+    assert ("ranks below the best on NDCG@5 (most popular leads) and NDCG@10 (SASRec leads): "
+            "on this log, those models' lists are the better ones") in caption
