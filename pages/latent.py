@@ -263,7 +263,8 @@ def csv_bytes(frame: pd.DataFrame) -> bytes:
 def neighbours_ui(view: state.LatentView, row: int) -> None:
     rows, distance = latent.nearest_users(view.mu, row, k=10)
     table = view.frame.iloc[rows][["user", "events", "last_items"]].copy()
-    table.insert(1, "cosine distance", distance)
+    # the User page's similar users give the same pairs as a similarity, to 3 decimals
+    table.insert(1, "cosine similarity of μ", np.round(1.0 - distance, 3))
     st.markdown(f"**Nearest users to {escape_markdown(view.frame['user'].iloc[row])}** "
                 "(full latent space)")
     st.dataframe(table, hide_index=True, width="stretch")

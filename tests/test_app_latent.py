@@ -177,9 +177,13 @@ def test_search_neighbours_and_the_line_between_two_users(app, trained):
     users = list(at.session_state[state.LATENT][1].frame["user"])
     at.text_input(key="latent_search").input(users[5]).run()
     tables = [d.value for d in at.dataframe]
-    neighbours = next(t for t in tables if "cosine distance" in t.columns)
+    neighbours = next(t for t in tables if "cosine similarity of μ" in t.columns)
     assert len(neighbours) == 10 and users[5] not in set(neighbours["user"])
-    assert neighbours["cosine distance"].is_monotonic_increasing
+    assert neighbours["cosine similarity of μ"].is_monotonic_decreasing
+    # the same users, and the same figures, as the User page's similar users in this view
+    same, similarity = trained[1].recommender.similar_users(users[5], k=10, view="taste")
+    assert list(neighbours["user"]) == list(same)
+    np.testing.assert_allclose(neighbours["cosine similarity of μ"], similarity, atol=6e-4)
     movers = next(t for t in tables if "change" in t.columns)
     assert (movers["change"].iloc[0] >= 0) and (movers["change"].iloc[-1] <= 0)
     at.text_input(key="latent_search").input("nobody-here").run()
