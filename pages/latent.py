@@ -144,7 +144,9 @@ def selected_users(event: object) -> tuple[list[str], str]:
     return list(dict.fromkeys(users)), how
 
 
-def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+def cohort_ui(view: state.LatentView, dataset: state.Dataset | None, shown_map: str) -> None:
+    """The selection drawn on a map (`shown_map` names the map on the page now): what sets
+    its users apart, who they are, and keeping and comparing it as a named cohort."""
     selection = st.session_state.get(state.SELECTION) or {}
     users = [str(u) for u in selection.get("users", [])]
     cohorts: dict[str, list[str]] = st.session_state.setdefault(state.COHORTS, {})
@@ -154,7 +156,13 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                    "what sets them apart; name the selection to keep it.")
     else:
         rows = view.rows_of(users)
-        st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))})")
+        drawn_on = selection.get("map")
+        st.markdown(f"**Selection:** {len(rows):,} users ({escape_markdown(selection.get('how', ''))}"
+                    + (f" on the {drawn_on}" if drawn_on else "") + ")")
+        if drawn_on and drawn_on != shown_map:
+            # the same users, wherever they lie now: say so, or the map and the table disagree
+            st.caption(f"Drawn on the {drawn_on}, not the {shown_map} above: the same users, "
+                       "who may lie elsewhere on this one. Draw again to select from this map.")
         items_table, events_table = latent.characterise(
             view.sequences, rows, view.item_vocab, view.event_vocab, reach=view.reach)
         # a log without event types has one, every event's: a table of one row with lift 1
@@ -162,8 +170,8 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         left, right = st.columns([3, 2]) if typed else (st.container(), None)
         with left:
             st.markdown("Items that set them apart")
-            st.dataframe(titled(items_table, dataset), hide_index=True, width="stretch",
-                         column_config=LIFT_COLUMNS)
+            st.dataframe(as_percent(titled(items_table, dataset), LIFT_SHARES),
+                         hide_index=True, width="stretch", column_config=LIFT_COLUMNS)
             st.caption("Raw lift = the selected users who had the item / the number expected if "
                        "the selection were like everyone. Lift, the order: the same with 20 "
                        "users added to both, so an item 3 users had where 0.3 were expected "
@@ -172,8 +180,8 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         if right is not None:
             with right:
                 st.markdown("Event types")
-                st.dataframe(events_table, hide_index=True, width="stretch",
-                             column_config=LIFT_COLUMNS)
+                st.dataframe(as_percent(events_table, LIFT_SHARES), hide_index=True,
+                             width="stretch", column_config=LIFT_COLUMNS)
         breakdown = latent.attribute_breakdown(view.frame, rows)
         if len(breakdown):
             st.markdown("Who they are: the selection against everyone, by user attribute")
@@ -181,11 +189,11 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             numeric = breakdown[breakdown["kind"] == "numeric"]
             if len(shares):
                 # a difference of two shares is in percentage points, not a percentage
-                shares = shares.assign(difference=shares["difference"] * 100)
+                shares = as_percent(shares, ("cohort", "everyone", "difference"))
                 st.dataframe(shares.drop(columns=["kind", "cohort median", "overall median"]),
                              hide_index=True, width="stretch", column_config={
-                                 "cohort": st.column_config.NumberColumn("selection", format="percent"),
-                                 "everyone": st.column_config.NumberColumn(format="percent"),
+                                 "cohort": st.column_config.NumberColumn("selection", format=PERCENT),
+                                 "everyone": st.column_config.NumberColumn(format=PERCENT),
                                  "difference": st.column_config.NumberColumn(
                                      "difference (points)", format="%+.1f")})
             if len(numeric):
@@ -221,18 +229,31 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
                 table, _ = latent.characterise(view.sequences, rows, view.item_vocab,
                                                view.event_vocab, top=8, reach=view.reach)
                 st.caption(f"{len(rows):,} users")
-                st.dataframe(titled(table, dataset), hide_index=True, width="stretch",
-                             column_config=LIFT_COLUMNS)
+                st.dataframe(as_percent(titled(table, dataset), LIFT_SHARES),
+                             hide_index=True, width="stretch", column_config=LIFT_COLUMNS)
     elif cohorts:
         st.caption(f"Kept: {', '.join(escape_markdown(n) for n in cohorts)} — keep another to "
                    "compare two side by side.")
 
 
+# shares are shown in percent with one decimal: Streamlit's "percent" preset shows as many
+# decimals as each value needs, so one column mixed them; `as_percent` scales them first
+PERCENT = "%.1f%%"
+
+
+def as_percent(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A copy of `frame` whose share `columns` (those present) are in percent, for `PERCENT`."""
+    present = [c for c in columns if c in frame.columns]
+    return frame.assign(**{c: frame[c] * 100 for c in present})
+
+
+# the lift tables' share columns, in percent
+LIFT_SHARES = ("cohort share", "overall share")
 # compact number columns, so lift is never cut off
 LIFT_COLUMNS = {
     "cohort users": st.column_config.NumberColumn("users", width="small"),
-    "cohort share": st.column_config.NumberColumn("selection", format="percent", width="small"),
-    "overall share": st.column_config.NumberColumn("everyone", format="percent", width="small"),
+    "cohort share": st.column_config.NumberColumn("selection", format=PERCENT, width="small"),
+    "overall share": st.column_config.NumberColumn("everyone", format=PERCENT, width="small"),
     "lift": st.column_config.NumberColumn(format="%.2f", width="small"),
     "raw lift": st.column_config.NumberColumn(format="%.2f", width="small"),
 }
@@ -417,17 +438,18 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             st.switch_page("pages/user.py")
     with right:
         st.markdown("Clusters (today's) by how far their users moved")
-        st.dataframe(drift.cohort_drift(result, view.clusters, names), hide_index=True,
+        st.dataframe(as_percent(drift.cohort_drift(result, view.clusters, names),
+                                ("active between",)), hide_index=True,
                      width="stretch", column_config={
-                         "active between": st.column_config.NumberColumn(format="percent"),
+                         "active between": st.column_config.NumberColumn(format=PERCENT),
                          "mean movement": st.column_config.NumberColumn(format="%.3f"),
                          "centre moved": st.column_config.NumberColumn(format="%.3f")})
     done, towards = drift.items_behind(view.recommender, result, order)
     left, right = st.columns(2)
     with left:
         st.markdown(f"What the {order.size:,} users drawn did between the dates")
-        st.dataframe(titled(done, dataset), hide_index=True, width="stretch",
-                     column_config=LIFT_COLUMNS)
+        st.dataframe(as_percent(titled(done, dataset), LIFT_SHARES),
+                     hide_index=True, width="stretch", column_config=LIFT_COLUMNS)
     with right:
         st.markdown("Where they moved to: items the decoder now expects more of")
         st.dataframe(titled(towards, dataset), hide_index=True, width="stretch",
@@ -523,7 +545,13 @@ def keep_cohort(cohorts: dict[str, list[str]], name: str, users: list[str]) -> N
     st.session_state["cohort_kept"] = (name, len(users))
 
 
-def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
+def map_description(projection: str, dims: int, view: str) -> str:
+    """How the page names a map in words, e.g. "PCA 2-D map by taste"."""
+    return f"{projection} {dims}-D map by {view if view == 'taste' else 'next step'}"
+
+
+def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
+    """The map of the users, its controls and its selection; returns the map's description."""
     frame = view.frame
     a, b, c, d = st.columns([2, 1, 2, 2])
     projection = a.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="latent_projection",
@@ -567,6 +595,7 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     event = st.plotly_chart(fig, width="stretch", key="latent_map", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
     users, how = selected_users(event)
+    shown = map_description(key.split("-")[0], int(dims), view.view)  # PCA until a UMAP exists
     # the chart returns its last selection on every rerun: act on a new one only
     signature = (how, tuple(users))
     if users and st.session_state.get("latent_handled_selection") != signature:
@@ -576,9 +605,10 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             # the User page opens on this user, whatever its search box held before
             st.session_state["user_pick_pending"] = users[0]
             st.switch_page("pages/user.py")
-        st.session_state[state.SELECTION] = {"users": users, "how": how}
+        st.session_state[state.SELECTION] = {"users": users, "how": how, "map": shown}
     if highlight is not None:
         neighbours_ui(view, highlight)
+    return shown
 
 
 st.title("Latent space")
@@ -609,9 +639,9 @@ else:
                   "networks' scores" if networks > 1 else "")
                + ". Click a user to open them; pick the lasso or box in the chart's toolbar and "
                "draw around users to form a cohort.")
-    map_ui(view, dataset)
+    shown_map = map_ui(view, dataset)
     st.divider()
-    cohort_ui(view, dataset)
+    cohort_ui(view, dataset, shown_map)
     st.divider()
     between_ui(view, dataset)
     st.divider()

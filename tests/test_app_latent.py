@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -130,15 +131,34 @@ def test_a_selection_becomes_a_cohort_that_can_be_kept_and_compared(app, trained
     at.button(key="cohort_keep").click().run()
     assert set(at.session_state[state.COHORTS]) == {"first", "second"}
     assert at.session_state[state.COHORTS]["second"] == users[60:100]
-    # the attribute shares' difference is in points: selection share - everyone's, x 100
+    # the attribute shares are shown in percent, their difference in points
     shares = next(d for d in at.dataframe if "everyone" in d.value.columns
                   and "difference" in d.value.columns)
     table = shares.value
-    np.testing.assert_allclose(table["difference"], (table["cohort"] - table["everyone"]) * 100,
+    np.testing.assert_allclose(table["difference"], table["cohort"] - table["everyone"],
                                atol=1e-9)
+    assert table["cohort"].between(0, 100).all() and table["cohort"].max() > 1
     assert at.selectbox(key="compare_a").value == "first"
     assert at.selectbox(key="compare_b").value == "second"
     assert not at.exception
+
+
+def test_a_selection_says_which_map_it_was_drawn_on(app, trained):
+    at = open_page(app, trained)
+    users = list(at.session_state[state.LATENT][1].frame["user"])
+    shown = "PCA 2-D map by taste"  # what the page opens on
+    at.session_state[state.SELECTION] = {"users": users[:30], "how": "box", "map": shown}
+    at.run()
+    assert any(f"30 users (box on the {shown})" in m.value for m in at.markdown)
+    assert not any("Drawn on the" in c.value for c in at.caption)
+    # the same users, now read on the next-step map: the page says the selection is the other's
+    at.radio(key="latent_users_by").set_value("next").run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.SELECTION]["users"] == users[:30]
+    note = next(c.value for c in at.caption if "Drawn on the" in c.value)
+    assert f"Drawn on the {shown}, not the PCA 2-D map by next step above" in note
+    at.radio(key="latent_dims").set_value(3).run()
+    assert any("not the PCA 3-D map by next step above" in c.value for c in at.caption)
 
 
 def test_event_types_are_characterised_only_where_the_log_has_several(app, trained):
@@ -286,8 +306,16 @@ def test_a_cohort_shows_its_attributes_against_everyone_and_exports_them(app, tr
     tables = [d.value for d in at.dataframe]
     breakdown = next(t for t in tables if "attribute" in t.columns)
     row = breakdown[(breakdown["attribute"] == "segment") & (breakdown["value"] == chosen)].iloc[0]
-    assert row["cohort"] == pytest.approx(1.0)  # every selected user is of that segment
-    assert row["everyone"] == pytest.approx((segment == chosen).mean())
+    # in percent: every selected user is of that segment
+    assert row["cohort"] == pytest.approx(100.0)
+    assert row["everyone"] == pytest.approx((segment == chosen).mean() * 100)
+    # every share on the page is shown with one decimal, whatever the value
+    formats = [json.loads(d.proto.columns).get(name, {}).get("type_config", {}).get("format")
+               for d in at.dataframe for name in ("cohort", "everyone", "cohort share",
+                                                    "overall share")]
+    assert formats.count("%.1f%%") >= 4 and set(filter(None, formats)) == {"%.1f%%"}
+    lift_table = next(t for t in tables if "cohort share" in t.columns)
+    assert lift_table["cohort share"].max() > 1  # scaled to percent, not a fraction
     lift = next(t for t in tables if "raw lift" in t.columns)
     assert (lift["lift"] <= lift["raw lift"] + 1e-9).all() and (lift["cohort users"] >= 5).all()
     # the selected users' table (what the CSV download holds) carries cluster and attributes

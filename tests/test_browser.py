@@ -254,6 +254,7 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
         page.mouse.move(box["left"] + box["w"] * fx, box["top"] + box["h"] * fy, steps=8)
     page.mouse.up()
     page.get_by_text("Selection:").wait_for()
+    page.get_by_text("lasso on the PCA 2-D map by taste").wait_for()
     page.get_by_text("Items that set them apart").wait_for()
     page.locator("[data-testid=stDataFrame]:visible").first.wait_for()
     shot(page, "08-latent-cohort")
