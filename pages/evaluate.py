@@ -12,7 +12,7 @@ from seqvae.evaluation import METRIC_HELP
 from seqvae.latent import PALETTE
 from seqvae.training import SeqVAEConfig
 from seqvae.ui import jobs, state
-from seqvae.ui.text import escape_markdown
+from seqvae.ui.text import duration, escape_markdown
 
 PROTOCOLS = {
     "leave-one-out": "next item: each user's last event is the test target",
@@ -47,6 +47,13 @@ def settings_ui(dataset: state.Dataset) -> None:
                   f"settings (at most {config.epochs} epochs"
                   + (f", {config.members} networks averaged" if config.members > 1 else "")
                   + "). ")
+        took = training_seconds(model_in_use)
+        if took:
+            # the split trains on nearly the events the model in use saw, with its settings
+            c.caption(f"The model in use took {duration(took)} to train: expect about as "
+                      f"long for {'each of them' if len(neural) > 1 else 'it'}"
+                      + (f" (about {duration(took * len(neural))} in all)" if len(neural) > 1
+                         else "") + ", plus the other models' time.")
     c.caption("Every choice is made on validation; the test part is scored once per model.")
     if st.button("Run the evaluation", type="primary", key="eval_start",
                  disabled=busy or not models or not ks):
@@ -60,6 +67,14 @@ def settings_ui(dataset: state.Dataset) -> None:
             st.error(escape_markdown(exc), icon="⚠️")
             return
         st.rerun()
+
+
+def training_seconds(model_in_use: state.ModelInUse | None) -> float | None:
+    """How long the model in use took to train (every network, validation included), where
+    it records it: the estimate of a neural model's time on the Evaluate split."""
+    history = getattr(getattr(model_in_use, "recommender", None), "training_history_", None)
+    seconds = getattr(history, "seconds", 0.0) or 0.0
+    return float(seconds) if seconds > 0 else None
 
 
 @st.fragment(run_every=2.0)

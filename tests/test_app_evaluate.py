@@ -186,3 +186,36 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
     assert "**NDCG@5**: best **most popular**" in verdict
     assert ("ranks below the best on NDCG@5 (most popular leads) and NDCG@10 (SASRec leads): "
             "on this log, those models' lists are the better ones") in caption
+
+
+def test_the_page_estimates_the_time_from_the_model_in_use(app):
+    """Before a run, the page says how long the model in use took to train: each neural model
+    trains about as long on the split, which is most of an evaluation's time."""
+    from seqvae.sequences import encode
+    from seqvae.splits import leave_one_out
+    from seqvae.training import SeqVAEConfig, fit
+    from seqvae.ui.text import duration
+
+    assert [duration(s) for s in (0.4, 48, 103, 206.4, 3900)] == [
+        "0 s", "48 s", "1 min 43 s", "3 min 26 s", "1 h 05 min"]
+    load(app, generate(n_users=60, n_items=30, seed=4).events)
+    assert not any("to train" in c.value for c in app.caption)  # no model: nothing to go by
+    dataset = app.session_state[state.DATASET]
+    recommender, history = fit(leave_one_out(encode(dataset.log)), SeqVAEConfig(
+        embed_dim=8, hidden_dim=16, latent_dim=8, max_len=20, epochs=1))
+    assert recommender.training_history_ is history
+    history.seconds = 103.0  # as if it had trained for 1 min 43 s
+    app.session_state[state.MODEL] = state.ModelInUse(
+        recommender=recommender, name="shop.csv", origin="trained in this session",
+        created="2026-12-07T20:00:00+00:00", validation_ndcg=0.1, data_name="shop.csv",
+        data_fingerprint=dataset.fingerprint)
+    app.run()
+    assert not app.exception, app.exception
+    estimate = next(c.value for c in app.caption if "to train" in c.value)
+    assert "took 1 min 43 s to train: expect about as long for each of them (about " \
+        "3 min 26 s in all)" in estimate
+    app.multiselect(key="eval_models").set_value(["seqvae", "ease"]).run()
+    estimate = next(c.value for c in app.caption if "to train" in c.value)
+    assert "expect about as long for it, plus" in estimate and "in all" not in estimate
+    app.multiselect(key="eval_models").set_value(["ease", "pop"]).run()
+    assert not any("to train" in c.value for c in app.caption)

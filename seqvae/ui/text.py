@@ -35,3 +35,15 @@ def matching_ids(ids: np.ndarray, query: str) -> np.ndarray:
     found = np.char.find(text, query) >= 0
     rank = np.where(text == query, 0, np.where(np.char.startswith(text, query), 1, 2))
     return ids[found][np.argsort(rank[found], kind="stable")]
+
+
+def duration(seconds: float) -> str:
+    """A time span as a person reads it: "48 s", "3 min 26 s", "1 h 05 min"."""
+    whole = max(round(seconds), 0)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
