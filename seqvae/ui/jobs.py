@@ -22,6 +22,7 @@ from typing import Any
 from seqvae.errors import SeqVAEError
 from seqvae.logs import EventLog
 from seqvae.training import BatchProgress, CancelToken, EpochRecord, SeqVAEConfig
+from seqvae.ui.text import duration
 
 logger = logging.getLogger("seqvae.ui")
 
@@ -334,9 +335,8 @@ class EvaluationJob(_Job):
         tested = sum(1 for line in lines if line.endswith(": testing"))
         current = tested + (0 if lines[-1].endswith(": testing") else 1)
         elapsed = int((time.monotonic() if now is None else now) - started)
-        clock = f"{elapsed // 60} min {elapsed % 60:02d} s" if elapsed >= 60 else f"{elapsed} s"
         return (f"{lines[-1]} · model {max(min(current, len(self.models)), 1)} of "
-                f"{len(self.models)} · {clock} so far")
+                f"{len(self.models)} · {duration(elapsed)} so far")
 
 
 _EPOCH_LINE = re.compile(r"^\w+: epoch (\d+) of at most (\d+),")
