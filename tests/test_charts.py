@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from seqvae.logs import read_log
-from seqvae.ui.charts import events_per_user, loss_curves
+from seqvae.ui.charts import events_per_user, loss_curves, user_timeline
 
 
 def test_the_kl_term_has_an_axis_of_its_own_so_the_reconstruction_curve_is_readable():
@@ -39,3 +39,20 @@ def test_events_per_user_labels_the_log_axis_at_powers_of_ten_only():
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.yaxis.dtick == 1  # one label per decade: 1, 10, 100, …
     assert list(fig.data[0].x) == list(np.bincount(log.frame["user"].cat.codes))
+
+
+def test_a_heavy_users_timeline_shows_its_points_small_and_see_through():
+    def timeline(n, colour_by="event"):
+        frame = pd.DataFrame({"when": np.arange(1, n + 1), "event": ["view", "cart"] * (n // 2),
+                              "item": [f"i{k}" for k in range(n)], "label": [f"t{k}" for k in range(n)],
+                              "value": np.tile([1.0, 5.0], n // 2)})
+        return user_timeline(frame, colour_by, labels_up_to=0)
+
+    for colour_by in ("event", "value"):
+        light = timeline(20, colour_by)
+        assert {t.marker.size for t in light.data} == {10} and light.data[0].marker.opacity is None
+        heavy = timeline(700, colour_by)
+        assert {t.marker.size for t in heavy.data} == {5}
+        assert {t.marker.opacity for t in heavy.data} == {0.5}
+        assert sum(len(t.x) for t in heavy.data) == 700  # every event is still drawn
+    assert timeline(200).data[0].marker.size == 7

@@ -151,6 +151,16 @@ def validation_curves(epochs: list) -> go.Figure:
     return fig
 
 
+def timeline_marker(events: int) -> dict:
+    """Points for a timeline of `events`: full size up to 60, then smaller, see-through and
+    outlined, so a heavy user's hundreds of events on one line show where they crowd instead
+    of one solid bar."""
+    if events <= 60:
+        return {"size": 10}
+    return {"size": 7 if events <= 300 else 5, "opacity": 0.5,
+            "line": {"width": 0.5, "color": "white"}}
+
+
 def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: int = 30
                   ) -> go.Figure:
     """One user's events: `frame` has `when` (time or position), `event`, `item`, `label` and,
@@ -161,11 +171,12 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
     text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "") if labels_up_to \
         else pd.Series("", index=frame.index)
     positions = np.where(np.arange(len(frame)) % 2 == 0, "top center", "bottom center")
+    marker = timeline_marker(len(frame))
     if colour_by == "value" and "value" in frame.columns:
         fig.add_trace(go.Scatter(
             x=frame["when"], y=frame["value"], mode="markers+text", name="events",
             text=text, textposition=positions, textfont={"size": 10},
-            marker={"size": 10, "color": frame["value"], "colorscale": "Viridis",
+            marker={**marker, "color": frame["value"], "colorscale": "Viridis",
                     "showscale": True, "colorbar": {"title": {"text": "value"}, "thickness": 12}},
             customdata=frame[["label", "event"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>%{x}<br>value %{y}<extra>%{customdata[1]}</extra>",
@@ -177,7 +188,7 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
                 x=part["when"], y=part["event"], mode="markers+text", name=str(event),
                 text=text[part.index], textposition=positions[part.index],
                 textfont={"size": 10},
-                marker={"color": PALETTE[i % len(PALETTE)], "size": 10},
+                marker={**marker, "color": PALETTE[i % len(PALETTE)]},
                 customdata=part[["label"]].to_numpy(),
                 hovertemplate="%{customdata[0]}<br>%{x}<extra>%{y}</extra>",
             ))
