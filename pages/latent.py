@@ -358,8 +358,8 @@ def drift_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
             st.error(escape_markdown(str(error)))
             return
     if run:  # the dates asked for, computed now or kept from before (in this view)
-        st.session_state["drift_shown"] = key
-    shown = st.session_state.get("drift_shown")
+        st.session_state[state.DRIFT_SHOWN] = key
+    shown = st.session_state.get(state.DRIFT_SHOWN)
     if shown not in drifts:
         return
     result = drifts[shown]

@@ -356,6 +356,42 @@ def test_drift_between_two_dates(app, trained):
     assert len(view.drifts) == 2 and str(first) in shown_as_of()[0]
 
 
+def test_the_drift_shown_and_its_dates_survive_a_page_change_and_a_reload(app, trained):
+    from streamlit.testing.v1 import AppTest
+
+    from seqvae.ui import sessions
+
+    at = open_page(app, trained)
+    other = at.date_input(key="drift_start").value - dt.timedelta(days=30)
+    at.date_input(key="drift_start").set_value(other)
+    at.number_input(key="drift_arrows").set_value(40)
+    at.button(key="FormSubmitter:drift_form-Show the drift").click().run()
+    view = at.session_state[state.LATENT][1]
+    assert len(view.drifts) == 1
+
+    def shown(page) -> str:
+        return next(m.value for m in page.markdown if "users** on the map as of" in m.value)
+
+    before = shown(at)
+    assert str(other) in before
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/latent.py").run()
+    assert not at.exception, at.exception
+    # the form holds the dates of the drift drawn under it, and nothing was computed again
+    assert at.date_input(key="drift_start").value == other
+    assert at.number_input(key="drift_arrows").value == 40
+    assert shown(at) == before and len(view.drifts) == 1
+    # a reload: a new browser session opening the same URL
+    again = AppTest.from_file(app._script_path, default_timeout=60)
+    again.query_params[sessions.PARAM] = at.session_state[sessions.TOKEN]
+    again.run()
+    again.switch_page("pages/latent.py").run()
+    assert not again.exception, again.exception
+    assert again.date_input(key="drift_start").value == other
+    assert shown(again) == before
+    assert again.session_state[state.LATENT][1].drifts is view.drifts
+
+
 def test_the_map_settings_survive_a_visit_to_another_page(app, trained):
     at = open_page(app, trained)
     at.radio(key="latent_dims").set_value(3).run()

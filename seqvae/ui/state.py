@@ -39,7 +39,8 @@ ADOPTED_JOB = "adopted_job"  # id of the training job whose model is in use
 JOB_WAS_ACTIVE = "job_was_active"  # the Train page saw the job running on its last redraw
 CURVES = "training_curves"  # ((job id, epochs drawn), loss figure, validation figure)
 LATENT = "latent_view"  # the `LatentView` of the model in use (μ, user table, projections)
-SELECTION = "latent_selection"  # {"users": [ids], "how": "box" | "lasso" | ...} from the map
+SELECTION = "latent_selection"  # {"users": [ids], "how": "box" | "lasso" | ..., "map": words}
+DRIFT_SHOWN = "drift_shown"  # the (as of, compared with) dates of the drift the page shows
 COHORTS = "cohorts"  # name -> list of user ids, kept by the analyst
 EVALUATION = "evaluation_job"  # the session's `EvaluationJob`, or absent
 
