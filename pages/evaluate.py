@@ -55,6 +55,11 @@ def settings_ui(dataset: state.Dataset) -> None:
                       + (f" (about {duration(took * len(neural))} in all)" if len(neural) > 1
                          else "") + ", plus the other models' time.")
     c.caption("Every choice is made on validation; the test part is scored once per model.")
+    earlier = getattr(job, "result", None) if job is not None and not busy else None
+    if earlier is not None and earlier.results:
+        c.caption("A new run replaces the results below ("
+                  + ", ".join(MODEL_NAMES[r.model] for r in earlier.results)
+                  + "): choose every model to compare.")
     if st.button("Run the evaluation", type="primary", key="eval_start",
                  disabled=busy or not models or not ks):
         try:
@@ -143,6 +148,11 @@ def verdict_ui(result, shown: list[str]) -> None:
     ranking = ([m for m in shown if m.startswith("NDCG@")]
                or [m for m in shown if m.startswith(("HR@", "Recall@", "MRR@"))][:1])
     if not ranking:
+        return
+    if len(result.results) < 2:  # one model is best of one: there is nothing to judge it by
+        st.markdown(f"**Which to trust.** Only {MODEL_NAMES[result.results[0].model]} was "
+                    "evaluated: run it beside other models (most popular at least) to see "
+                    "whether its lists are worth reading.")
         return
     stats = _summary(result, (id(result), len(result.results)), tuple(shown))
 

@@ -159,16 +159,18 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
                            fit_seconds=0.0, eval_seconds=0.0,
                            evaluation=Evaluation(metrics, per_user, np.arange(n), 0.0))
 
-    def shown(seqvae_hits, sasrec_hits, pop_at5=None) -> tuple[str, str]:
+    def finished(*results) -> None:  # a finished job with these results, in the session
         comparison = Comparison("leave-one-out", {"users": n, "items": 50, "events": 9 * n},
-                                [5, 10], "NDCG@10", [result("seqvae", seqvae_hits),
-                                                     result("sasrec", sasrec_hits),
-                                                     result("pop", weak, pop_at5)])
+                                [5, 10], "NDCG@10", list(results))
         app.session_state[state.EVALUATION] = SimpleNamespace(
             active=False, result=comparison, dataset_name="shop.csv",
             snapshot=lambda: {"state": "done", "message": "", "lines": []})
         app.run()
         assert not app.exception, app.exception
+
+    def shown(seqvae_hits, sasrec_hits, pop_at5=None) -> tuple[str, str]:
+        finished(result("seqvae", seqvae_hits), result("sasrec", sasrec_hits),
+                 result("pop", weak, pop_at5))
         verdict = next(m.value for m in app.markdown if "Which to trust" in m.value)
         return verdict, next(c.value for c in app.caption if "The SeqVAE" in c.value)
 
@@ -186,6 +188,14 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
     assert "**NDCG@5**: best **most popular**" in verdict
     assert ("ranks below the best on NDCG@5 (most popular leads) and NDCG@10 (SASRec leads): "
             "on this log, those models' lists are the better ones") in caption
+    # a new run would replace these results: the page says which, before the button
+    assert any("A new run replaces the results below (SeqVAE, SASRec, most popular)" in c.value
+               for c in app.caption)
+    # one model alone is best of one: no verdict, a word on what to run instead
+    finished(result("seqvae", weak))
+    verdict = next(m.value for m in app.markdown if "Which to trust" in m.value)
+    assert "Only SeqVAE was evaluated" in verdict and "best" not in verdict
+    assert not any("The SeqVAE is best" in c.value for c in app.caption)
 
 
 def test_the_page_estimates_the_time_from_the_model_in_use(app):
