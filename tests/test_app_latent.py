@@ -87,6 +87,54 @@ def test_map_colours_and_clusters(app, trained):
     assert not at.exception
 
 
+def test_every_clustering_asked_for_is_kept(app, trained, monkeypatch):
+    """HDBSCAN runs on every user, which takes minutes on a large log: going to k-means and
+    back, or changing k and back, computes nothing again."""
+    from seqvae import latent
+
+    at = open_page(app, trained)
+    calls = []
+    exact = latent.cluster_users
+
+    def counted(vectors, k=6, method="kmeans", **kwargs):
+        calls.append((method, k))
+        return exact(vectors, k=k, method=method, **kwargs)
+
+    monkeypatch.setattr(latent, "cluster_users", counted)
+    view = at.session_state[state.LATENT][1]
+    first = view.clusters.copy()
+    for method, k in (("HDBSCAN", 6), ("k-means", 6), ("HDBSCAN", 6), ("k-means", 4),
+                      ("k-means", 6), ("k-means", 4)):
+        at.radio(key="latent_cluster_method").set_value(method).run()
+        if method == "k-means":  # the slider is disabled under HDBSCAN
+            at.slider(key="latent_k").set_value(k).run()
+        assert not at.exception, at.exception
+    assert calls == [("hdbscan", 6), ("kmeans", 4)]
+    np.testing.assert_array_equal(view.clusters, exact(view.mu, k=4))
+    at.slider(key="latent_k").set_value(6).run()
+    np.testing.assert_array_equal(view.clusters, first)
+
+
+def test_a_sampled_map_keeps_its_users_and_its_umap_when_the_clusters_change(
+        app, trained, monkeypatch):
+    monkeypatch.setattr(state, "MAP_LIMIT", 50)  # 120 users: a sample of 50 is drawn
+    at = open_page(app, trained)
+    view = at.session_state[state.LATENT][1]
+    rows = view.sample_rows.copy()
+    assert rows.size == 50
+    note = next(c.value for c in at.caption if "Showing a sample" in c.value)
+    assert note.startswith("Showing a sample of 50 of 120 users, drawn once")
+    umap = np.zeros((120, 2))  # stands for a UMAP computed on the sample
+    view.coords["UMAP-2"] = umap
+    for method, k in (("k-means", 4), ("HDBSCAN", 4), ("k-means", 6)):
+        at.radio(key="latent_cluster_method").set_value(method).run()
+        if method == "k-means":
+            at.slider(key="latent_k").set_value(k).run()
+        assert not at.exception, at.exception
+        np.testing.assert_array_equal(view.sample_rows, rows)
+        assert view.coords["UMAP-2"] is umap
+
+
 def test_users_are_placed_by_taste_unless_the_next_step_is_chosen(app, trained):
     """The map's default is each user's taste (every event's posterior combined); the next
     step (the state their recommendations decode) is one click away, and each view keeps its

@@ -177,13 +177,17 @@ def data_mismatch() -> str | None:
     return None
 
 
+# the most users a map draws: above it, a sample of this many, drawn once per view
+MAP_LIMIT = 20_000
+
+
 class LatentView:
     """The model in use seen as a latent space: μ, σ and a table of its users, computed once per
     model and view (`seqvae.recommender.VIEWS`: "taste", every event of a user's last window
     combined; "next", the state after their last event); projections and clusters cached as
     the analyst asks for them."""
 
-    def __init__(self, recommender: Any, dataset: Dataset | None, limit: int = 20_000,
+    def __init__(self, recommender: Any, dataset: Dataset | None, limit: int | None = None,
                  view: str = "taste") -> None:
         self.recommender = recommender
         self.view = view
@@ -195,7 +199,7 @@ class LatentView:
         self._side_key: tuple[int, int] | None = None
         self.frame = pd.DataFrame()
         self.use_side_tables(dataset)
-        self.limit = limit
+        self.limit = MAP_LIMIT if limit is None else limit
         # the map shown per projection ("PCA-2", "UMAP-3", ...), and every UMAP computed on
         # the current sample, by (dims, neighbours, minimum distance): re-running with earlier
         # parameters is instant
@@ -203,9 +207,11 @@ class LatentView:
         self.umaps: dict[tuple[int, int, float], np.ndarray] = {}
         self.umap_params: dict[int, tuple[int, float]] = {}  # dims -> the UMAP shown's
         self._clusters_key: tuple[str, int] | None = None
+        self._clusterings: dict[tuple[str, int], np.ndarray] = {}  # every one computed
         self.clusters = np.zeros(len(self.frame), dtype=np.int64)
         self._names: dict[int, str] | None = None
         self.sample_rows = np.arange(len(self.frame))
+        self._sample_drawn = False  # the sample is drawn with the first clusters, then kept
         self._index = pd.Index(self.frame["user"])
 
     def use_side_tables(self, dataset: Dataset | None) -> None:
@@ -229,21 +235,32 @@ class LatentView:
             raise KeyError(f"unknown users: {[u for u, r in zip(users, rows, strict=True) if r < 0][:5]}")
         return rows[rows >= 0]
 
+    @staticmethod
+    def _clustering(method: str, k: int) -> tuple[str, int]:
+        return (method, k if method == "kmeans" else 0)  # HDBSCAN finds its own number
+
+    def has_clusters(self, method: str, k: int) -> bool:
+        """Whether the clusters of `method` (and `k`) were computed already (then they are
+        instant: every clustering asked for is kept)."""
+        return self._clustering(method, k) in self._clusterings
+
     def set_clusters(self, method: str, k: int) -> None:
         from seqvae.latent import cluster_users, stratified_sample
 
-        if self._clusters_key == (method, k):
+        key = self._clustering(method, k)
+        if self._clusters_key == key:
             return
-        self.clusters = cluster_users(self.mu, k=k, method=method)
-        self._clusters_key = (method, k)
+        if key not in self._clusterings:
+            self._clusterings[key] = cluster_users(self.mu, k=k, method=method)
+        self.clusters = self._clusterings[key]
+        self._clusters_key = key
         self._names = None
-        # the map's sample (when there are too many users) keeps each cluster's share; UMAP
-        # maps are tied to the sample they were computed on
-        rows = stratified_sample(self.clusters, self.limit)
-        if not np.array_equal(rows, self.sample_rows):
-            self.sample_rows = rows
-            self.coords = {k_: v for k_, v in self.coords.items() if k_.startswith("PCA")}
-            self.umaps = {}
+        # the map's sample (when there are too many users) is drawn once, keeping each first
+        # cluster's share: a UMAP map is tied to the users it was computed on, so a sample
+        # drawn again for every clustering threw the UMAP away whenever k or the method changed
+        if not self._sample_drawn:
+            self.sample_rows = stratified_sample(self.clusters, self.limit)
+            self._sample_drawn = True
 
     def cluster_names(self, items: Any = None) -> dict[int, str]:
         from seqvae.latent import cluster_names
