@@ -12,15 +12,22 @@ import streamlit as st
 from seqvae import drift, export, latent
 from seqvae.errors import SeqVAEError
 from seqvae.export import neutralise_formulas
-from seqvae.ui import runtime, state
+from seqvae.ui import charts, runtime, state
 from seqvae.ui.text import escape_markdown, plotly_text
 
 logger = logging.getLogger("seqvae.ui")
 
 
 def colour_options(frame: pd.DataFrame) -> list[str]:
-    options = ["cluster", "dominant event", "activity (events)", "recency (days since last)",
-               "reconstruction error"]
+    """What the map can be coloured by: only what tells users apart in this log (a log
+    without event types has one dominant event for everyone; one without times no recency)."""
+    options = ["cluster"]
+    if frame["dominant_event"].nunique() > 1:
+        options.append("dominant event")
+    options.append("activity (events)")
+    if frame["days_since_last"].notna().any():
+        options.append("recency (days since last)")
+    options.append("reconstruction error")
     options += [c.removeprefix("attr:") for c in frame.columns if c.startswith("attr:")]
     return options
 
@@ -88,13 +95,17 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
                 hoverinfo="text", marker={"size": sizes[members] * (1 if dims == 2 else 0.5),
                                           "color": colour, "opacity": 0.75}))
     else:
+        colour, title, ticks = shown_values.astype(float), plotly_text(colour_name), {}
+        if (logged := charts.log_colour_scale(colour)) is not None:  # else most users share one hue
+            colour, ticks = logged
+            title += " (log scale)"
         fig.add_trace(scatter(
             **axes(coords[rows]), mode="markers", name="users",
             customdata=frame["user"].to_numpy()[rows], hovertext=hover, hoverinfo="text",
-            marker={"size": sizes * (1 if dims == 2 else 0.5), "color": shown_values,
+            marker={"size": sizes * (1 if dims == 2 else 0.5), "color": colour,
                     "colorscale": "Cividis", "showscale": True, "opacity": 0.8,
-                    "colorbar": {"title": {"text": plotly_text(colour_name), "side": "right"},
-                                 "thickness": 14}}))
+                    "colorbar": {"title": {"text": title, "side": "right"}, "thickness": 14,
+                                 **ticks}}))
     if highlight is not None:
         fig.add_trace(scatter(
             **axes(coords[[highlight]]), mode="markers", name="searched user",
@@ -561,6 +572,8 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
                          help="PCA is instant; UMAP keeps neighbourhoods (computed on request).")
     dims = b.radio("Dimensions", [2, 3], horizontal=True, key="latent_dims")
     options = colour_options(frame)
+    if st.session_state.get("latent_colour") not in (None, *options):  # kept from another log
+        del st.session_state["latent_colour"]
     colour = c.selectbox("Colour by", options, key="latent_colour")
     with d:
         method = st.radio("Clusters", ["k-means", "HDBSCAN"], horizontal=True,

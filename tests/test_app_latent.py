@@ -64,6 +64,10 @@ def test_map_colours_and_clusters(app, trained):
     at = open_page(app, trained)
     colours = at.selectbox(key="latent_colour")
     assert "segment" in colours.options  # from the user-attributes file
+    assert "recency (days since last)" in colours.options  # the log has times
+    # views are 70% of the events: offered only if some user's dominant event is another
+    frame = at.session_state[state.LATENT][1].frame
+    assert ("dominant event" in colours.options) == (frame["dominant_event"].nunique() > 1)
     for choice in colours.options:
         colours.set_value(choice).run()
         assert not at.exception, (choice, at.exception)
@@ -218,9 +222,10 @@ def test_event_types_are_characterised_only_where_the_log_has_several(app, train
     assert set(events["event"]) == {"view", "cart", "purchase"}
     assert any(m.value == "Event types" for m in at.markdown)
 
-    # the same log without its event-type column: one type, so no table of one row
+    # the same log without its event types and times: one type, so no table of one row, and
+    # no colour that would paint every user alike (one dominant event, no recency)
     dataset, model = trained
-    plain = pd.read_csv(io.BytesIO(dataset.data)).drop(columns=["event_type"])
+    plain = pd.read_csv(io.BytesIO(dataset.data)).drop(columns=["event_type", "timestamp"])
     data = plain.to_csv(index=False).encode()
     log, report = read_log(io.BytesIO(data), name="shop.csv")
     sequences = encode(log, report=report)
@@ -238,6 +243,9 @@ def test_event_types_are_characterised_only_where_the_log_has_several(app, train
     assert any("lift" in d.value.columns and "item" in d.value.columns for d in at.dataframe)
     assert not any("event" in d.value.columns for d in at.dataframe)
     assert not any(m.value == "Event types" for m in at.markdown)
+    options = at.selectbox(key="latent_colour").options
+    assert "dominant event" not in options and "recency (days since last)" not in options
+    assert "activity (events)" in options and "segment" in options
 
 
 def test_search_neighbours_and_the_line_between_two_users(app, trained):

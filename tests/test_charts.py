@@ -56,3 +56,17 @@ def test_a_heavy_users_timeline_shows_its_points_small_and_see_through():
         assert {t.marker.opacity for t in heavy.data} == {0.5}
         assert sum(len(t.x) for t in heavy.data) == 700  # every event is still drawn
     assert timeline(200).data[0].marker.size == 7
+
+
+def test_a_skewed_measure_is_coloured_on_a_log_scale_labelled_in_its_own_units():
+    from seqvae.ui.charts import log_colour_scale
+
+    events = np.array([2.0, 5, 6, 6, 7, 9, 40, 190])  # median 6.5, the largest 29 times it
+    colour, ticks = log_colour_scale(events)
+    np.testing.assert_allclose(colour, np.log10(events))
+    assert ticks == {"tickvals": [0, 1, 2, 3], "ticktext": ["1", "10", "100", "1,000"]}
+    assert log_colour_scale(np.array([0.5, 2.0, 3.0])) is None  # level: linear reads well
+    assert log_colour_scale(np.array([0.0, 1.0, 500.0])) is None  # a zero has no log
+    assert log_colour_scale(np.array([np.nan, np.nan])) is None
+    colour, ticks = log_colour_scale(np.array([0.02, 0.05, 0.06, 3.0, np.nan]))
+    assert ticks["ticktext"] == ["0.01", "0.1", "1", "10"] and np.isnan(colour[-1])

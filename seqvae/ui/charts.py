@@ -211,3 +211,15 @@ def reconstruction_heatmap(probabilities: np.ndarray, step_labels: list[str],
     fig.update_layout(title="What the model expects next, step by step",
                       xaxis_title="step of the sequence", **{**_LAYOUT, "height": 420})
     return fig
+
+
+def log_colour_scale(values: np.ndarray) -> tuple[np.ndarray, dict] | None:
+    """For a skewed positive measure (the largest over 20 times the median, as events per user
+    on most logs): its log10 to colour by, and a colour bar labelled in the measure's own units
+    at powers of ten. None where a linear scale reads well."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or finite.min() <= 0 or finite.max() <= 20 * np.median(finite):
+        return None
+    low, high = int(np.floor(np.log10(finite.min()))), int(np.ceil(np.log10(finite.max())))
+    ticks = list(range(low, high + 1))
+    return np.log10(values), {"tickvals": ticks, "ticktext": [f"{10.0 ** t:,.10g}" for t in ticks]}
