@@ -643,7 +643,7 @@ if (mismatch := state.data_mismatch()) is not None:
     st.warning(escape_markdown(mismatch), icon="⚠️")
 model_in_use = state.model()
 if model_in_use is None:
-    st.info("Train a model on the Train page (or upload one there) to map its users.")
+    st.info(state.no_model_yet("map its users"))
 else:
     dataset = state.dataset()
     users_by = st.radio(

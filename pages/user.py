@@ -234,7 +234,7 @@ if (mismatch := state.data_mismatch()) is not None:
     st.warning(escape_markdown(mismatch), icon="⚠️")
 model_in_use = state.model()
 if model_in_use is None:
-    st.info("Train a model on the Train page (or upload one there) to see a user's story.")
+    st.info(state.no_model_yet("see a user's story"))
 else:
     dataset = state.dataset()
     metadata = dataset.items if dataset is not None else None

@@ -58,6 +58,16 @@ def test_without_a_model_the_page_says_what_to_do(app):
     app.switch_page("pages/latent.py").run()
     assert not app.exception
     assert any("Train a model" in i.value for i in app.info)
+    # while one trains, the page says so, not "train a model" (a new user clicked Train again)
+    from seqvae.ui import jobs
+
+    app.session_state[state.JOB] = jobs.TrainingJob(dataset_name="shop.csv",
+                                                    config=SeqVAEConfig(), state="running")
+    app.run()
+    assert not app.exception, app.exception
+    assert any("A model is training on the Train page: come back here once it is done to map "
+               "its users" in i.value for i in app.info)
+    assert not any("Train a model" in i.value for i in app.info)
 
 
 def test_map_colours_and_clusters(app, trained):

@@ -104,6 +104,15 @@ class ModelInUse:
     data_fingerprint: str | None = None  # that log's `Dataset.fingerprint`
 
 
+def no_model_yet(to: str) -> str:
+    """What a page that needs a model says without one: that one is training, where it is
+    (so nobody starts a second), or where to get one. `to`: what the page would do with it."""
+    job = st.session_state.get(JOB)
+    if job is not None and getattr(job, "active", False):
+        return f"A model is training on the Train page: come back here once it is done to {to}."
+    return f"Train a model on the Train page (or upload one there) to {to}."
+
+
 def model() -> ModelInUse | None:
     value = st.session_state.get(MODEL)
     return value if isinstance(value, ModelInUse) else None
