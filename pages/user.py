@@ -126,7 +126,11 @@ def reconstruction_ui(recommender, user: str, metadata) -> None:
     window = recommender.config_.max_len
     st.caption(f"For {hit_share:.0%} of the {len(table):,} steps below, what came next was among "
                "the model's top 10 guesses (ranking all items). The steps are this user's most "
-               f"recent {len(items):,} events: the model reads at most {window:,}.")
+               f"recent {len(items):,} events: the model reads at most {window:,}. It trained "
+               "on them (all but the last two, held out to validate and test it, unless it was "
+               "retrained on every event), so this shows how well it fits the history, not a "
+               "forecast; and it ranks every item here, the one just seen included, where the "
+               "recommendations leave out what the user already has.")
     st.dataframe(table, hide_index=True)
     strongest = np.argsort(-probabilities.max(axis=0))[:15]
     strongest = strongest[strongest != PAD]

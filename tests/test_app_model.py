@@ -106,6 +106,8 @@ def test_train_then_open_a_user(app, small_log):
     caption = next(t for t in texts(at.caption) if "steps below" in t)
     assert caption.startswith(f"For {hits / len(steps):.0%} of the {len(steps)} steps below")
     assert f"most recent {len(steps) + 1} events" in caption
+    # and that the model trained on these steps: a fit, not a forecast
+    assert "It trained on them" in caption and "not a forecast" in caption
     # "what if": adding items changes the list without retraining; the pickers offer no
     # "select all matches" (Enter after typing a title would take every match)
     assert all(at.multiselect(key=f"whatif_{kind}:{user}").proto.select_all == 0
