@@ -54,6 +54,11 @@ def settings_ui(dataset: state.Dataset) -> None:
                       f"long for {'each of them' if len(neural) > 1 else 'it'}"
                       + (f" (about {duration(took * len(neural))} in all)" if len(neural) > 1
                          else "") + ", plus the other models' time.")
+    items = dataset.log.n_items
+    if "ease" in models and items > compare.EASE_SLOW_ABOVE:
+        c.caption(f"EASE inverts a {items:,} × {items:,} matrix for each of its "
+                  f"{len(compare.GRIDS['ease'])} settings: on this many items that takes "
+                  "minutes (its time grows with the cube of the items).")
     c.caption("Every choice is made on validation; the test part is scored once per model.")
     earlier = getattr(job, "result", None) if job is not None and not busy else None
     if earlier is not None and earlier.results:

@@ -34,6 +34,9 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "itemknn": [{"neighbours": n} for n in (20, 50, 100, 200, 500)],
     "ease": [{"l2": v} for v in (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)],
 }
+# above this many items EASE's search takes minutes (an items x items inverse per setting:
+# Beauty's 12,101 items, ~4.5 min for the six on 2 cores); the Evaluate page says so
+EASE_SLOW_ABOVE = 5_000
 
 
 def make_split(sequences: Sequences, protocol: str, *, seed: int = 0,
@@ -181,13 +184,18 @@ def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], No
     metric = f"NDCG@{select_k}"
     best: tuple[float, Any, dict[str, float]] | None = None
     tried = []
-    for params in GRIDS[name]:
+    grid = GRIDS[name]
+    for i, params in enumerate(grid, start=1):
         if best is not None and cancel is not None and cancel.cancelled:
             break  # keep the best setting so far
         model = factory(**params).fit(split)
         validation = evaluate(model, split.validation, [select_k], with_auc=False).metrics
         tried.append({**params, metric: validation[metric]})
-        say(f"{name}: {params or 'fitted'}, validation {metric} {validation[metric]:.4f}")
+        # "setting i of n": how far a slow search is (EASE inverts an items x items matrix
+        # for each of its settings: minutes on 12,101 items)
+        say(f"{name}: {params or 'fitted'}" + (f", setting {i} of {len(grid)}" if len(grid) > 1
+                                                else "")
+            + f", validation {metric} {validation[metric]:.4f}")
         if best is None or validation[metric] > best[0]:
             best = (validation[metric], model, validation)
         else:

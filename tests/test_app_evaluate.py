@@ -229,3 +229,18 @@ def test_the_page_estimates_the_time_from_the_model_in_use(app):
     assert "expect about as long for it, plus" in estimate and "in all" not in estimate
     app.multiselect(key="eval_models").set_value(["ease", "pop"]).run()
     assert not any("to train" in c.value for c in app.caption)
+
+
+def test_the_page_warns_that_ease_takes_minutes_on_a_large_catalogue(app, monkeypatch):
+    from seqvae import compare
+
+    load(app, generate(n_users=60, n_items=30, seed=4).events)
+    assert not any("EASE inverts" in c.value for c in app.caption)  # 30 items: seconds
+    monkeypatch.setattr(compare, "EASE_SLOW_ABOVE", 10)
+    app.run()
+    items = app.session_state[state.DATASET].log.n_items
+    note = next(c.value for c in app.caption if "EASE inverts" in c.value)
+    assert note.startswith(f"EASE inverts a {items:,} × {items:,} matrix for each of its 6 "
+                           "settings")
+    app.multiselect(key="eval_models").set_value(["seqvae", "pop"]).run()
+    assert not any("EASE inverts" in c.value for c in app.caption)

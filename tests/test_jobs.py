@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from seqvae.logs import read_log
 from seqvae.sample import generate
 from seqvae.training import BatchProgress, SeqVAEConfig, TrainingHistory
@@ -158,6 +160,14 @@ def test_an_evaluation_shows_progress_epoch_by_epoch_not_only_model_by_model():
     # the popularity model is half the run; each of the SeqVAE's 4 epochs an eighth more
     assert epochs == [0.5 + 0.125 * e for e in (1, 2, 3, 4)], (job.lines, seen)
     assert seen == sorted(seen) and seen[-1] == 1.0
+    # EASE's search: each of its settings a sixth of its share, said as it goes
+    job = jobs.EvaluationJob(dataset_name="shop.csv", protocol="leave-one-out",
+                             models=["ease"], ks=[10])
+    seen.clear()
+    compare(encode_log(log).sequences, "leave-one-out", ["ease"], [10], progress=say)
+    settings = [f for line, f in zip(job.lines, seen, strict=True) if ", setting " in line]
+    assert settings == pytest.approx([i / 6 for i in range(1, 7)]), job.lines
+    assert "ease: {'l2': 10.0}, setting 1 of 6, validation NDCG@10 " in job.lines[1]
 
 
 def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
@@ -173,6 +183,11 @@ def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
     assert job.status(now=113.0) == "pop: testing · model 1 of 3 · 13 s so far"
     job._say("ease: fitting")
     assert job.status(now=175.0) == "ease: fitting · model 2 of 3 · 1 min 15 s so far"
+    assert job.fraction_done() == pytest.approx(1 / 3)
+    # a tuned model's search fills its share setting by setting (EASE: minutes on a large
+    # catalogue), in the words `compare` says them
+    job._say("ease: {'l2': 50.0}, setting 2 of 6, validation NDCG@10 0.0512")
+    assert job.fraction_done() == pytest.approx(1 / 3 + 2 / 6 / 3)
 
 
 

@@ -317,12 +317,13 @@ class EvaluationJob(_Job):
 
     def fraction_done(self) -> float:
         """How far the run is, 0 to 1: each model an equal share, a neural model's share
-        filled epoch by epoch up to its epoch limit (early stopping may end it sooner)."""
+        filled epoch by epoch up to its epoch limit (early stopping may end it sooner), a
+        tuned model's setting by setting."""
         with self._lock:
             lines = list(self.lines)
         done = sum(1 for line in lines if line.endswith(": testing"))
-        epoch = _EPOCH_LINE.match(lines[-1]) if lines else None
-        within = min(int(epoch[1]) / max(int(epoch[2]), 1), 1.0) if epoch else 0.0
+        step = (_EPOCH_LINE.match(lines[-1]) or _SETTING_LINE.match(lines[-1])) if lines else None
+        within = min(int(step[1]) / max(int(step[2]), 1), 1.0) if step else 0.0
         return min((done + within) / max(len(self.models), 1), 1.0)
 
     def status(self, now: float | None = None) -> str:
@@ -340,6 +341,7 @@ class EvaluationJob(_Job):
 
 
 _EPOCH_LINE = re.compile(r"^\w+: epoch (\d+) of at most (\d+),")
+_SETTING_LINE = re.compile(r"^\w+: .*, setting (\d+) of (\d+), validation ")
 
 
 def start_evaluation(log: EventLog, dataset_name: str, protocol: str, models: list[str],
