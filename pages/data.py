@@ -297,11 +297,15 @@ def summary_ui(current: state.Dataset) -> None:
 def report_ui(current: state.Dataset) -> None:
     report = current.report
     st.subheader("Ingest report")
-    st.caption("Every input row is accounted for: rows read = rows kept + rows dropped.")
+    # one user per line: every item on a line is an event, and the report counts events
+    unit = "events" if report.format == "sequence-lines" else "rows"
+    st.caption(f"Every input {unit[:-1]} is accounted for: {unit} read = {unit} kept + {unit} "
+               "dropped." + (" Each line of this file is one user and each item on it one "
+                             "event." if unit == "events" else ""))
     a, b, c = st.columns(3)
-    a.metric("Rows read", f"{report.rows_read:,}")
-    b.metric("Rows kept", f"{report.rows_kept:,}")
-    c.metric("Rows dropped", f"{sum(report.dropped.values()):,}")
+    a.metric(f"{unit.capitalize()} read", f"{report.rows_read:,}")
+    b.metric(f"{unit.capitalize()} kept", f"{report.rows_kept:,}")
+    c.metric(f"{unit.capitalize()} dropped", f"{sum(report.dropped.values()):,}")
     mapping = ", ".join(f"{role} ← {col}" for role, col in report.columns.items() if col)
     details = ", ".join(f"{k}: {v}" for k, v in report.details.items())
     st.caption(escape_markdown(f"Columns: {mapping}. Read as {report.format} ({details})."))
@@ -314,8 +318,8 @@ def report_ui(current: state.Dataset) -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     else:
         st.success("No row was dropped and no value was filled in.")
-    for warning in report.warnings:
-        st.warning(escape_markdown(warning))
+    for warning in report.warnings:  # written to follow "warning:" on the command line
+        st.warning(escape_markdown(warning[:1].upper() + warning[1:]))
 
 
 st.title("Data")

@@ -260,3 +260,8 @@ def test_the_layout_option_reads_a_file_as_one_user_per_line_or_as_a_table(app):
     at.run()
     note = next(t for t in texts(at.warning) if "many different lengths" in t)
     assert "Data page's reading options" in note and "`" not in note
+    assert note.startswith("The lines have")  # a sentence, not the CLI's "warning: the …"
+    # one user per line: the report counts events, and says so (5 lines: 16 events read)
+    assert metrics(at)["Events read"] == "16" and metrics(at)["Events dropped"] == "0"
+    assert "Rows read" not in metrics(at)
+    assert any("each item on it one event" in t for t in texts(at.caption))
