@@ -184,8 +184,13 @@ def similar_users_ui(recommender, user: str, dataset) -> None:
 def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> None:
     # the edits are this user's (keys per user): another user opens with their own, and a
     # reload or a visit to another page keeps both (`seqvae.ui.sessions.KEPT_WIDGET_PREFIXES`)
+    history = recommender.history_
+    typed = len(recommender.event_vocab_.tokens) > 1  # a log without types has one, "unknown"
+    carries = " and ".join(what for what, has in (("event types", typed),
+                                                   ("times", history.has_timestamps)) if has)
     st.caption("Edit the sequence and see the recommendations change — no retraining: the model "
-               "encodes the edited sequence as a new user, with its event types and times.")
+               "encodes the edited sequence as a new user"
+               + (f", with its {carries}." if carries else "."))
     all_items = list(recommender.item_vocab_.tokens)
     label_of = dict(zip(all_items, labels_for(all_items, metadata), strict=True))
     unique_history = list(dict.fromkeys(history_items))
@@ -198,7 +203,6 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     added = middle.multiselect("Add at the end", all_items, select_all=False,
                                format_func=lambda i: label_of.get(i, i), key=f"whatif_add:{user}")
     # the user's most common event type is what an added item becomes unless chosen otherwise
-    history = recommender.history_
     own = history.of_user(int(history.user_position([user])[0]))["events"]
     event_types = list(recommender.event_vocab_.tokens)
     counts = np.bincount(own, minlength=recommender.event_vocab_.size)[2:]
@@ -215,8 +219,9 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     before, _ = recommender.recommend([user], k=10)
     after, scores = recommender.recommend_sequences(edited, k=10)
     if not removed and not added:
-        st.caption("No edit yet: these are the user's own recommendations. Added items follow "
-                   "the last event by the user's median gap between events.")
+        st.caption("No edit yet: these are the user's own recommendations."
+                   + (" Added items follow the last event by the user's median gap between "
+                      "events." if history.has_timestamps else ""))
     was = {item: rank for rank, item in enumerate(before[0], start=1)}
 
     def change(rank: int, item: str) -> str:
@@ -231,6 +236,11 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
         "score": np.round(scores[0], 3),
         "change": [change(rank, item) for rank, item in enumerate(after[0], start=1)],
     }), hide_index=True)
+    gone = [item for item in before[0] if item not in set(after[0])]
+    if gone:  # the "new" rows took these places
+        st.caption("Out of the top 10: " + ", ".join(
+            f"{escape_markdown(label)} (was {was[item]})"
+            for item, label in zip(gone, labels_for(gone, metadata), strict=True)))
 
 
 st.title("User")

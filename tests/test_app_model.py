@@ -256,7 +256,9 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     assert list(what_if["item"]) == list(recommendations["item"])
     assert list(what_if["score"]) == list(recommendations["score"])
     assert set(what_if["change"]) == {""}
-    assert any("No edit yet" in t for t in texts(at.caption))
+    assert any("No edit yet" in t and "median gap" in t for t in texts(at.caption))
+    assert any("as a new user, with its event types and times." in t for t in texts(at.caption))
+    assert not any(t.startswith("Out of the top 10") for t in texts(at.caption))
     # the user's most common event type is what added items become by default
     history = model_in_use.recommender.history_
     own = history.of_user(int(history.user_position([user])[0]))["events"]
@@ -273,6 +275,13 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     assert list(edited["rank"]) == list(range(1, 11))
     assert list(edited["score"]) != list(recommendations["score"])
     assert not edited["item"].str.contains(r"\bP000[12]\b|\(P000[12]\)").any()
+    # the items the new ones pushed out are named, with the rank each had
+    gone = [item for item in recommendations["item"] if item not in set(edited["item"])]
+    out = [t for t in texts(at.caption) if t.startswith("Out of the top 10")]
+    assert gone and len(out) == 1 and (edited["change"] == "new").sum() == len(gone)
+    for item in gone:
+        rank = int(recommendations.loc[recommendations["item"] == item, "rank"].iloc[0])
+        assert f"(was {rank})" in out[0]
     # the edit is this user's: another page and back keeps it (and the open tab); another user
     # opens unedited, and coming back to the first finds its edit again
     at.session_state["user_tab"] = "What if"  # as a click on the tab sets it
