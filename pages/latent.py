@@ -298,7 +298,8 @@ def neighbours_ui(view: state.LatentView, row: int) -> None:
     table.insert(1, "cosine similarity of μ", np.round(1.0 - distance, 3))
     st.markdown(f"**Nearest users to {escape_markdown(view.frame['user'].iloc[row])}** "
                 "(full latent space)")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table.rename(columns={"last_items": "last items"}), hide_index=True,
+                 width="stretch")
 
 
 def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:

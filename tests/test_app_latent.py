@@ -265,6 +265,7 @@ def test_search_neighbours_and_the_line_between_two_users(app, trained):
     tables = [d.value for d in at.dataframe]
     neighbours = next(t for t in tables if "cosine similarity of μ" in t.columns)
     assert len(neighbours) == 10 and users[5] not in set(neighbours["user"])
+    assert list(neighbours.columns) == ["user", "cosine similarity of μ", "events", "last items"]
     assert neighbours["cosine similarity of μ"].is_monotonic_decreasing
     # the same users, and the same figures, as the User page's similar users in this view
     same, similarity = trained[1].recommender.similar_users(users[5], k=10, view="taste")
