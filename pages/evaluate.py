@@ -27,7 +27,7 @@ MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec", "multvae": "Mult-VAE", "e
 def settings_ui(dataset: state.Dataset) -> None:
     job = st.session_state.get(state.EVALUATION)
     busy = job is not None and job.active
-    a, b, c = st.columns([2, 6, 2])  # room for six models' chips on one line
+    a, b, c = st.columns([1.6, 7, 2.2])  # room for six models' chips on one line
     protocol = a.radio("Protocol", list(PROTOCOLS), key="eval_protocol",
                        captions=list(PROTOCOLS.values()))
     models = b.multiselect("Models", list(MODEL_NAMES), default=list(MODEL_NAMES),
