@@ -1,5 +1,6 @@
 """Latent space page: a map of the users from their μ, clusters, cohorts, directions, exports."""
 
+import contextlib
 import io
 import logging
 import time
@@ -556,10 +557,6 @@ def keep_cohort(cohorts: dict[str, list[str]], name: str, users: list[str]) -> N
     st.session_state["cohort_kept"] = (name, len(users))
 
 
-# above this many users the page says HDBSCAN takes a while (Beauty's 22,363: 70-90 s on 2 cores)
-HDBSCAN_SLOW_ABOVE = 5_000
-
-
 def map_description(projection: str, dims: int, view: str) -> str:
     """How the page names a map in words, e.g. "PCA 2-D map by taste"."""
     return f"{projection} {dims}-D map by {view if view == 'taste' else 'next step'}"
@@ -582,16 +579,15 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
                           "space, not on the map.")
         k = st.slider("k", 2, 12, 6, key="latent_k", disabled=method != "k-means")
     clustering = ("kmeans" if method == "k-means" else "hdbscan", int(k))
-    if clustering[0] == "hdbscan" and not view.has_clusters(*clustering) \
-            and len(view.frame) > HDBSCAN_SLOW_ABOVE:
-        # exact, on every user: found on a draw of 5,000 of Beauty's 22,363 users it took a
-        # fifteenth of the time, but agreed with the exact clusters at ARI 0.05-0.67 by draw
-        with st.spinner(f"HDBSCAN on all {len(view.frame):,} users in {view.mu.shape[1]} "
-                        "dimensions: its time grows faster than the square of the users, so "
-                        "this takes a minute or more (once: every clustering is kept)…",
-                        show_time=True):
-            view.set_clusters(*clustering)
-    view.set_clusters(*clustering)
+    slow = (clustering[0] == "hdbscan" and not view.has_clusters(*clustering)
+            and len(view.frame) > state.HDBSCAN_SLOW_ABOVE)
+    # exact, on every user: found on a draw of 5,000 of Beauty's 22,363 users it took a
+    # fifteenth of the time, but agreed with the exact clusters at ARI 0.05-0.67 by draw
+    with st.spinner(f"HDBSCAN on all {len(view.frame):,} users in {view.mu.shape[1]} "
+                    "dimensions: its time grows faster than the square of the users, so this "
+                    "takes a minute or more (once: every clustering is kept)…",
+                    show_time=True) if slow else contextlib.nullcontext():
+        view.set_clusters(*clustering)
     names = view.cluster_names(dataset.items if dataset is not None else None)
     e, f, g = st.columns([2, 2, 1])
     search = e.text_input("Find a user", key="latent_search", placeholder="user id")

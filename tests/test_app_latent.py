@@ -115,6 +115,7 @@ def test_every_clustering_asked_for_is_kept(app, trained, monkeypatch):
         return exact(vectors, k=k, method=method, **kwargs)
 
     monkeypatch.setattr(latent, "cluster_users", counted)
+    monkeypatch.setattr(state, "HDBSCAN_SLOW_ABOVE", 50)  # 120 users: the spinner's path
     view = at.session_state[state.LATENT][1]
     first = view.clusters.copy()
     for method, k in (("HDBSCAN", 6), ("k-means", 6), ("HDBSCAN", 6), ("k-means", 4),

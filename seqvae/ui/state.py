@@ -188,6 +188,8 @@ def data_mismatch() -> str | None:
 
 # the most users a map draws: above it, a sample of this many, drawn once per view
 MAP_LIMIT = 20_000
+# above this many users the Latent page says HDBSCAN takes a while (Beauty's 22,363: 70-90 s)
+HDBSCAN_SLOW_ABOVE = 5_000
 
 
 class LatentView:
