@@ -582,7 +582,7 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
     slow = (clustering[0] == "hdbscan" and not view.has_clusters(*clustering)
             and len(view.frame) > state.HDBSCAN_SLOW_ABOVE)
     # exact, on every user: found on a draw of 5,000 of Beauty's 22,363 users it took a
-    # fifteenth of the time, but agreed with the exact clusters at ARI 0.05-0.67 by draw
+    # fifteenth of the time, but agreed with the exact labels at ARI 0.05-0.49 by draw
     with st.spinner(f"HDBSCAN on all {len(view.frame):,} users in {view.mu.shape[1]} "
                     "dimensions: its time grows faster than the square of the users, so this "
                     "takes a minute or more (once: every clustering is kept)…",
