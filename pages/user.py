@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from seqvae import latent
 from seqvae.sequences import PAD
 from seqvae.ui import charts, state
 from seqvae.ui.text import escape_markdown, matching_ids, plotly_text
@@ -168,6 +169,14 @@ def similar_users_ui(recommender, user: str, dataset) -> None:
              "after their last event, whose recommendations are alike.")
     neighbours, similarity = recommender.similar_users(user, k=10, view=view)
     frame = pd.DataFrame({"user": neighbours, "cosine similarity of μ": np.round(similarity, 3)})
+    # their activity and latest items, as the Latent page's nearest users show them
+    history = recommender.history_
+    about = latent.user_frame(
+        history.subset_users(history.user_position([str(u) for u in neighbours])),
+        recommender.item_vocab_, recommender.event_vocab_,
+        items=dataset.items if dataset is not None else None)
+    frame["events"] = about["events"].to_numpy()
+    frame["last items"] = about["last_items"].to_numpy()
     users = dataset.users if dataset is not None else None
     if users is not None and len(users.columns) and state.data_mismatch() is None:
         frame = frame.join(users.reindex(frame["user"].astype(str)).reset_index(drop=True))

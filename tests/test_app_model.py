@@ -367,6 +367,14 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     # similar users carry their attributes; selecting one opens that user
     similar = frame_with(at, "cosine similarity of μ")
     assert {"occupation", "age"} <= set(similar.columns)
+    # with their activity and latest items, as the Latent page's nearest users show them
+    from seqvae.latent import user_frame
+
+    everyone = user_frame(model.recommender.history_, model.recommender.item_vocab_,
+                          model.recommender.event_vocab_, items=dataset.items).set_index("user")
+    expected = everyone.loc[similar["user"].astype(str)]
+    assert list(similar["events"]) == list(expected["events"])
+    assert list(similar["last items"]) == list(expected["last_items"])
     # they are found by taste unless the next step is chosen, each list the recommender's own
     recommender = model.recommender
     assert at.radio(key="similar_users_by").value == "taste"
