@@ -28,8 +28,11 @@ def settings_ui(dataset: state.Dataset) -> None:
     job = st.session_state.get(state.EVALUATION)
     busy = job is not None and job.active
     a, b, c = st.columns([1.6, 7, 2.2])  # room for six models' chips on one line
+    captions = dict(PROTOCOLS)
+    if not dataset.log.has_timestamp:  # offered, and refused with the reason if chosen
+        captions["time-cut"] += " (needs times: this log has none)"
     protocol = a.radio("Protocol", list(PROTOCOLS), key="eval_protocol",
-                       captions=list(PROTOCOLS.values()))
+                       captions=list(captions.values()))
     models = b.multiselect("Models", list(MODEL_NAMES), default=list(MODEL_NAMES),
                            format_func=MODEL_NAMES.get, key="eval_models",
                            help="SASRec: the SeqVAE without its latent (same network, no KL); "

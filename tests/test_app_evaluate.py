@@ -40,6 +40,7 @@ def test_without_data_the_page_says_what_to_do(app):
 
 def test_compare_baselines_and_read_the_results(app):
     at = load(app, generate(n_users=150, n_items=60, seed=4).events)
+    assert not any("needs times" in c for c in at.radio(key="eval_protocol").proto.captions)
     at.multiselect(key="eval_models").set_value(["ease", "itemknn", "pop"])
     at.multiselect(key="eval_ks").set_value([5, 10])
     at.button(key="eval_start").click().run()
@@ -127,6 +128,8 @@ def test_stop_keeps_what_was_tested(app):
 def test_a_protocol_the_data_cannot_support_says_why(app):
     events = generate(n_users=60, n_items=30, seed=4).events.drop(columns=["timestamp"])
     at = load(app, events)
+    captions = list(at.radio(key="eval_protocol").proto.captions)
+    assert any("(needs times: this log has none)" in str(c) for c in captions), captions
     at.radio(key="eval_protocol").set_value("time-cut").run()
     at.multiselect(key="eval_models").set_value(["pop"])
     at.button(key="eval_start").click().run()
