@@ -216,7 +216,7 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     event_types = list(recommender.event_vocab_.tokens)
     counts = np.bincount(own, minlength=recommender.event_vocab_.size)[2:]
     event = event_types[int(np.argmax(counts))]
-    if len(event_types) > 1:  # a log without event types has one ("unknown"): nothing to choose
+    if typed:  # a log without event types has one ("unknown"): nothing to choose
         event = right.selectbox("Added as", event_types, index=int(np.argmax(counts)),
                                 key=f"whatif_event:{user}")
     with warnings.catch_warnings():
@@ -245,7 +245,8 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
         "score": np.round(scores[0], 3),
         "change": [change(rank, item) for rank, item in enumerate(after[0], start=1)],
     }), hide_index=True)
-    gone = [item for item in before[0] if item not in set(after[0])]
+    kept = set(after[0])
+    gone = [item for item in before[0] if item not in kept]
     if gone:  # the "new" rows took these places
         st.caption("Out of the top 10: " + ", ".join(
             f"{escape_markdown(label)} (was {was[item]})"
