@@ -53,7 +53,10 @@ def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
 
 def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values: pd.Series,
                categorical: bool, size_by_activity: bool, highlight: int | None,
-               colour_name: str = "", clusters: pd.Series | None = None) -> go.Figure:
+               colour_name: str = "", clusters: pd.Series | None = None,
+               window: list[tuple[float, float]] | None = None) -> go.Figure:
+    """`window`: the (low, high) of each axis the map opens on (`latent.view_range`), else
+    the points' full extent."""
     dims = coords.shape[1]
     shown_values = values.to_numpy()[rows]
     if categorical:  # the 20 most common values get colours of their own, the rest "other"
@@ -125,6 +128,9 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
     if dims == 2:
         fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
         fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+        if window is not None:
+            fig.update_xaxes(range=list(window[0]))
+            fig.update_yaxes(range=list(window[1]))
     return fig
 
 
@@ -614,10 +620,21 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
                    "clusters change; the clusters and the exports cover every user.")
     values, categorical = colour_values(view, frame, colour, names)
     cluster_labels = pd.Series([names.get(int(c), str(c)) for c in view.clusters])
+    # a few far users (UMAP's small islands, PCA's heaviest users) would squeeze the rest into
+    # a corner: the map opens on the body of the users and says how many it leaves out
+    window = None
+    if int(dims) == 2:
+        kept = np.flatnonzero(rows == highlight) if highlight is not None else None
+        window = latent.view_range(coords[rows], keep=kept)
     fig = map_figure(coords, frame, rows, values, categorical, size_by_activity, highlight,
-                     colour_name=colour, clusters=cluster_labels)
+                     colour_name=colour, clusters=cluster_labels,
+                     window=window[0] if window else None)
     event = st.plotly_chart(fig, width="stretch", key="latent_map", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
+    if window and window[1]:
+        st.caption(f"{window[1]:,} {'user lies' if window[1] == 1 else 'users lie'} far from "
+                   "the rest, outside this view, so that the others are not squeezed into a "
+                   "corner: double-click the map to zoom out to every user.")
     users, how = selected_users(event)
     shown = map_description(key.split("-")[0], int(dims), view.view)  # PCA until a UMAP exists
     # the chart returns its last selection on every rerun: act on a new one only

@@ -109,6 +109,31 @@ def project_pca(vectors: np.ndarray, dims: int = 2) -> np.ndarray:
     return out
 
 
+def view_range(points: np.ndarray, keep: np.ndarray | None = None, share: float = 0.99,
+               stretch: float = 1.5) -> tuple[list[tuple[float, float]], int] | None:
+    """The window a 2-D map opens on when a few far points would squeeze the rest: per axis the
+    central `share` of the points, padded by a tenth of its width on each side, used only where
+    the points' full extent is more than `stretch` times that window on some axis. `keep`: rows
+    that must be in view (a searched user). -> (a (low, high) per axis, how many points lie
+    outside), or None where the full extent is fine (the chart's own autorange)."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or len(points) < 20:
+        return None
+    tail = (1.0 - share) / 2
+    low, high = np.quantile(points, [tail, 1.0 - tail], axis=0)
+    pad = 0.1 * np.maximum(high - low, 1e-12)
+    low, high = low - pad, high + pad
+    full = points.max(axis=0) - points.min(axis=0)
+    if not np.any(full > stretch * (high - low)):
+        return None
+    if keep is not None and len(keep):
+        kept = points[np.asarray(keep)]
+        low = np.minimum(low, kept.min(axis=0) - pad)
+        high = np.maximum(high, kept.max(axis=0) + pad)
+    outside = int(np.any((points < low) | (points > high), axis=1).sum())
+    return [(float(a), float(b)) for a, b in zip(low, high, strict=True)], outside
+
+
 def project_umap(vectors: np.ndarray, dims: int = 2, n_neighbors: int = 15,
                  min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
     """UMAP (McInnes et al. 2018) of the vectors with cosine distance: `n_neighbors` (local vs

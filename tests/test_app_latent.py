@@ -101,6 +101,35 @@ def test_map_colours_and_clusters(app, trained):
     assert not at.exception
 
 
+def test_far_users_do_not_squeeze_the_map_and_a_searched_one_stays_in_view(app, trained):
+    import json
+
+    at = open_page(app, trained)
+    view = at.session_state[state.LATENT][1]
+    coords = view.coords["PCA-2"].copy()
+    spread = coords.max(axis=0) - coords.min(axis=0)
+    coords[0] = coords.max(axis=0) + 50 * spread  # two users on a far island
+    coords[1] = coords.min(axis=0) - 50 * spread
+    view.coords["PCA-2"] = coords
+    at.run()
+    assert not at.exception, at.exception
+
+    def layout():
+        return json.loads(next(c.proto.spec for c in at.get("plotly_chart")
+                               if '"customdata"' in c.proto.spec))["layout"]
+
+    x = layout()["xaxis"]["range"]
+    assert x[1] < coords[0, 0] and x[0] > coords[1, 0]
+    assert any("2 users lie far from the rest, outside this view" in c.value
+               and "double-click the map" in c.value for c in at.caption)
+    # searched for, the first is in view: one user left out
+    at.text_input(key="latent_search").set_value(str(view.frame["user"].iloc[0])).run()
+    assert not at.exception, at.exception
+    x = layout()["xaxis"]["range"]
+    assert x[0] < coords[0, 0] < x[1]
+    assert any("1 user lies far from the rest" in c.value for c in at.caption)
+
+
 def test_every_clustering_asked_for_is_kept(app, trained, monkeypatch):
     """HDBSCAN runs on every user, which takes minutes on a large log: going to k-means and
     back, or changing k and back, computes nothing again."""

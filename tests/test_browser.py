@@ -226,8 +226,12 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
         const gd = document.querySelector('.js-plotly-plot');
         const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const trace = gd._fullData[0];  // decoded arrays (the figure JSON holds binary ones)
-        return {x: r.left + xa._offset + xa.l2p(trace.x[0]),
-                y: r.top + ya._offset + ya.l2p(trace.y[0]), user: String(trace.customdata[0])};
+        // a point in view: the map may open on the body of the users, far ones left out
+        const inside = (v, a) => v >= Math.min(...a.range) && v <= Math.max(...a.range);
+        let i = 0;
+        while (!(inside(trace.x[i], xa) && inside(trace.y[i], ya))) i++;
+        return {x: r.left + xa._offset + xa.l2p(trace.x[i]),
+                y: r.top + ya._offset + ya.l2p(trace.y[i]), user: String(trace.customdata[i])};
     }""")
     # Plotly picks the clicked point from its hover: hover first, as a hand would
     page.mouse.move(point["x"] - 20, point["y"] - 20)

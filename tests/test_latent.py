@@ -16,6 +16,7 @@ from seqvae.latent import (
     stratified_sample,
     top_categories,
     user_frame,
+    view_range,
 )
 from seqvae.logs import read_log
 from seqvae.sequences import encode
@@ -39,6 +40,23 @@ def test_pca_recovers_the_direction_of_largest_spread():
     assert abs(np.corrcoef(coords[:, 0], points[:, 0])[0, 1]) > 0.999
     assert abs(np.corrcoef(coords[:, 1], points[:, 1])[0, 1]) > 0.99
     assert np.array_equal(coords, project_pca(points @ rotation, 2))
+
+
+def test_a_map_opens_on_the_body_of_its_points_and_counts_those_left_out():
+    rng = np.random.default_rng(0)
+    body = rng.normal(size=(2000, 2))
+    assert view_range(body) is None  # a cloud without islands: the full extent is fine
+    far = np.vstack([body, [[80.0, 0.0], [0.0, -60.0], [75.0, 1.0]]])
+    (x, y), outside = view_range(far)
+    assert outside == 3 + int(np.sum(np.any((body < [x[0], y[0]]) | (body > [x[1], y[1]]),
+                                            axis=1)))
+    inside = (body[:, 0] >= x[0]) & (body[:, 0] <= x[1]) & (body[:, 1] >= y[0]) & (
+        body[:, 1] <= y[1])
+    assert inside.mean() > 0.98 and x[1] < 10 and y[0] > -10  # the body, not the islands
+    # a user searched for is kept in view, however far
+    (x, y), outside = view_range(far, keep=np.array([2001]))
+    assert y[0] < -60 < y[1] and x[1] < 10
+    assert view_range(far[:10]) is None  # too few points to speak of a body
 
 
 def test_stratified_sample_keeps_shares_and_every_group():
