@@ -169,8 +169,12 @@ def main() -> None:
             row = run(setting, model, caps.get(setting, args.epochs), seqvae, args.split_seed,
                       name)
             row["date"] = time.strftime("%Y-%m-%d")
-            results.setdefault(setting, {})[model] = row
-            paired[setting] = pair_up(name, setting, results[setting])
+            before = results.setdefault(setting, {}).get(model)
+            results[setting][model] = row
+            pairs = pair_up(name, setting, results[setting])
+            if pairs is None:  # the SeqVAE's per-user values are not on this machine
+                pairs = carried_pairs(paired.get(setting, {}), model, before, row)
+            paired[setting] = pairs
             print(f"  {time.perf_counter() - started:.0f} s: "
                   + json.dumps(row["results"][0]["metrics"])[:300], flush=True)
             machine = {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -182,11 +186,34 @@ def main() -> None:
     write_markdown(json.loads(path.read_text()), path.with_suffix(".md"))
 
 
-def pair_up(name: str, setting: str, by_model: dict[str, dict]) -> dict[str, dict]:
+def carried_pairs(saved: dict[str, dict], model: str, before: dict | None, after: dict
+                  ) -> dict[str, dict]:
+    """The saved pairs of a setting that still hold after `model` was rerun (`before` its
+    saved row, `after` the new one) where the SeqVAE's per-user values are not at hand to pair
+    again: a pair stays while both rows it compares are unchanged, so the rerun model's only if
+    its test is the saved one (`same_test`), and none if the SeqVAE itself was rerun."""
+    if model == "seqvae":
+        return {}
+    if before is not None and same_test(before, after):
+        return dict(saved)
+    return {m: pair for m, pair in saved.items() if m != model}
+
+
+def same_test(before: dict, after: dict) -> bool:
+    """Whether two runs of a model scored the same on the test: every metric within a
+    millionth of itself (EASE in single precision moved Beauty P2's means by 4e-8, its
+    validation by less than 1e-4 at every λ)."""
+    old, new = before["results"][0]["metrics"], after["results"][0]["metrics"]
+    return old.keys() == new.keys() and all(
+        abs(old[k] - new[k]) <= 1e-6 * max(1.0, abs(old[k])) for k in old)
+
+
+def pair_up(name: str, setting: str, by_model: dict[str, dict]) -> dict[str, dict] | None:
     """The SeqVAE's lead over each other model of `setting` on the same test users: the mean
     per-user difference of the selection metric and its paired bootstrap interval. Only models
     whose kept per-user values reproduce their row's test metric take part, so a file left by
-    another run is never paired with this one's table."""
+    another run is never paired with this one's table. None where the SeqVAE's own per-user
+    values are not kept (another machine ran it)."""
     import numpy as np
 
     from seqvae.compare import paired_difference
@@ -204,7 +231,7 @@ def pair_up(name: str, setting: str, by_model: dict[str, dict]) -> dict[str, dic
 
     mine = kept("seqvae")
     if mine is None:
-        return {}
+        return None
     out = {}
     for model in MODELS:
         theirs = kept(model) if model != "seqvae" else None

@@ -35,7 +35,7 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "ease": [{"l2": v} for v in (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)],
 }
 # above this many items EASE's search takes minutes (an items x items inverse per setting:
-# Beauty's 12,101 items, ~4.5 min for the six on 2 cores); the Evaluate page says so
+# Beauty's 12,101 items, ~2 min for the six on 2 cores); the Evaluate page says so
 EASE_SLOW_ABOVE = 5_000
 
 

@@ -157,7 +157,18 @@ def test_the_quality_benchmark_pairs_only_per_user_values_its_own_table_holds(tm
     assert pairs["sasrec"]["difference"] == pytest.approx(
         float((values["seqvae"] - values["sasrec"]).mean()))
     # no SeqVAE values: nothing to pair
-    assert quality.pair_up("quality", "beauty-p2", {"sasrec": row("sasrec")}) == {}
+    assert quality.pair_up("quality", "beauty-p2", {"sasrec": row("sasrec")}) is None
+    # then a rerun keeps the saved pairs that still hold: another model's always, the rerun
+    # model's only if its test is unchanged (float rounding aside), none if the SeqVAE reran
+    saved_pairs = {"sasrec": {"difference": 0.1}, "ease": {"difference": 0.2}}
+    same = row("ease", mean=0.123 + 1e-9)
+    assert quality.carried_pairs(saved_pairs, "ease", row("ease", mean=0.123), same) == \
+        saved_pairs
+    assert quality.carried_pairs(saved_pairs, "ease", row("ease", mean=0.123),
+                                 row("ease", mean=0.124)) == {"sasrec": {"difference": 0.1}}
+    assert quality.carried_pairs(saved_pairs, "ease", None, same) == {
+        "sasrec": {"difference": 0.1}}
+    assert quality.carried_pairs(saved_pairs, "seqvae", row("seqvae"), row("seqvae")) == {}
     # the tables say when each setting's rows were measured and print the pairs beside them
     saved = {"machine": {"cpus": 2, "platform": "test", "python": "3.11", "date": "2026-12-07"},
              "results": {"beauty-p2": {m: by_model[m] | {
