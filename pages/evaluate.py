@@ -118,6 +118,10 @@ def _summary(_result, key: tuple, shown: tuple[str, ...]) -> pd.DataFrame:
     return compare.summary(_result, list(shown))
 
 
+# metrics that describe the lists rather than score them: no "best" among them
+DESCRIPTIVE = ("Coverage@", "AvgPopularity@")
+
+
 def summary_table(result, shown: list[str], intervals: bool = False):
     """The compact table: the value per metric (with `intervals`, value [interval]), the best
     bold, ties marked."""
@@ -140,7 +144,9 @@ def summary_table(result, shown: list[str], intervals: bool = False):
     models = list(rows)
 
     def bold(column: pd.Series) -> list[str]:
-        if column.name not in best:
+        # coverage (how much of the catalogue the lists reach) describes the lists, it does not
+        # score them: more is not better in itself, so it is never marked as a win
+        if column.name not in best or str(column.name).startswith(DESCRIPTIVE):
             return [""] * len(column)
         return [
             "font-weight: bold; background-color: #e8f4fa" if models[i] in best[column.name] else ""
@@ -176,19 +182,30 @@ def verdict_ui(result, shown: list[str]) -> None:
             behind[metric] = MODEL_NAMES[best]
     st.markdown("**Which to trust.** Level models cannot be told apart on these test users (the "
                 "paired interval of their difference includes 0).\n\n" + "\n".join(lines))
+    # a network cut off by its epoch limit while still improving is judged before its best
+    unfinished = [r.model for r in result.results if r.still_improving()]
+    if unfinished:
+        st.warning(
+            f"{names(unfinished)} {'were' if len(unfinished) > 1 else 'was'} still improving "
+            "when {} stopped: the best validation score came at the last epoch, so this verdict "
+            "judges {} before {} best. The epoch limit here is the model in use's: train it "
+            "with more epochs on the Train page, then evaluate again.".format(
+                *(("they", "them", "their") if len(unfinished) > 1 else ("it", "it", "its"))),
+            icon="⏳")
+    where = "at this epoch limit" if unfinished else "on this log"
     if "seqvae" not in stats.index:
         return
     if not behind:
         st.caption("The SeqVAE is best or level with the best on every ranking metric shown: "
-                   "on this log its lists are as good as any model's here.")
+                   f"{where} its lists are as good as any model's here.")
     elif len(set(behind.values())) == 1:
         leader = next(iter(behind.values()))
-        st.caption(f"The SeqVAE ranks below {leader} on {' and '.join(behind)}: on this log, "
+        st.caption(f"The SeqVAE ranks below {leader} on {' and '.join(behind)}: {where}, "
                    f"{leader}'s lists are the better ones.")
     else:
         st.caption("The SeqVAE ranks below the best on " + " and ".join(
             f"{metric} ({leader} leads)" for metric, leader in behind.items())
-            + ": on this log, those models' lists are the better ones.")
+            + f": {where}, those models' lists are the better ones.")
 
 
 def results_ui() -> None:
@@ -216,7 +233,9 @@ def results_ui() -> None:
               if intervals else None)
     st.dataframe(table, width="stretch", key="eval_table", hide_index=True,
                  column_config=widths)
-    st.caption("Bold: the best value of each metric. ≈: not distinguishable from the best (the "
+    st.caption("Bold: the best value of each ranking metric (coverage describes the lists and "
+               "is not marked: more of the catalogue is not better in itself). ≈: not "
+               "distinguishable from the best (the "
                "paired bootstrap interval of the difference, on the same users, includes 0)."
                + (" In brackets: the 95% bootstrap interval over users." if intervals else ""))
     verdict_ui(result, shown)

@@ -67,6 +67,16 @@ class ModelResult:
     evaluation: Evaluation | None = None  # per-user test values
     recommender: Any = None
 
+    def still_improving(self) -> bool:
+        """A neural model whose best validation epoch was its last: it stopped on its epoch
+        limit (or was stopped) while still improving, so more epochs would likely score more.
+        Early stopping always ends past the best epoch."""
+        epochs = [t for t in self.tried if "epoch" in t]
+        if not epochs:
+            return False
+        score = next(k for k in epochs[0] if k != "epoch")
+        return max(epochs, key=lambda t: t[score])["epoch"] == epochs[-1]["epoch"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "metrics": self.metrics, "validation": self.validation,
                 "fit_seconds": round(self.fit_seconds, 3),
@@ -193,8 +203,10 @@ def _grid_search(name: str, split: Split, select_k: int, say: Callable[[str], No
         tried.append({**params, metric: validation[metric]})
         # "setting i of n": how far a slow search is (EASE inverts an items x items matrix
         # for each of its settings: minutes on 12,101 items)
-        say(f"{name}: {params or 'fitted'}" + (f", setting {i} of {len(grid)}" if len(grid) > 1
-                                                else "")
+        setting = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
+                            for k, v in params.items())  # "l2 = 50", not "{'l2': 50.0}"
+        say(f"{name}: {setting or 'fitted'}" + (f", setting {i} of {len(grid)}"
+                                                 if len(grid) > 1 else "")
             + f", validation {metric} {validation[metric]:.4f}")
         if best is None or validation[metric] > best[0]:
             best = (validation[metric], model, validation)

@@ -181,6 +181,13 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
     verdict, caption = shown(weak, strong)
     assert "**NDCG@10**: best **SASRec**; level with it: none; below: SeqVAE, most popular" \
         in verdict
+    # the best ranking value is bold; coverage, which describes the lists, is never marked
+    table = next(d for d in app.dataframe if "model" in d.value.columns)
+    styles, columns = table.proto.arrow_data.styler.styles, list(table.value.columns)
+    sasrec = list(table.value["model"]).index("SASRec")
+    assert f"row{sasrec}_col{columns.index('NDCG@10')}" in styles and "bold" in styles
+    for metric in ("Coverage@5", "Coverage@10"):  # the same for every model: once all bold
+        assert f"_col{columns.index(metric)}" not in styles, styles
     assert ("The SeqVAE ranks below SASRec on NDCG@5 and NDCG@10: on this log, SASRec's lists "
             "are the better ones") in caption
     verdict, caption = shown(strong, strong.copy())
@@ -193,6 +200,20 @@ def test_the_page_says_whether_the_seqvae_is_the_one_to_trust(app):
             "on this log, those models' lists are the better ones") in caption
     # a new run would replace these results: the page says which, before the button
     assert any("A new run replaces the results below (SeqVAE, SASRec, most popular)" in c.value
+               for c in app.caption)
+    # a network whose best epoch was its last was cut off while improving: the page says so,
+    # and the verdict holds at this epoch limit, not for the log (seen on MovieLens at 6 epochs)
+    climbing = result("seqvae", weak)
+    climbing.tried = [{"epoch": e, "NDCG@10": 0.1 * e} for e in (1, 2, 3)]
+    passed = result("sasrec", strong)  # early stopping ends past the best epoch
+    passed.tried = [{"epoch": 1, "NDCG@10": 0.2}, {"epoch": 2, "NDCG@10": 0.3},
+                    {"epoch": 3, "NDCG@10": 0.25}]
+    finished(climbing, passed, result("pop", weak))
+    warnings = [w.value for w in app.warning]
+    assert any("SeqVAE was still improving when it stopped" in w and "more epochs" in w
+               for w in warnings), warnings
+    assert not any("SASRec" in w for w in warnings)
+    assert any("at this epoch limit, SASRec's lists are the better ones" in c.value
                for c in app.caption)
     # one model alone is best of one: no verdict, a word on what to run instead
     finished(result("seqvae", weak))

@@ -167,7 +167,7 @@ def test_an_evaluation_shows_progress_epoch_by_epoch_not_only_model_by_model():
     compare(encode_log(log).sequences, "leave-one-out", ["ease"], [10], progress=say)
     settings = [f for line, f in zip(job.lines, seen, strict=True) if ", setting " in line]
     assert settings == pytest.approx([i / 6 for i in range(1, 7)]), job.lines
-    assert "ease: {'l2': 10.0}, setting 1 of 6, validation NDCG@10 " in job.lines[1]
+    assert "ease: l2 = 10, setting 1 of 6, validation NDCG@10 " in job.lines[1]
 
 
 def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
@@ -186,7 +186,7 @@ def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
     assert job.fraction_done() == pytest.approx(1 / 3)
     # a tuned model's search fills its share setting by setting (EASE: minutes on a large
     # catalogue), in the words `compare` says them
-    job._say("ease: {'l2': 50.0}, setting 2 of 6, validation NDCG@10 0.0512")
+    job._say("ease: l2 = 50, setting 2 of 6, validation NDCG@10 0.0512")
     assert job.fraction_done() == pytest.approx(1 / 3 + 2 / 6 / 3)
 
 
