@@ -64,9 +64,18 @@ def test_a_skewed_measure_is_coloured_on_a_log_scale_labelled_in_its_own_units()
     events = np.array([2.0, 5, 6, 6, 7, 9, 40, 190])  # median 6.5, the largest 29 times it
     colour, ticks = log_colour_scale(events)
     np.testing.assert_allclose(colour, np.log10(events))
-    assert ticks == {"tickvals": [0, 1, 2, 3], "ticktext": ["1", "10", "100", "1,000"]}
+    # ticks inside the colour bar's range, at 1, 2 and 5 times the powers of ten
+    assert ticks["ticktext"] == ["2", "5", "10", "20", "50", "100"]
+    np.testing.assert_allclose(ticks["tickvals"], np.log10([2, 5, 10, 20, 50, 100]))
+    # MovieLens 100K: 20 to 737 events a user, a median of 65 (11 times): a log scale too
+    movielens = np.array([20.0, 33, 65, 65, 148, 737])
+    assert log_colour_scale(movielens)[1]["ticktext"] == ["20", "50", "100", "200", "500"]
     assert log_colour_scale(np.array([0.5, 2.0, 3.0])) is None  # level: linear reads well
     assert log_colour_scale(np.array([0.0, 1.0, 500.0])) is None  # a zero has no log
     assert log_colour_scale(np.array([np.nan, np.nan])) is None
     colour, ticks = log_colour_scale(np.array([0.02, 0.05, 0.06, 3.0, np.nan]))
-    assert ticks["ticktext"] == ["0.01", "0.1", "1", "10"] and np.isnan(colour[-1])
+    assert ticks["ticktext"] == ["0.02", "0.05", "0.1", "0.2", "0.5", "1", "2"]
+    assert np.isnan(colour[-1])
+    # four decades or more: the powers of ten alone
+    wide = log_colour_scale(np.array([1.0, 2, 2, 3, 50_000]))[1]["ticktext"]
+    assert wide == ["1", "10", "100", "1,000", "10,000"]
