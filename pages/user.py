@@ -123,9 +123,10 @@ def reconstruction_ui(recommender, user: str, metadata) -> None:
         "p": np.round(steps["p"], 4),
         "the model's top 3": [", ".join(labels_for(top, metadata)) for top in steps["top"]],
     })
-    hit_share = float((steps["rank"] <= 10).mean())
+    hits = int((steps["rank"] <= 10).sum())
     window = recommender.config_.max_len
-    st.caption(f"For {hit_share:.0%} of the {len(table):,} steps below, what came next was among "
+    st.caption(f"For {hits:,} of the {len(table):,} steps below ({hits / max(len(table), 1):.0%}), "
+               "what came next was among "
                "the model's top 10 guesses (ranking all items). The steps are this user's most "
                f"recent {len(items):,} events: the model reads at most {window:,}. It trained "
                "on them (all but the last two, held out to validate and test it, unless it was "

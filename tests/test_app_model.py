@@ -104,7 +104,8 @@ def test_train_then_open_a_user(app, small_log):
     steps = frame_with(at, "what came next")
     hits = int((steps["its rank"] <= 10).sum())
     caption = next(t for t in texts(at.caption) if "steps below" in t)
-    assert caption.startswith(f"For {hits / len(steps):.0%} of the {len(steps)} steps below")
+    assert caption.startswith(f"For {hits} of the {len(steps)} steps below "
+                              f"({hits / len(steps):.0%}), what came next")
     assert f"most recent {len(steps) + 1} events" in caption
     # and that the model trained on these steps: a fit, not a forecast
     assert "It trained on them" in caption and "not a forecast" in caption
