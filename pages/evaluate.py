@@ -185,13 +185,12 @@ def verdict_ui(result, shown: list[str]) -> None:
     # a network cut off by its epoch limit while still improving is judged before its best
     unfinished = [r.model for r in result.results if r.still_improving()]
     if unfinished:
-        st.warning(
-            f"{names(unfinished)} {'were' if len(unfinished) > 1 else 'was'} still improving "
-            "when {} stopped: the best validation score came at the last epoch, so this verdict "
-            "judges {} before {} best. The epoch limit here is the model in use's: train it "
-            "with more epochs on the Train page, then evaluate again.".format(
-                *(("they", "them", "their") if len(unfinished) > 1 else ("it", "it", "its"))),
-            icon="⏳")
+        were, they, them, their = (("were", "they", "them", "their") if len(unfinished) > 1
+                                   else ("was", "it", "it", "its"))
+        st.warning(f"{names(unfinished)} {were} still improving when {they} stopped: the best "
+                   f"validation score came at the last epoch, so this verdict judges {them} "
+                   f"before {their} best. The epoch limit here is the model in use's: train it "
+                   "with more epochs on the Train page, then evaluate again.", icon="⏳")
     where = "at this epoch limit" if unfinished else "on this log"
     if "seqvae" not in stats.index:
         return
