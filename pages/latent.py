@@ -14,7 +14,7 @@ from seqvae import drift, export, latent
 from seqvae.errors import SeqVAEError
 from seqvae.export import neutralise_formulas
 from seqvae.ui import charts, runtime, state
-from seqvae.ui.text import escape_markdown, plotly_text
+from seqvae.ui.text import escape_markdown, plotly_text, shorten
 
 logger = logging.getLogger("seqvae.ui")
 
@@ -256,6 +256,8 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None, shown_map: 
 # shares are shown in percent with one decimal: Streamlit's "percent" preset shows as many
 # decimals as each value needs, so one column mixed them; `as_percent` scales them first
 PERCENT = "%.1f%%"
+# the Between-two-users pickers list this many users (any other id can be typed in full)
+LISTED_USERS = 20_000
 
 
 def as_percent(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -313,10 +315,29 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     st.subheader("Between two users", anchor=False)
     st.caption("What the decoder produces along the straight line from one user's μ to "
                "another's: the items that rise and fall tell what that direction means.")
-    users = view.frame["user"].to_numpy()
+    users = view.frame["user"].astype(str).to_numpy()
+    # the user last opened (User page, or a click on the map) starts the line, once per user
+    # opened: a pick made here afterwards stays
+    opened = st.session_state.get(state.SELECTED_USER)
+    start = str(opened) if opened is not None and view.rows_of([opened], missing_ok=True).size \
+        else users[0]
+    if start != st.session_state.get("between_opened"):
+        st.session_state["between_opened"] = st.session_state["between_a"] = start
+    listed = list(dict.fromkeys([start, *users[:LISTED_USERS]]))
     a, b = st.columns(2)
-    first = a.selectbox("From user", users[:2000], index=0, key="between_a")
-    second = b.selectbox("To user", users[:2000], index=min(1, len(users) - 1), key="between_b")
+    more = (f" The first {LISTED_USERS:,} of {len(users):,} users are listed; type any other id "
+            "in full." if len(users) > LISTED_USERS else "")
+    picked = [column.selectbox(label, listed, index=index, key=key, accept_new_options=True,
+                               filter_mode="contains", help="Type part of an id to filter." + more)
+              for column, label, index, key in ((a, "From user", 0, "between_a"),
+                                                (b, "To user", min(1, len(listed) - 1),
+                                                 "between_b"))]
+    unknown = [str(u) for u in picked if u is None or not view.rows_of([u], missing_ok=True).size]
+    if unknown:
+        st.warning(f"No user “{escape_markdown(unknown[0])}” in this model's log: pick one from "
+                   "the list, or type an id in full.")
+        return
+    first, second = (str(u) for u in picked)
     rows = view.rows_of([first, second])
     probabilities, movers = latent.interpolate(view.recommender, view.mu[rows[0]],
                                                view.mu[rows[1]])
@@ -325,10 +346,13 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     ids = view.recommender.item_vocab_.lookup(list(movers["item"]))
     titles = titled(movers, dataset)
     labels = (titles["title"].where(titles["title"].notna(), titles["item"]).astype(str)
-              .str.slice(0, 40) if "title" in titles.columns else movers["item"].astype(str))
+              if "title" in titles.columns else movers["item"].astype(str))
     for i, (label, index) in enumerate(zip(labels, ids, strict=True)):
+        # the legend keeps a line's name short; its point says the whole title
         fig.add_trace(go.Scatter(x=steps, y=probabilities[:, index], mode="lines",
-                                 name=plotly_text(label),
+                                 name=plotly_text(shorten(label, 40)),
+                                 hovertemplate=f"{plotly_text(label)}<br>%{{x:.2f}} of the way: "
+                                               "probability %{y:.4f}<extra></extra>",
                                  line={"color": latent.PALETTE[i % len(latent.PALETTE)],
                                        "dash": "solid" if i < len(ids) // 2 else "dot"}))
     fig.update_layout(height=420, xaxis_title=f"from {plotly_text(first)} (0) to "
@@ -498,16 +522,17 @@ def exports_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         parquet = io.BytesIO()
         table.to_parquet(parquet, index=False)
         vectors = "\n".join("\t".join(f"{v:.6g}" for v in row) for row in view.mu) + "\n"
-        meta_columns = ["user", "events", "cluster", "cluster_name", "dominant_event",
-                        *[c for c in table.columns if c.startswith("attr:")]]
-        meta = table[meta_columns].astype(str).replace({r"[\t\r\n]": " "}, regex=True)
+        meta_columns = [c for c in table.columns
+                        if c in ("user", "events", "cluster", "cluster_name", "dominant_event")
+                        or c.startswith("attr:")]
+        meta = export.projector_metadata(table[meta_columns])
         titles = (dataset.items["title"] if dataset is not None and dataset.items is not None
                   and "title" in dataset.items.columns else None)
         recs = export.all_recommendations(view.recommender, k=10, titles=titles)
         cached = (signature, {
             "users.csv": csv_bytes(table), "users.parquet": parquet.getvalue(),
             "vectors.tsv": vectors.encode(),
-            "metadata.tsv": neutralise_formulas(meta).to_csv(index=False, sep="\t").encode(),
+            "metadata.tsv": meta.to_csv(index=False, sep="\t").encode(),
             "recommendations.csv": csv_bytes(recs)})
         st.session_state["latent_exports"] = cached
     files = cached[1]

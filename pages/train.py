@@ -122,7 +122,9 @@ def live_ui() -> None:
     else:
         if snapshot["state"] == "done":
             state.adopt_finished_training()
-            st.success(f"Training finished: {escape_markdown(snapshot['message'])}.")
+            took = job.took()
+            st.success(f"Training finished{f' in {took}' if took else ''}: "
+                       f"{escape_markdown(snapshot['message'])}.")
             test_metrics_ui(job)
             continue_ui(job)
         elif snapshot["state"] == "cancelled":
@@ -131,7 +133,9 @@ def live_ui() -> None:
                 st.warning(f"Training cancelled before it started "
                            f"({escape_markdown(snapshot['message'])}); no model was trained.")
             else:
-                st.info(f"Training stopped: {escape_markdown(snapshot['message'])}.")
+                took = job.took()
+                st.info(f"Training stopped{f' after {took}' if took else ''}: "
+                        f"{escape_markdown(snapshot['message'])}.")
         elif snapshot["state"] == "failed":
             st.error(f"**Training failed:** {escape_markdown(snapshot['message'])}", icon="⚠️")
     if snapshot["epochs"]:

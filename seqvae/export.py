@@ -113,10 +113,15 @@ def write_projector(vectors: np.ndarray, metadata: pd.DataFrame,
     meta_path = target.with_name(f"{target.stem}_metadata.tsv")
     vectors_out = atomic_write(target, lambda tmp: np.savetxt(tmp, vectors, delimiter="\t",
                                                               fmt="%.6g"))
-    # the projector splits on tabs and newlines: keep them out of the cells
-    clean = neutralise_formulas(metadata.astype(str).replace({r"[\t\r\n]": " "}, regex=True))
+    clean = projector_metadata(metadata)
     meta_out = atomic_write(meta_path, lambda tmp: clean.to_csv(tmp, index=False, sep="\t"))
     return vectors_out, meta_out
+
+
+def projector_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
+    """`metadata` as the Embedding Projector reads it: every cell text, without the tabs and
+    newlines it splits on, and with spreadsheet formulas neutralised."""
+    return neutralise_formulas(metadata.astype(str).replace({r"[\t\r\n]": " "}, regex=True))
 
 
 def user_embeddings(recommender: Any, sequences: Any = None,
@@ -188,8 +193,12 @@ def user_table(frame: pd.DataFrame, mu: np.ndarray, sigma: np.ndarray,
     """The latent page's users as one table: the user columns of `frame` (id, events, dominant
     event, last items, ``attr:*`` attributes), each projection in `coords` ("PCA-2" ->
     ``x_pca``, ``y_pca``; "UMAP-3" -> ``x_umap3d``, ``y_umap3d``, ``z_umap3d``; NaN for users outside
-    `mapped`, the rows a sampled projection covers), the cluster and its name, μ and σ."""
+    `mapped`, the rows a sampled projection covers), the cluster and its name, μ and σ. The
+    dominant event is left out where every user has the same one (a log without event types,
+    whose one type would read as a value of the data)."""
     table = frame.reset_index(drop=True).copy()
+    if "dominant_event" in table.columns and table["dominant_event"].nunique() <= 1:
+        table = table.drop(columns="dominant_event")
     for name, values in sorted(coords.items()):
         method = name.split("-")[0].lower()
         for axis, letter in zip(range(values.shape[1]), "xyz", strict=False):

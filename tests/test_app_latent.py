@@ -19,6 +19,7 @@ from seqvae.sequences import encode
 from seqvae.splits import leave_one_out
 from seqvae.training import SeqVAEConfig, fit
 from seqvae.ui import state
+from seqvae.ui.text import shorten
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +306,25 @@ def test_search_neighbours_and_the_line_between_two_users(app, trained):
     assert (movers["change"].iloc[0] >= 0) and (movers["change"].iloc[-1] <= 0)
     at.text_input(key="latent_search").input("nobody-here").run()
     assert any("No user" in w.value for w in at.warning)
+
+
+def test_the_line_between_two_users_starts_at_the_user_opened(app, trained):
+    users = list(trained[1].recommender.history_.users.astype(str))
+    app.session_state[state.SELECTED_USER] = users[7]  # opened on the User page
+    at = open_page(app, trained)
+    first, second = at.selectbox(key="between_a"), at.selectbox(key="between_b")
+    assert first.value == users[7] and second.value == users[0]
+    assert first.options[:2] == [users[7], users[0]] and len(first.options) == len(users)
+    chart = next(c for c in at.get("plotly_chart") if "between_chart" in str(c.proto.id))
+    lines = json.loads(chart.proto.spec)["data"]
+    # the legend's names are cut; a line's point says its whole title
+    assert lines and all(line["name"] == shorten(line["hovertemplate"].split("<br>")[0], 40)
+                         for line in lines)
+    # (an id typed in full, in the list or not, is the browser test's: AppTest cannot type one)
+    at.selectbox(key="between_b").set_value(users[3]).run()
+    chart = next(c for c in at.get("plotly_chart") if "between_chart" in str(c.proto.id))
+    assert json.loads(chart.proto.spec)["layout"]["xaxis"]["title"]["text"] == (
+        f"from {users[7]} (0) to {users[3]} (1)")
 
 
 def test_exports_are_complete_and_formula_safe(app, trained):

@@ -14,6 +14,7 @@ import pytest
 
 from seqvae.sample import generate
 from seqvae.ui import state
+from seqvae.ui.text import duration
 from tests.conftest import texts
 
 
@@ -73,8 +74,12 @@ def test_train_then_open_a_user(app, small_log):
     assert not any("none yet" in t for t in texts(at.sidebar.info))  # one model box, not two
     # the loss curves and the validation curves are drawn
     assert len(at.get("plotly_chart")) >= 2
-    # the test metrics, each against the most popular items on the same test
+    # how long it took, from its slot to its end
     job = at.session_state[state.JOB]
+    took = duration(job.finished - job.started)
+    assert any(t.startswith(f"Training finished in {took}: best epoch ")
+               for t in texts(at.success)), texts(at.success)
+    # the test metrics, each against the most popular items on the same test
     shown = {m.label: m for m in at.metric}
     for name, value in job.test_metrics.items():
         assert shown[f"test {name}"].value == f"{value:.4f}"

@@ -244,6 +244,19 @@ def test_upload_train_open_a_user_and_read_recommendations(page, server, tmp_pat
     page.get_by_role("link", name="Latent space").click()
     page.get_by_role("heading", name="Latent space").wait_for()
     map_ready(page)
+    # the line between two users starts at the user just opened, and takes any id typed in full
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("combobox", name="From user")).to_have_value(point["user"])
+    to_user = page.get_by_role("combobox", name="To user")
+    to_user.click()
+    to_user.fill("nobody-here")
+    to_user.press("Enter")
+    wait_for_text(page, "No user “nobody-here” in this model's log", 30_000, "between-unknown")
+    to_user.click()
+    to_user.fill("U00002")
+    to_user.press("Enter")
+    page.get_by_text("from " + point["user"] + " (0) to U00002 (1)").wait_for()
     box = page.evaluate("""() => {
         const gd = document.querySelector('.js-plotly-plot');
         const r = gd.getBoundingClientRect(), xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
@@ -295,7 +308,8 @@ def test_a_reload_mid_training_keeps_the_data_and_the_job(page, server):
     page.get_by_role("button", name="Stop").wait_for()
     shot(page, "09-reloaded-mid-training")
     page.get_by_role("button", name="Stop").click()
-    wait_for_text(page, "Training stopped: stopped by you", 120_000, "reload-stopped")
+    wait_for_text(page, re.compile(r"Training stopped after (\d+ min )?\d+ s: stopped by you"),
+                  120_000, "reload-stopped")
     assert page.get_by_text("Training finished").count() == 0
     shot(page, "10-stopped-after-reload")
 

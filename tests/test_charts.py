@@ -79,3 +79,17 @@ def test_a_skewed_measure_is_coloured_on_a_log_scale_labelled_in_its_own_units()
     # four decades or more: the powers of ten alone
     wide = log_colour_scale(np.array([1.0, 2, 2, 3, 50_000]))[1]["ticktext"]
     assert wide == ["1", "10", "100", "1,000", "10,000"]
+
+
+def test_long_titles_are_cut_with_an_ellipsis_and_short_ones_kept():
+    from seqvae.ui.text import shorten
+
+    assert shorten("Heat (1995)", 24) == "Heat (1995)"
+    assert shorten("x" * 24, 24) == "x" * 24
+    cut = shorten("Dr. Strangelove or: How I Learned to Stop Worrying (1963)", 24)
+    assert cut == "Dr. Strangelove or: How…" and len(cut) <= 24  # trailing space dropped
+    frame = pd.DataFrame({"when": [1, 2], "event": ["view", "view"], "item": ["a", "b"],
+                          "label": ["A title far longer than the label room (2001)", "Short"]})
+    fig = user_timeline(frame)
+    assert list(fig.data[0].text) == ["A title far longer than…", "Short"]
+    assert list(fig.data[0].customdata[:, 0]) == list(frame["label"])  # the hover keeps it whole

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqvae.export import atomic_write, neutralise_formulas, write_projector, write_table
+from seqvae.export import atomic_write, neutralise_formulas, user_table, write_projector, write_table
 
 
 def test_cells_that_would_run_as_formulas_are_prefixed():
@@ -52,3 +52,20 @@ def test_projector_pair_keeps_cells_on_one_line(tmp_path):
     assert first.read_text().splitlines() == ["0\t1", "2\t3", "4\t5"]
     assert second.name == "emb_metadata.tsv"
     assert second.read_text().splitlines() == ["user\tevents", "a\t1", "b c\t2", "d e\t3"]
+
+
+def test_the_user_table_keeps_the_dominant_event_only_where_users_differ_in_it():
+    frame = pd.DataFrame({"user": ["a", "b", "c"], "events": [3, 1, 2],
+                          "dominant_event": ["view", "buy", "view"]})
+    mu, sigma = np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32)
+    coords = {"PCA-2": np.arange(6, dtype=np.float32).reshape(3, 2)}
+    clusters = np.array([0, 1, 0])
+    typed = user_table(frame, mu, sigma, coords, clusters, {0: "one", 1: "two"})
+    assert typed["dominant_event"].tolist() == ["view", "buy", "view"]
+    assert typed["cluster_name"].tolist() == ["one", "two", "one"]
+    assert typed[["x_pca", "y_pca"]].to_numpy().tolist() == [[0, 1], [2, 3], [4, 5]]
+    # a log without event types: everyone's "dominant event" is the one default type, which
+    # would read as a fact about the users
+    untyped = user_table(frame.assign(dominant_event="unknown"), mu, sigma, coords, clusters)
+    assert "dominant_event" not in untyped.columns
+    assert list(untyped.columns[:3]) == ["user", "events", "x_pca"]

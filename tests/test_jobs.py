@@ -191,6 +191,15 @@ def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
 
 
 
+def test_a_job_says_how_long_it_ran_once_it_has_ended():
+    job = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=2))
+    assert job.took() is None  # queued
+    job.started = 10.0
+    assert job.took() is None  # running
+    job.finished = 75.4
+    assert job.took() == "1 min 05 s"
+
+
 def test_the_progress_line_says_which_network_of_an_ensemble_it_follows():
     job = jobs.TrainingJob(dataset_name="log.csv", config=SeqVAEConfig(epochs=8, members=3))
 
@@ -198,7 +207,10 @@ def test_the_progress_line_says_which_network_of_an_ensemble_it_follows():
         return job.progress_text({"state": "running", "progress": progress, "phase": phase},
                                  now=now)
 
-    assert line(None) == "Preparing…"
+    assert line(None) == "Preparing…"  # no slot yet: nothing to count from
+    preparing = job.progress_text({"state": "running", "progress": None, "phase": "",
+                                   "started": 100.0}, now=112.4)
+    assert preparing.startswith("Preparing… 12 s so far: cutting the log into windows, building")
     one = progress_at(2, 3)
     assert line(one).startswith("Epoch 2/8 · batch 3/10 · loss 7.000")
     assert "network" not in line(one) and "left" not in line(one)  # one network, no pace yet

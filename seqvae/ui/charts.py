@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from seqvae.logs import EventLog
+from seqvae.ui.text import shorten
 
 #: Okabe & Ito (2008), safe for the common forms of colour blindness.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -167,7 +168,7 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
     for ``colour_by="value"``, `value` (a rating: then the y axis is the value and the colour
     too). The titles of the last `labels_up_to` events are written beside their points."""
     fig = go.Figure()
-    short = frame["label"].astype(str).str.slice(0, 24)
+    short = frame["label"].map(lambda label: shorten(label, 24))
     text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "") if labels_up_to \
         else pd.Series("", index=frame.index)
     positions = np.where(np.arange(len(frame)) % 2 == 0, "top center", "bottom center")

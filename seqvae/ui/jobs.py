@@ -62,6 +62,15 @@ class _Job:
         with self._lock:
             self.state, self.message = "failed", message
 
+    def took(self) -> str | None:
+        """How long the job ran, from its slot to its end ("1 min 05 s"); None while it runs
+        or if it never started."""
+        with self._lock:
+            started, finished = self.started, self.finished
+        if started is None or finished is None:
+            return None
+        return duration(finished - started)
+
     def _finish(self) -> None:
         with self._lock:
             self.finished = time.monotonic()
@@ -156,7 +165,13 @@ class TrainingJob(_Job):
             return ("Waiting for a free training slot (another training is running on this "
                     "server)…")
         if progress is None:
-            return "Preparing…"
+            started = snapshot.get("started")
+            if started is None:
+                return "Preparing…"
+            elapsed = (time.monotonic() if now is None else now) - started
+            return (f"Preparing… {duration(elapsed)} so far: cutting the log into windows, "
+                    "building the network and compiling its training step (once per training; "
+                    "the epochs' batches then follow with a time estimate)")
         phase = snapshot.get("phase")
         if phase == "testing":
             return "Training done · scoring the test split (touched once, for the metrics below)…"

@@ -37,6 +37,12 @@ def matching_ids(ids: np.ndarray, query: str) -> np.ndarray:
     return ids[found][np.argsort(rank[found], kind="stable")]
 
 
+def shorten(text: object, width: int) -> str:
+    """`text` cut to at most `width` characters, with "…" where it was cut."""
+    text = str(text)
+    return text if len(text) <= width else text[:max(width - 1, 0)].rstrip() + "…"
+
+
 def duration(seconds: float) -> str:
     """A time span as a person reads it: "48 s", "3 min 26 s", "1 h 05 min"."""
     whole = max(round(seconds), 0)
