@@ -45,7 +45,7 @@ def pick_user_ui(users: np.ndarray) -> str | None:
     st.session_state["user_query_seen"] = typed
     chosen = st.selectbox(f"User ({matches.size:,} match{'es' if matches.size != 1 else ''}"
                           + (", first 500 listed" if matches.size > 500 else "") + ")",
-                          list(shown), index=index, key="user_pick")
+                          list(shown), index=index, key="user_pick", filter_mode="contains")
     st.session_state[state.SELECTED_USER] = chosen
     return str(chosen)
 
@@ -207,11 +207,14 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     left, middle, right = st.columns([2, 2, 1])
     # no "select all matches" entry: typing a title and pressing Enter would take every item
     # whose title matches (a new user added two films that way, seeing one)
+    # the typed text is matched as written ("contains"): the default fuzzy match listed titles
+    # that only share its letters in order
     removed = left.multiselect("Remove from the history", unique_history,
-                               format_func=lambda i: label_of.get(i, i),
+                               format_func=lambda i: label_of.get(i, i), filter_mode="contains",
                                key=f"whatif_remove:{user}", select_all=False)
     added = middle.multiselect("Add at the end", all_items, select_all=False,
-                               format_func=lambda i: label_of.get(i, i), key=f"whatif_add:{user}")
+                               filter_mode="contains", format_func=lambda i: label_of.get(i, i),
+                               key=f"whatif_add:{user}")
     # the user's most common event type is what an added item becomes unless chosen otherwise
     own = history.of_user(int(history.user_position([user])[0]))["events"]
     event_types = list(recommender.event_vocab_.tokens)
