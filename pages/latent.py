@@ -19,9 +19,11 @@ from seqvae.ui.text import escape_markdown, plotly_text, shorten
 logger = logging.getLogger("seqvae.ui")
 
 
-def colour_options(frame: pd.DataFrame) -> list[str]:
+def colour_options(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     """What the map can be coloured by: only what tells users apart in this log (a log
-    without event types has one dominant event for everyone; one without times no recency)."""
+    without event types has one dominant event for everyone; one without times no recency; an
+    attribute whose values hardly repeat, such as a zip code, leaves nearly every user "other").
+    -> (the options, the attributes left out for that last reason)."""
     options = ["cluster"]
     if frame["dominant_event"].nunique() > 1:
         options.append("dominant event")
@@ -29,8 +31,19 @@ def colour_options(frame: pd.DataFrame) -> list[str]:
     if frame["days_since_last"].notna().any():
         options.append("recency (days since last)")
     options.append("reconstruction error")
-    options += [c.removeprefix("attr:") for c in frame.columns if c.startswith("attr:")]
-    return options
+    left_out = []
+    for column in (c for c in frame.columns if c.startswith("attr:")):
+        values = frame[column]
+        if is_categorical_attribute(values) and not latent.categories_repeat(values):
+            left_out.append(column.removeprefix("attr:"))
+        else:
+            options.append(column.removeprefix("attr:"))
+    return options, left_out
+
+
+def is_categorical_attribute(values: pd.Series) -> bool:
+    """An attribute is coloured by category unless it is numeric with more than 12 values."""
+    return not (pd.api.types.is_numeric_dtype(values) and values.nunique() > 12)
 
 
 def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
@@ -47,8 +60,10 @@ def colour_values(view: state.LatentView, frame: pd.DataFrame, choice: str,
     if choice == "reconstruction error":
         return pd.Series(view.reconstruction_error()), False
     values = frame[f"attr:{choice}"]
-    numeric = pd.api.types.is_numeric_dtype(values) and values.nunique() > 12
-    return (values.astype(float) if numeric else values.astype(str).fillna("—")), not numeric
+    categorical = is_categorical_attribute(values)
+    if categorical:  # a user without a value reads "—", not "nan"
+        return values.astype(object).where(values.notna(), "—").astype(str), True
+    return values.astype(float), False
 
 
 def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values: pd.Series,
@@ -600,10 +615,13 @@ def map_ui(view: state.LatentView, dataset: state.Dataset | None) -> str:
     projection = a.radio("Projection", ["PCA", "UMAP"], horizontal=True, key="latent_projection",
                          help="PCA is instant; UMAP keeps neighbourhoods (computed on request).")
     dims = b.radio("Dimensions", [2, 3], horizontal=True, key="latent_dims")
-    options = colour_options(frame)
+    options, left_out = colour_options(frame)
     if st.session_state.get("latent_colour") not in (None, *options):  # kept from another log
         del st.session_state["latent_colour"]
-    colour = c.selectbox("Colour by", options, key="latent_colour")
+    colour = c.selectbox("Colour by", options, key="latent_colour", help=(
+        f"Not offered: {', '.join(left_out)} — {'its' if len(left_out) == 1 else 'their'} "
+        "values hardly repeat (the 20 most common cover under half of the users), so nearly "
+        "every user would be the grey “other”." if left_out else None))
     with d:
         method = st.radio("Clusters", ["k-means", "HDBSCAN"], horizontal=True,
                           key="latent_cluster_method", help="Found on μ in the full latent "

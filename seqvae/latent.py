@@ -321,6 +321,17 @@ def top_categories(values: pd.Series, top: int = 20, other: str = "other") -> pd
     return labels.where(labels.isin(counts.index[:top]), other)
 
 
+def categories_repeat(values: pd.Series, top: int = 20, share: float = 0.5) -> bool:
+    """Whether colouring by `values` as categories would tell groups apart: the `top` most common
+    values (those `top_categories` gives colours) hold at least `share` of the users that have a
+    value. A zip code on MovieLens (795 values among 943 users) does not: nearly every user
+    would be the grey "other"."""
+    present = values.dropna().astype(str)
+    if present.empty:
+        return False
+    return bool(present.value_counts().iloc[:top].sum() >= share * present.size)
+
+
 def cluster_names(sequences: Sequences, labels: np.ndarray, item_vocab: Any, event_vocab: Any,
                   items: pd.DataFrame | None = None, n: int = 2,
                   reach: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

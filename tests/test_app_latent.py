@@ -411,6 +411,30 @@ def test_side_files_attached_after_the_map_was_drawn_are_used(app, trained):
     assert any(part in titles for part in view.frame["last_items"].iloc[0].split(" · "))
 
 
+def test_attributes_whose_values_hardly_repeat_are_not_offered_as_colours(app, trained):
+    dataset, model = trained
+    users = dataset.users.copy()
+    users["zip"] = [f"{10000 + 37 * i}" for i in range(len(users))]  # one per user, as text
+    users["region"] = [f"r{i % 3}" for i in range(len(users))]
+    users.loc[users.index[:4], "region"] = None  # users the side file says nothing of
+    side = state.Dataset(name=dataset.name, data=dataset.data, log=dataset.log,
+                         report=dataset.report, options=dataset.options, items=dataset.items,
+                         users=users)
+    app.session_state[state.DATASET] = side
+    app.session_state[state.MODEL] = model
+    app.run()
+    app.switch_page("pages/latent.py").run()
+    assert not app.exception, app.exception
+    colours = app.selectbox(key="latent_colour")
+    assert "zip" not in colours.options and {"segment", "region"} <= set(colours.options)
+    assert colours.help.startswith("Not offered: zip — its values hardly repeat")
+    colours.set_value("region").run()
+    assert not app.exception, app.exception
+    chart = next(c for c in app.get("plotly_chart") if "latent_map" in str(c.proto.id))
+    names = {trace.get("name") for trace in json.loads(chart.proto.spec)["data"]}
+    assert {"r0", "r1", "r2", "—"} <= names and "nan" not in names and "None" not in names
+
+
 def test_a_cohort_shows_its_attributes_against_everyone_and_exports_them(app, trained):
     at = open_page(app, trained)
     view = at.session_state[state.LATENT][1]

@@ -8,6 +8,7 @@ import pytest
 
 from seqvae.latent import (
     attribute_breakdown,
+    categories_repeat,
     characterise,
     cluster_names,
     cluster_users,
@@ -183,3 +184,15 @@ def test_attribute_breakdown_and_top_categories():
     assert set(pooled) == {"a", "b", "c", "other"}
     assert (pooled == "other").sum() == 6
     assert top_categories(values.head(10), top=3).equals(values.head(10))  # 4 values: kept
+
+
+def test_categories_repeat_only_where_the_top_values_hold_half_the_users():
+    occupations = pd.Series([f"job{i % 21}" for i in range(943)])  # 21 values, all repeat
+    assert categories_repeat(occupations)
+    zips = pd.Series([f"{i % 795:05d}" for i in range(943)])  # MovieLens: 795 among 943
+    assert not categories_repeat(zips)
+    # the 20 most common must hold half of the users that have a value, missing ones aside
+    sparse = pd.Series(["a"] * 40 + [f"z{i}" for i in range(40)] + [None] * 200)
+    assert categories_repeat(sparse)  # 40 + 19 of the 80 with a value (not of all 280)
+    assert not categories_repeat(pd.Series(["a"] * 10 + [f"z{i}" for i in range(91)]))
+    assert not categories_repeat(pd.Series([None, None], dtype=object))
