@@ -92,16 +92,29 @@ def timeline_ui(recommender, user: str, metadata, dataset) -> list[str]:
     choices = ["event type"] + (["value"] if values is not None else [])
     if values is not None:
         frame["value"] = values
-    colour_by = "event type"
+    colour_by, along = "event type", "time"
+    left, right = st.columns(2)
     if len(choices) > 1:
-        colour_by = st.radio("Timeline by", choices, horizontal=True, key="timeline_colour",
-                             index=len(choices) - 1 if frame["event"].nunique() == 1 else 0,
-                             help="Event type, or the value (rating) each event carries in the log.")
+        colour_by = left.radio("Timeline by", choices, horizontal=True, key="timeline_colour",
+                               index=len(choices) - 1 if frame["event"].nunique() == 1 else 0,
+                               help="Event type, or the value (rating) each event carries in "
+                                    "the log.")
+    if history.has_timestamps:
+        # a user of many events a day (MovieLens: hundreds of ratings in a few sittings) opens
+        # in order, where on a time axis the day's points would lie on one another
+        crowded = charts.crowded_days(frame["when"])
+        along = right.radio("Along", ["time", "order"], horizontal=True,
+                            index=1 if crowded else 0, key=f"timeline_along:{user}",
+                            help="Time, or the events evenly spaced in their order (the point "
+                                 "still says its time)."
+                                 + (" This user's events crowd a few days, so the timeline "
+                                    "opens in order." if crowded else ""))
     recent = labels_for(items[::-1][:8], metadata)
     st.markdown("**Most recent:** " + " · ".join(escape_markdown(t) for t in recent))
     # titles beside the points when they fit; the list above and the table below always have them
     st.plotly_chart(charts.user_timeline(frame, "value" if colour_by == "value" else "event",
-                                         labels_up_to=20 if len(frame) <= 20 else 0),
+                                         labels_up_to=20 if len(frame) <= 20 else 0,
+                                         along=along),
                     width="stretch", key="timeline")
     with st.expander(f"All {len(frame):,} events"):
         st.dataframe(frame.rename(columns={"label": "item (title)"}).drop(columns="item"),

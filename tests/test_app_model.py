@@ -364,6 +364,15 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     assert any("occupation" in m.value and "nurse" in m.value and "23" in m.value
                for m in at.markdown)
     assert at.radio(key="timeline_colour").value == "value"
+    # eight events an hour apart: the timeline is along time; in order on request
+    timeline = next(c for c in at.get("plotly_chart") if "timeline" in str(c.proto.id))
+    assert json.loads(timeline.proto.spec)["layout"]["xaxis"]["title"]["text"] == "time"
+    assert at.radio(key="timeline_along:u03").value == "time"
+    at.radio(key="timeline_along:u03").set_value("order").run()
+    timeline = next(c for c in at.get("plotly_chart") if "timeline" in str(c.proto.id))
+    spec = json.loads(timeline.proto.spec)
+    assert spec["layout"]["xaxis"]["title"]["text"] == "position in the sequence"
+    assert spec["data"][0]["customdata"][0][2].startswith("event 1 · ")
     # one event type ("unknown": the log has none): the What-if asks nothing about it
     assert "whatif_event:u03" not in {box.key for box in at.selectbox}
     events = frame_with(at, "item (title)")
@@ -398,6 +407,22 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     assert not at.exception, at.exception
     assert at.selectbox(key="user_pick").value == neighbour
     assert at.session_state[state.SELECTED_USER] == neighbour
+
+
+def test_a_user_whose_events_crowd_a_few_days_opens_on_a_timeline_in_order(app, rated,
+                                                                         monkeypatch):
+    from seqvae.ui import charts
+
+    monkeypatch.setattr(charts, "crowded_days", lambda when: True)
+    dataset, model = rated
+    app.session_state[state.DATASET] = dataset
+    app.session_state[state.MODEL] = model
+    app.session_state[state.SELECTED_USER] = "u05"
+    app.run()
+    app.switch_page("pages/user.py").run()
+    assert not app.exception, app.exception
+    along = app.radio(key="timeline_along:u05")
+    assert along.value == "order" and "crowd a few days" in along.help
 
 
 def test_an_id_typed_in_full_comes_first_and_is_opened(app):

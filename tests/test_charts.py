@@ -93,3 +93,25 @@ def test_long_titles_are_cut_with_an_ellipsis_and_short_ones_kept():
     fig = user_timeline(frame)
     assert list(fig.data[0].text) == ["A title far longer than…", "Short"]
     assert list(fig.data[0].customdata[:, 0]) == list(frame["label"])  # the hover keeps it whole
+
+
+def test_a_timeline_of_crowded_days_can_be_drawn_in_order_and_still_say_the_time():
+    from seqvae.ui.charts import crowded_days
+
+    # 60 ratings in two sittings: on a time axis they would lie on two vertical stacks
+    sittings = pd.to_datetime(["1998-03-01 20:00"] * 30 + ["1998-04-11 21:00"] * 30, utc=True)
+    when = pd.Series(sittings + pd.to_timedelta(np.arange(60), unit="min"))
+    assert crowded_days(when)
+    assert not crowded_days(when[:40])  # too few events to crowd
+    spread = pd.Series(pd.to_datetime("1998-01-01", utc=True) + pd.to_timedelta(
+        np.arange(60), unit="D"))
+    assert not crowded_days(spread) and not crowded_days(pd.Series(np.arange(60)))
+    frame = pd.DataFrame({"when": when, "event": ["rate"] * 60, "item": [f"i{k}" for k in range(60)],
+                          "label": [f"t{k}" for k in range(60)]})
+    by_time, in_order = user_timeline(frame), user_timeline(frame, along="order")
+    assert pd.to_datetime(by_time.data[0].x, utc=True).equals(pd.DatetimeIndex(when))
+    assert by_time.layout.xaxis.title.text == "time"
+    assert list(in_order.data[0].x) == list(range(1, 61))
+    assert in_order.layout.xaxis.title.text == "position in the sequence"
+    assert in_order.data[0].customdata[31, 1] == "event 32 · 1998-04-11 21:31"
+    assert by_time.data[0].customdata[31, 1] == "1998-04-11 21:31"

@@ -162,12 +162,31 @@ def timeline_marker(events: int) -> dict:
             "line": {"width": 0.5, "color": "white"}}
 
 
-def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: int = 30
-                  ) -> go.Figure:
+def crowded_days(when: pd.Series, least: int = 50, per_day: float = 5.0) -> bool:
+    """Whether a timeline of these times would pile its points up: at least `least` events,
+    more than `per_day` of them a calendar day on average (a MovieLens user rating hundreds of
+    films in a few sittings)."""
+    if len(when) < least or not pd.api.types.is_datetime64_any_dtype(when):
+        return False
+    return len(when) > per_day * when.dt.floor("D").nunique()
+
+
+def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: int = 30,
+                  along: str = "time") -> go.Figure:
     """One user's events: `frame` has `when` (time or position), `event`, `item`, `label` and,
     for ``colour_by="value"``, `value` (a rating: then the y axis is the value and the colour
-    too). The titles of the last `labels_up_to` events are written beside their points."""
+    too). The titles of the last `labels_up_to` events are written beside their points.
+    ``along="order"`` spaces the events evenly in their order (the hover still says their
+    time), for days so full that on a time axis their points would lie on one another."""
     fig = go.Figure()
+    timed = pd.api.types.is_datetime64_any_dtype(frame["when"])
+    by_order = along == "order" or not timed
+    x = pd.Series(np.arange(1, len(frame) + 1), index=frame.index) if by_order else frame["when"]
+    position = pd.Series([f"event {n:,}" for n in range(1, len(frame) + 1)], index=frame.index)
+    when_text = (frame["when"].dt.strftime("%Y-%m-%d %H:%M") if timed else position)
+    if by_order and timed:
+        when_text = position + " · " + when_text
+    frame = frame.assign(x=x, when_text=when_text)
     short = frame["label"].map(lambda label: shorten(label, 24))
     text = short.where(np.arange(len(frame)) >= len(frame) - labels_up_to, "") if labels_up_to \
         else pd.Series("", index=frame.index)
@@ -175,27 +194,28 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
     marker = timeline_marker(len(frame))
     if colour_by == "value" and "value" in frame.columns:
         fig.add_trace(go.Scatter(
-            x=frame["when"], y=frame["value"], mode="markers+text", name="events",
+            x=frame["x"], y=frame["value"], mode="markers+text", name="events",
             text=text, textposition=positions, textfont={"size": 10},
             marker={**marker, "color": frame["value"], "colorscale": "Viridis",
                     "showscale": True, "colorbar": {"title": {"text": "value"}, "thickness": 12}},
-            customdata=frame[["label", "event"]].to_numpy(),
-            hovertemplate="%{customdata[0]}<br>%{x}<br>value %{y}<extra>%{customdata[1]}</extra>",
+            customdata=frame[["label", "event", "when_text"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>%{customdata[2]}<br>value %{y}"
+                          "<extra>%{customdata[1]}</extra>",
         ))
         y_title = "value"
     else:
         for i, (event, part) in enumerate(frame.groupby("event", sort=False, observed=True)):
             fig.add_trace(go.Scatter(
-                x=part["when"], y=part["event"], mode="markers+text", name=str(event),
+                x=part["x"], y=part["event"], mode="markers+text", name=str(event),
                 text=text[part.index], textposition=positions[part.index],
                 textfont={"size": 10},
                 marker={**marker, "color": PALETTE[i % len(PALETTE)]},
-                customdata=part[["label"]].to_numpy(),
-                hovertemplate="%{customdata[0]}<br>%{x}<extra>%{y}</extra>",
+                customdata=part[["label", "when_text"]].to_numpy(),
+                hovertemplate="%{customdata[0]}<br>%{customdata[1]}<extra>%{y}</extra>",
             ))
         y_title = "event"
-    fig.update_layout(title="Timeline", xaxis_title="time" if pd.api.types.is_datetime64_any_dtype(
-        frame["when"]) else "position in the sequence",
+    fig.update_layout(title="Timeline", xaxis_title="position in the sequence" if by_order
+                      else "time",
         yaxis_title=y_title, showlegend=False, **{**_LAYOUT, "height": 360})
     return fig
 
