@@ -19,9 +19,7 @@ PROTOCOLS = {
     "holdout-users": "unseen users: 80% of their events in, the rest predicted",
     "time-cut": "one global time: predict what happens after it",
 }
-# short, so every chosen model's chip shows in the box
-MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec", "multvae": "Mult-VAE", "ease": "EASE",
-               "itemknn": "item-KNN", "pop": "most popular"}
+MODEL_NAMES = jobs.MODEL_NAMES
 
 
 def settings_ui(dataset: state.Dataset) -> None:

@@ -336,8 +336,8 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     opened = st.session_state.get(state.SELECTED_USER)
     start = str(opened) if opened is not None and view.rows_of([opened], missing_ok=True).size \
         else users[0]
-    if start != st.session_state.get("between_opened"):
-        st.session_state["between_opened"] = st.session_state["between_a"] = start
+    if start != st.session_state.get(state.BETWEEN_OPENED):
+        st.session_state[state.BETWEEN_OPENED] = st.session_state["between_a"] = start
     listed = list(dict.fromkeys([start, *users[:LISTED_USERS]]))
     a, b = st.columns(2)
     more = (f" The first {LISTED_USERS:,} of {len(users):,} users are listed; type any other id "

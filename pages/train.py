@@ -14,6 +14,10 @@ from seqvae.ui.modelfiles import from_zip, to_zip
 from seqvae.ui.text import escape_markdown
 
 logger = logging.getLogger("seqvae.ui")
+# while a training is set up on the page's own thread (seconds on MovieLens 100K, most of it
+# TensorFlow's first import): the page said nothing for 12 s after the click
+PREPARING = ("Reading the log into sequences and loading TensorFlow (the first training on this "
+             "server takes longest)…")
 
 
 def knobs_ui() -> SeqVAEConfig | None:
@@ -90,9 +94,10 @@ def start_ui(dataset: state.Dataset, config: SeqVAEConfig | None) -> None:
     busy = job is not None and job.active
     if st.button("Train", type="primary", disabled=busy or config is None, key="train_start"):
         try:
-            new = jobs.start_training(dataset.log, dataset.name, config,
-                                      data_fingerprint=dataset.fingerprint,
-                                      refit=bool(st.session_state.get("knob_refit")))
+            with st.spinner(PREPARING):
+                new = jobs.start_training(dataset.log, dataset.name, config,
+                                          data_fingerprint=dataset.fingerprint,
+                                          refit=bool(st.session_state.get("knob_refit")))
             if job is not None:
                 job.discard()  # its checkpoint: only the latest job can be continued
             st.session_state[state.JOB] = new
@@ -216,9 +221,10 @@ def continue_ui(job: jobs.TrainingJob) -> None:
 
         config = replace(job.config, epochs=len(job.history.epochs) + int(more))
         try:
-            st.session_state[state.JOB] = jobs.start_training(
-                current.log, current.name, config, data_fingerprint=current.fingerprint,
-                continue_from=job, refit=bool(st.session_state.get("knob_refit")))
+            with st.spinner(PREPARING):
+                st.session_state[state.JOB] = jobs.start_training(
+                    current.log, current.name, config, data_fingerprint=current.fingerprint,
+                    continue_from=job, refit=bool(st.session_state.get("knob_refit")))
         except SeqVAEError as exc:
             st.error(f"**Training cannot continue:** {escape_markdown(exc)}", icon="⚠️")
             return

@@ -225,9 +225,14 @@ def what_if_ui(recommender, user: str, history_items: list[str], metadata) -> No
     removed = left.multiselect("Remove from the history", unique_history,
                                format_func=lambda i: label_of.get(i, i), filter_mode="contains",
                                key=f"whatif_remove:{user}", select_all=False)
-    added = middle.multiselect("Add at the end", all_items, select_all=False,
-                               filter_mode="contains", format_func=lambda i: label_of.get(i, i),
-                               key=f"whatif_add:{user}")
+    # an item the user already has is marked: added again, it is the latest event of the edited
+    # history and can turn the whole list (a new user added a film the user had rated 5)
+    seen = set(history_items)
+    added = middle.multiselect(
+        "Add at the end", all_items, select_all=False, filter_mode="contains",
+        format_func=lambda i: label_of.get(i, i) + (" · already in the history" if i in seen
+                                                    else ""),
+        key=f"whatif_add:{user}")
     # the user's most common event type is what an added item becomes unless chosen otherwise
     own = history.of_user(int(history.user_position([user])[0]))["events"]
     event_types = list(recommender.event_vocab_.tokens)

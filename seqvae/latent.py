@@ -27,8 +27,10 @@ from seqvae.sequences import OOV, Sequences
 
 # Okabe & Ito's colour-blind-safe palette first, then lighter and darker companions: 20
 # distinguishable colours for the map's categories (grey is kept for "other")
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
-           "#000000", "#8C564B", "#17BECF", "#BCBD22", "#7F3C8D", "#1B9E77", "#E7298A",
+# the first six (k-means' default k) are far apart in hue: the sky blue comes after them, away
+# from the blue (clusters 0 and 5 were two blues a new user could not tell apart)
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#8C564B", "#F0E442",
+           "#000000", "#56B4E9", "#17BECF", "#BCBD22", "#7F3C8D", "#1B9E77", "#E7298A",
            "#A6761D", "#66A61E", "#2F4B7C", "#FF7C43", "#A05195", "#665191"]
 OTHER_COLOUR = "#BBBBBB"
 # HDBSCAN's users in no cluster: a paler grey, so the clusters stand out of them

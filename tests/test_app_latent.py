@@ -309,6 +309,10 @@ def test_search_neighbours_and_the_line_between_two_users(app, trained):
 
 
 def test_the_line_between_two_users_starts_at_the_user_opened(app, trained):
+    from streamlit.testing.v1 import AppTest
+
+    from seqvae.ui import sessions
+
     users = list(trained[1].recommender.history_.users.astype(str))
     app.session_state[state.SELECTED_USER] = users[7]  # opened on the User page
     at = open_page(app, trained)
@@ -325,6 +329,24 @@ def test_the_line_between_two_users_starts_at_the_user_opened(app, trained):
     chart = next(c for c in at.get("plotly_chart") if "between_chart" in str(c.proto.id))
     assert json.loads(chart.proto.spec)["layout"]["xaxis"]["title"]["text"] == (
         f"from {users[7]} (0) to {users[3]} (1)")
+    # both picks survive a visit to another page and a reload (the new user lost "To user")
+    at.selectbox(key="between_a").set_value(users[9]).run()
+    at.switch_page("pages/data.py").run()
+    at.switch_page("pages/latent.py").run()
+    assert (at.selectbox(key="between_a").value, at.selectbox(key="between_b").value) == (
+        users[9], users[3])
+    again = AppTest.from_file(app._script_path, default_timeout=60)
+    again.query_params[sessions.PARAM] = at.session_state[sessions.TOKEN]
+    again.run()
+    again.switch_page("pages/latent.py").run()
+    assert not again.exception, again.exception
+    assert (again.selectbox(key="between_a").value, again.selectbox(key="between_b").value) == (
+        users[9], users[3])
+    # opening another user starts the line there again
+    again.session_state[state.SELECTED_USER] = users[11]
+    again.run()
+    assert again.selectbox(key="between_a").value == users[11]
+    assert again.selectbox(key="between_b").value == users[3]
 
 
 def test_exports_are_complete_and_formula_safe(app, trained):

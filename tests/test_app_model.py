@@ -273,6 +273,12 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     counts[:2] = 0  # padding and out-of-vocabulary are no event types
     assert at.selectbox(key=f"whatif_event:{user}").value == \
         vocab.token([int(np.argmax(counts))])[0]
+    # the items the user already has are marked among those that can be added
+    seen = set(model_in_use.recommender.item_vocab_.token(
+        history.of_user(int(history.user_position([user])[0]))["items"]))
+    offered = at.multiselect(key=f"whatif_add:{user}").options
+    marked = {label.split(" ")[0] for label in offered if label.endswith(" · already in the history")}
+    assert marked == seen and len(offered) == model_in_use.recommender.item_vocab_.size - 2
     # adding items changes the list without retraining: at least the scores move, and the added
     # items, now in the sequence, are not recommended back
     at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()

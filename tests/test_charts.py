@@ -114,4 +114,10 @@ def test_a_timeline_of_crowded_days_can_be_drawn_in_order_and_still_say_the_time
     assert list(in_order.data[0].x) == list(range(1, 61))
     assert in_order.layout.xaxis.title.text == "position in the sequence"
     assert in_order.data[0].customdata[31, 1] == "event 32 · 1998-04-11 21:31"
+    # by rating: the hover names the event type only where the user's events have several
+    rated = frame.assign(value=np.tile([1.0, 5.0], 30))
+    assert user_timeline(rated, "value").data[0].hovertemplate.endswith("<extra></extra>")
+    typed = rated.assign(event=["view", "buy"] * 30)
+    assert user_timeline(typed, "value").data[0].hovertemplate.endswith(
+        "<extra>%{customdata[1]}</extra>")
     assert by_time.data[0].customdata[31, 1] == "1998-04-11 21:31"

@@ -176,13 +176,15 @@ def test_an_evaluations_text_says_which_model_of_how_many_and_the_time_so_far():
     assert job.status(now=5.0) == "waiting for a free slot…"
     job.started = 100.0
     job._say("pop: fitting")  # the lines in `seqvae.compare.compare`'s order
-    assert job.status(now=112.0) == "pop: fitting · model 1 of 3 · 12 s so far"
+    # the model by the page's name for it
+    assert job.status(now=112.0) == "most popular: fitting · model 1 of 3 · 12 s so far"
     job._say("pop: fitted, validation NDCG@10 0.0410")
-    assert job.status(now=112.5).startswith("pop: fitted, validation NDCG@10 0.0410 · model 1 ")
+    assert job.status(now=112.5).startswith(
+        "most popular: fitted, validation NDCG@10 0.0410 · model 1 ")
     job._say("pop: testing")
-    assert job.status(now=113.0) == "pop: testing · model 1 of 3 · 13 s so far"
+    assert job.status(now=113.0) == "most popular: testing · model 1 of 3 · 13 s so far"
     job._say("ease: fitting")
-    assert job.status(now=175.0) == "ease: fitting · model 2 of 3 · 1 min 15 s so far"
+    assert job.status(now=175.0) == "EASE: fitting · model 2 of 3 · 1 min 15 s so far"
     assert job.fraction_done() == pytest.approx(1 / 3)
     # a tuned model's search fills its share setting by setting (EASE: minutes on a large
     # catalogue), in the words `compare` says them

@@ -199,8 +199,11 @@ def user_timeline(frame: pd.DataFrame, colour_by: str = "event", labels_up_to: i
             marker={**marker, "color": frame["value"], "colorscale": "Viridis",
                     "showscale": True, "colorbar": {"title": {"text": "value"}, "thickness": 12}},
             customdata=frame[["label", "event", "when_text"]].to_numpy(),
+            # the event type beside the value only where it tells events apart (a log without
+            # types would say "unknown" on every point)
             hovertemplate="%{customdata[0]}<br>%{customdata[2]}<br>value %{y}"
-                          "<extra>%{customdata[1]}</extra>",
+                          + ("<extra>%{customdata[1]}</extra>" if frame["event"].nunique() > 1
+                             else "<extra></extra>"),
         ))
         y_title = "value"
     else:

@@ -351,10 +351,17 @@ class EvaluationJob(_Job):
         tested = sum(1 for line in lines if line.endswith(": testing"))
         current = tested + (0 if lines[-1].endswith(": testing") else 1)
         elapsed = int((time.monotonic() if now is None else now) - started)
-        return (f"{lines[-1]} · model {max(min(current, len(self.models)), 1)} of "
+        # the line's model by the name the page gives it ("most popular", not "pop")
+        model, said, rest = lines[-1].partition(": ")
+        latest = f"{MODEL_NAMES.get(model, model)}{said}{rest}"
+        return (f"{latest} · model {max(min(current, len(self.models)), 1)} of "
                 f"{len(self.models)} · {duration(elapsed)} so far")
 
 
+# the models as the pages name them; short, so every chosen model's chip shows in the Evaluate
+# page's box
+MODEL_NAMES = {"seqvae": "SeqVAE", "sasrec": "SASRec", "multvae": "Mult-VAE", "ease": "EASE",
+               "itemknn": "item-KNN", "pop": "most popular"}
 _EPOCH_LINE = re.compile(r"^\w+: epoch (\d+) of at most (\d+),")
 _SETTING_LINE = re.compile(r"^\w+: .*, setting (\d+) of (\d+), validation ")
 

@@ -45,7 +45,7 @@ MAX_SESSIONS = int(os.environ.get("SEQVAE_MAX_SESSIONS", "32"))
 # the session-state keys a reload must not lose (widgets' own keys are Streamlit's business)
 KEPT = (state.DATASET, state.UPLOAD_ERROR, state.MODEL, state.JOB, state.ADOPTED_JOB,
         state.EVALUATION, state.SELECTED_USER, state.LATENT, state.SELECTION, state.COHORTS,
-        state.DRIFT_SHOWN)
+        state.DRIFT_SHOWN, state.BETWEEN_OPENED)
 
 # the settings an analyst chose, restored too; a widget's value is Streamlit's only while its
 # page is open, so the last value seen is kept (never buttons, uploaders or charts, whose state
@@ -57,7 +57,7 @@ KEPT_WIDGETS = (
     "latent_size", "user_query", "rec_k", "eval_protocol", "eval_models", "eval_ks",
     "eval_metric", "eval_intervals", "opt_format", "opt_sep", "opt_header", "opt_missing_ts",
     "opt_missing_value", "opt_dups", "latent_search", "user_tab",
-    "similar_users_by", "drift_start", "drift_end", "drift_arrows",
+    "similar_users_by", "drift_start", "drift_end", "drift_arrows", "between_a", "between_b",
 )
 # widgets with one key per user (the User page's What-if edits): kept by their key's prefix
 KEPT_WIDGET_PREFIXES = ("whatif_remove:", "whatif_add:", "whatif_event:")

@@ -41,6 +41,7 @@ CURVES = "training_curves"  # ((job id, epochs drawn), loss figure, validation f
 LATENT = "latent_view"  # the `LatentView` of the model in use (μ, user table, projections)
 SELECTION = "latent_selection"  # {"users": [ids], "how": "box" | "lasso" | ..., "map": words}
 DRIFT_SHOWN = "drift_shown"  # the (as of, compared with) dates of the drift the page shows
+BETWEEN_OPENED = "between_opened"  # the user last opened, where "Between two users" began
 COHORTS = "cohorts"  # name -> list of user ids, kept by the analyst
 EVALUATION = "evaluation_job"  # the session's `EvaluationJob`, or absent
 
