@@ -14,7 +14,7 @@ from seqvae import drift, export, latent
 from seqvae.errors import SeqVAEError
 from seqvae.export import neutralise_formulas
 from seqvae.ui import charts, runtime, state
-from seqvae.ui.text import escape_markdown, plotly_text, shorten
+from seqvae.ui.text import escape_markdown, natural_key, natural_order, plotly_text, shorten
 
 logger = logging.getLogger("seqvae.ui")
 
@@ -103,7 +103,8 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
         muted = {"other": latent.OTHER_COLOUR}
         if colour_name == "cluster":
             muted["noise"] = latent.NOISE_COLOUR
-        categories = sorted((c for c in pd.unique(shown_values) if c not in muted), key=_natural)
+        categories = sorted((c for c in pd.unique(shown_values) if c not in muted),
+                            key=natural_key)
         categories += [c for c in muted if c in set(shown_values)]
         for i, category in enumerate(categories):
             members = shown_values == category
@@ -147,13 +148,6 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, rows: np.ndarray, values
             fig.update_xaxes(range=list(window[0]))
             fig.update_yaxes(range=list(window[1]))
     return fig
-
-
-def _natural(value: object) -> tuple:
-    """Cluster labels "10 · …" after "9 · …": by leading number, then text."""
-    text = str(value)
-    head = text.split(" ", 1)[0]
-    return (0, int(head), text) if head.lstrip("-").isdigit() else (1, 0, text)
 
 
 def selected_users(event: object) -> tuple[list[str], str]:
@@ -330,7 +324,7 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
     st.subheader("Between two users", anchor=False)
     st.caption("What the decoder produces along the straight line from one user's μ to "
                "another's: the items that rise and fall tell what that direction means.")
-    users = view.frame["user"].astype(str).to_numpy()
+    users = natural_order(view.frame["user"].astype(str).to_numpy())
     # the user last opened (User page, or a click on the map) starts the line, once per user
     # opened: a pick made here afterwards stays
     opened = st.session_state.get(state.SELECTED_USER)

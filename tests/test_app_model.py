@@ -435,9 +435,13 @@ def test_an_id_typed_in_full_comes_first_and_is_opened(app):
     from seqvae.ui.text import matching_ids
 
     ids = np.array(["196", "21", "1", "11", "310", "7"], dtype=object)
-    assert list(matching_ids(ids, " 1 ")) == ["1", "196", "11", "21", "310"]
-    assert list(matching_ids(ids, "")) == list(ids)
+    # the id itself, then the ids that start with it, then the rest, each in numeric order
+    assert list(matching_ids(ids, " 1 ")) == ["1", "11", "196", "21", "310"]
+    assert list(matching_ids(ids, "")) == ["1", "7", "11", "21", "196", "310"]
     assert list(matching_ids(ids, "9")) == ["196"]
+    # ids that are not numbers follow the numbers, as text
+    mixed = np.array(["u10", "20", "u9", "3", "007", "7"], dtype=object)
+    assert list(matching_ids(mixed, "")) == ["3", "007", "7", "20", "u10", "u9"]
     dataset, model = rated_session("{}")  # ids 0 … 39, as MovieLens numbers its users
     at = app
     at.session_state[state.DATASET] = dataset

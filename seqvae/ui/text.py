@@ -25,9 +25,33 @@ def plotly_text(text: object) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def natural_key(value: object) -> tuple:
+    """Sorts "9" before "10" and "9 · a" before "10 · b" (by a leading number, then the text),
+    numbered values before the others."""
+    text = str(value)
+    head = text.split(" ", 1)[0]
+    return (0, int(head), text) if head.lstrip("-").isdigit() else (1, 0, text)
+
+
+def natural_order(ids: np.ndarray) -> np.ndarray:
+    """`ids` sorted as a person lists them: the ids that are whole numbers first, by value
+    (MovieLens' users 1, 2, 3, … rather than the log's 196, 186, 22, …), then the others as
+    text. Vectorised: it runs on every rerun of a page that lists a log's users."""
+    text = np.asarray(ids).astype(str)
+    if text.size == 0:
+        return np.asarray(ids)
+    digits = np.char.isdigit(text) & (np.char.str_len(text) <= 18)  # fits an int64
+    numbers = np.zeros(text.size, dtype=np.int64)
+    numbers[digits] = text[digits].astype(np.int64)
+    # numbers first, by value, then the rest as text (the text breaks ties such as "007", "7")
+    return np.asarray(ids)[np.lexsort((text, numbers, ~digits))]
+
+
 def matching_ids(ids: np.ndarray, query: str) -> np.ndarray:
     """The ids that contain `query` (stripped), the id equal to it first, then those that start
-    with it, then the rest, each group in its original order; every id for an empty query."""
+    with it, then the rest, each group in `natural_order`; every id, in that order, for an empty
+    query."""
+    ids = natural_order(ids)
     query = query.strip()
     if not query:
         return ids
