@@ -265,8 +265,6 @@ def cohort_ui(view: state.LatentView, dataset: state.Dataset | None, shown_map: 
 # shares are shown in percent with one decimal: Streamlit's "percent" preset shows as many
 # decimals as each value needs, so one column mixed them; `as_percent` scales them first
 PERCENT = "%.1f%%"
-# the Between-two-users pickers list this many users (any other id can be typed in full)
-LISTED_USERS = 20_000
 
 
 def as_percent(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -332,10 +330,10 @@ def between_ui(view: state.LatentView, dataset: state.Dataset | None) -> None:
         else users[0]
     if start != st.session_state.get(state.BETWEEN_OPENED):
         st.session_state[state.BETWEEN_OPENED] = st.session_state["between_a"] = start
-    listed = list(dict.fromkeys([start, *users[:LISTED_USERS]]))
+    listed = list(dict.fromkeys([start, *users[:state.LISTED_USERS]]))
     a, b = st.columns(2)
-    more = (f" The first {LISTED_USERS:,} of {len(users):,} users are listed; type any other id "
-            "in full." if len(users) > LISTED_USERS else "")
+    more = (f" The first {state.LISTED_USERS:,} of {len(users):,} users are listed; type any "
+            "other id in full." if len(users) > state.LISTED_USERS else "")
     picked = [column.selectbox(label, listed, index=index, key=key, accept_new_options=True,
                                filter_mode="contains", help="Type part of an id to filter." + more)
               for column, label, index, key in ((a, "From user", 0, "between_a"),

@@ -308,6 +308,14 @@ def test_search_neighbours_and_the_line_between_two_users(app, trained):
     assert any("No user" in w.value for w in at.warning)
 
 
+def test_a_long_list_of_users_says_how_to_reach_the_rest(app, trained, monkeypatch):
+    monkeypatch.setattr(state, "LISTED_USERS", 50)
+    at = open_page(app, trained)
+    first = at.selectbox(key="between_a")
+    assert len(first.options) == 50
+    assert first.help.endswith("The first 50 of 120 users are listed; type any other id in full.")
+
+
 def test_the_line_between_two_users_starts_at_the_user_opened(app, trained):
     from streamlit.testing.v1 import AppTest
 
@@ -326,6 +334,7 @@ def test_the_line_between_two_users_starts_at_the_user_opened(app, trained):
     # the legend's names are cut; a line's point says its whole title
     assert lines and all(line["name"] == shorten(line["hovertemplate"].split("<br>")[0], 40)
                          for line in lines)
+    assert "are listed" not in first.help  # all 120 are
     # (an id typed in full, in the list or not, is the browser test's: AppTest cannot type one)
     at.selectbox(key="between_b").set_value(users[3]).run()
     chart = next(c for c in at.get("plotly_chart") if "between_chart" in str(c.proto.id))
