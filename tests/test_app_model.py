@@ -33,6 +33,12 @@ def upload(at, name: str, data: bytes):
     return at.run()
 
 
+def open_tab(at, name: str):
+    """Open one of the User page's tabs, as a click on it does (only the open tab runs)."""
+    at.session_state["user_tab"] = name
+    return at.run()
+
+
 def wait_for_training(at, seconds: float = 240.0):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -106,6 +112,8 @@ def test_train_then_open_a_user(app, small_log):
     assert len(recommendations) == 10
     assert list(recommendations["rank"]) == list(range(1, 11))
     # the reconstruction says which steps its hit share counts: the most recent window's
+    assert not any("what came next" in d.value.columns for d in at.dataframe)  # tab not open
+    open_tab(at, "Reconstruction")
     steps = frame_with(at, "what came next")
     hits = int((steps["its rank"] <= 10).sum())
     caption = next(t for t in texts(at.caption) if "steps below" in t)
@@ -116,6 +124,7 @@ def test_train_then_open_a_user(app, small_log):
     assert "It trained on them" in caption and "not a forecast" in caption
     # "what if": adding items changes the list without retraining; the pickers offer no
     # "select all matches" (Enter after typing a title would take every match)
+    open_tab(at, "What if")
     assert all(at.multiselect(key=f"whatif_{kind}:{user}").proto.select_all == 0
                for kind in ("add", "remove"))
     at.multiselect(key=f"whatif_add:{user}").set_value(["P0001", "P0002"]).run()
@@ -258,6 +267,7 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     recommendations = frame_with(at, "because of")
     # unedited: the user's stored events (items, event types, times) encoded again give exactly
     # the stored recommendations, and nothing is marked as changed
+    open_tab(at, "What if")
     what_if = frame_with(at, "change")
     assert list(what_if["item"]) == list(recommendations["item"])
     assert list(what_if["score"]) == list(recommendations["score"])
@@ -294,10 +304,15 @@ def test_what_if_unedited_is_the_stored_user_and_an_edit_moves_it(app, model_in_
     for item in gone:
         rank = int(recommendations.loc[recommendations["item"] == item, "rank"].iloc[0])
         assert f"(was {rank})" in out[0]
+    # another tab and back keeps the edit (only the open tab runs: the What-if's pickers are
+    # not drawn meanwhile)
+    open_tab(at, "Recommendations")
+    assert not any(m.key == f"whatif_add:{user}" for m in at.multiselect)
+    open_tab(at, "What if")
+    assert at.multiselect(key=f"whatif_add:{user}").value == ["P0001", "P0002"]
+    assert frame_with(at, "change").equals(edited)
     # the edit is this user's: another page and back keeps it (and the open tab); another user
     # opens unedited, and coming back to the first finds its edit again
-    at.session_state["user_tab"] = "What if"  # as a click on the tab sets it
-    at.run()
     at.switch_page("pages/data.py").run()
     at.switch_page("pages/user.py").run()
     assert at.session_state["user_tab"] == "What if"
@@ -380,12 +395,15 @@ def test_user_page_shows_values_attributes_and_opens_similar_users(app, rated):
     assert spec["layout"]["xaxis"]["title"]["text"] == "position in the sequence"
     assert spec["data"][0]["customdata"][0][2].startswith("event 1 · ")
     # one event type ("unknown": the log has none): the What-if asks nothing about it
+    open_tab(at, "What if")
+    assert "whatif_add:u03" in {box.key for box in at.multiselect}  # the tab is drawn
     assert "whatif_event:u03" not in {box.key for box in at.selectbox}
     events = frame_with(at, "item (title)")
     log = dataset.log.frame
     own = log[log["user"] == "u03"].sort_values("timestamp")
     assert list(events["value"]) == list(own["value"])
     # similar users carry their attributes; selecting one opens that user
+    open_tab(at, "Similar users")
     similar = frame_with(at, "cosine similarity of μ")
     assert {"occupation", "age"} <= set(similar.columns)
     # with their activity and latest items, as the Latent page's nearest users show them
