@@ -344,10 +344,18 @@ def test_what_if_umap_side_files_and_drift(page, server, tmp_path):
     # typed text is matched as written: every option listed contains it (a fuzzy match also
     # listed ids and titles that only share its characters in order: P0054 for "P004")
     page.keyboard.type("P004")
-    page.wait_for_timeout(500)
-    listed = page.get_by_role("option").all_inner_texts()
-    print("what-if options for 'P004':", listed)
-    assert listed and all("P004" in text for text in listed)
+    every_option_holds_it = """() => {
+        const shown = [...document.querySelectorAll('[role=option]')].map(o => o.innerText);
+        return shown.length > 0 && shown.every(text => text.includes('P004'));
+    }"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:  # the list filters as it is typed: wait for it rather than for a fixed time
+        page.wait_for_function(every_option_holds_it, timeout=10_000)
+    except PlaywrightTimeout:
+        shot(page, "FAILED-what-if-filter")
+        raise AssertionError("options that do not hold 'P004' stayed listed: "
+                             f"{page.get_by_role('option').all_inner_texts()}") from None
     page.get_by_role("option").nth(0).click()
     page.keyboard.press("Escape")
     page.wait_for_function("!document.body.innerText.includes('No edit yet')")
